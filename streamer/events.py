@@ -1,0 +1,213 @@
+"""Wire types and codecs: raw Kafka bytes in, typed events or dead letters out; output records out.
+
+Decoding never raises on bad input: every failure becomes a ``DecodeFailure`` that names the field, and
+the adapter turns it into a dead-letter record. Every output record carries the input id (the
+idempotency key) and where the input came from, so consumers can drop duplicates of at-least-once
+delivery and anyone can trace a decision back to its offset.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+from jsonschema import Draft202012Validator
+
+from streamer.topics import error_path
+
+#: Dead letters keep at most this much of a raw value: enough to debug, bounded for hostile input.
+DEADLETTER_RAW_LIMIT = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where an input record came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+            "timestamp_ms": self.timestamp_ms,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RawEvent:
+    """One Kafka record as it arrived, before any decoding."""
+
+    value: bytes | None
+    source: Source
+    key: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeFailure:
+    """Why a raw record could not become an event; ``code`` is one of the dead-letter schema's codes."""
+
+    raw: RawEvent
+    code: str
+    message: str
+    field: str | None = None
+    id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """A validated support ticket (``ticket.v1.json``) and the text the models read."""
+
+    id: str
+    payload: Mapping[str, Any]
+    source: Source
+    key: bytes | None
+    text: str
+    truncated: bool
+
+    @property
+    def subject(self) -> str:
+        return str(self.payload.get("subject") or "")
+
+    @property
+    def body(self) -> str:
+        return str(self.payload["body"])
+
+    @property
+    def customer_tier(self) -> str | None:
+        customer = self.payload.get("customer") or {}
+        tier = customer.get("tier")
+        return str(tier).lower() if tier else None
+
+    @property
+    def declared_language(self) -> str | None:
+        lang = self.payload.get("language")
+        return str(lang).split("-")[0].split("_")[0].lower() if lang else None
+
+    @property
+    def channel(self) -> str | None:
+        channel = self.payload.get("channel")
+        return str(channel) if channel else None
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeLimits:
+    """Bounds on hostile input: oversize records are dead letters, long texts are cut for the model."""
+
+    max_event_bytes: int = 1_000_000
+    max_text_chars: int = 4000
+
+
+def _parse_json_object(raw: RawEvent, limits: DecodeLimits) -> dict[str, Any] | DecodeFailure:
+    value = raw.value
+    if value is None:
+        return DecodeFailure(raw, "not_an_object", "record has no value (tombstone)")
+    if len(value) > limits.max_event_bytes:
+        return DecodeFailure(
+            raw, "oversize", f"value is {len(value)} bytes, more than the limit of {limits.max_event_bytes}"
+        )
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return DecodeFailure(raw, "invalid_utf8", f"not UTF-8 at byte {exc.start}: {exc.reason}")
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return DecodeFailure(raw, "invalid_json", f"not valid JSON: {exc}")
+    if not isinstance(doc, dict):
+        return DecodeFailure(raw, "not_an_object", f"expected a JSON object, got {type(doc).__name__}")
+    return doc
+
+
+def _check_timestamp(value: str) -> bool:
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return False
+    return True
+
+
+def ticket_text(payload: Mapping[str, Any]) -> str:
+    """What the models read: the subject, when there is one, then the body."""
+    subject = str(payload.get("subject") or "").strip()
+    body = str(payload["body"]).strip()
+    return f"{subject}\n{body}" if subject else body
+
+
+def decode_ticket(raw: RawEvent, validator: Draft202012Validator, limits: DecodeLimits) -> Ticket | DecodeFailure:
+    """Bytes to a validated ``Ticket``, or a failure naming the first bad field."""
+    doc = _parse_json_object(raw, limits)
+    if isinstance(doc, DecodeFailure):
+        return doc
+    ticket_id = doc.get("id") if isinstance(doc.get("id"), str) else None
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        first = errors[0]
+        where = error_path(first.absolute_path)
+        return DecodeFailure(raw, "schema", f"{where}: {first.message}", field=where, id=ticket_id)
+    if not _check_timestamp(doc["created_at"]):
+        return DecodeFailure(raw, "schema", "created_at: not an ISO-8601 date-time", field="created_at", id=ticket_id)
+    if not doc["body"].strip():
+        return DecodeFailure(raw, "schema", "body: is blank", field="body", id=ticket_id)
+    text = ticket_text(doc)
+    truncated = len(text) > limits.max_text_chars
+    return Ticket(
+        id=doc["id"],
+        payload=doc,
+        source=raw.source,
+        key=raw.key,
+        text=text[: limits.max_text_chars] if truncated else text,
+        truncated=truncated,
+    )
+
+
+def _raw_section(raw: RawEvent) -> dict[str, Any]:
+    value = raw.value or b""
+    cut = len(value) > DEADLETTER_RAW_LIMIT
+    kept = value[:DEADLETTER_RAW_LIMIT]
+    try:
+        text, encoding = kept.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(kept).decode("ascii"), "base64"
+    key: str | None = None
+    if raw.key is not None:
+        key = raw.key.decode("utf-8", errors="backslashreplace")
+    return {"encoding": encoding, "value": text, "size": len(value), "cut": cut, "key": key}
+
+
+def dead_letter(failure: DecodeFailure, failed_at: str) -> dict[str, Any]:
+    """The ``deadletter.v1.json`` record of a failure: raw bytes (base64 if not UTF-8), reason, origin."""
+    return {
+        "id": failure.id,
+        "error": {"code": failure.code, "message": failure.message, "field": failure.field},
+        "raw": _raw_section(failure.raw),
+        "source": failure.raw.source.to_dict(),
+        "failed_at": failed_at,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One record to produce: topic, key and the JSON value (encoded by ``encode``)."""
+
+    topic: str
+    key: bytes | None
+    value: Mapping[str, Any]
+    headers: tuple[tuple[str, bytes], ...] = field(default=())
+
+
+def encode(value: Mapping[str, Any]) -> bytes:
+    """JSON bytes as every streamer topic carries them (UTF-8, no spaces, numpy scalars allowed)."""
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def decode(value: bytes) -> Any:
+    """The inverse of ``encode`` for consumers and tests."""
+    return orjson.loads(value)

@@ -1,0 +1,85 @@
+"""Kafka client options from settings: one place that knows about security protocols and secrets."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.helpers import create_ssl_context
+
+from streamer.errors import KafkaUnavailable
+from streamer.settings import Settings
+
+
+def connection_options(settings: Settings) -> dict[str, Any]:
+    """Options every aiokafka client takes: servers, security, timeouts. Secrets are unwrapped only here."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "client_id": settings.kafka_client_id,
+        "request_timeout_ms": settings.kafka_request_timeout_ms,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = create_ssl_context(
+            cafile=settings.kafka_ssl_cafile,
+            certfile=settings.kafka_ssl_certfile,
+            keyfile=settings.kafka_ssl_keyfile,
+            password=(settings.kafka_ssl_key_password.get_secret_value() if settings.kafka_ssl_key_password else None),
+        )
+    if settings.kafka_security_protocol.startswith("SASL"):
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        options["sasl_plain_password"] = (
+            settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
+        )
+    return options
+
+
+def unavailable(settings: Settings, exc: BaseException) -> KafkaUnavailable:
+    """A one-line error that names the address, never the credentials."""
+    reason = type(exc).__name__ if not str(exc) else str(exc).splitlines()[0]
+    return KafkaUnavailable(
+        f"cannot reach Kafka at {settings.kafka_bootstrap} ({settings.kafka_security_protocol}): {reason}"
+    )
+
+
+@asynccontextmanager
+async def admin_client(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client; connection failures become ``KafkaUnavailable``."""
+    options = connection_options(settings)
+    options.pop("client_id")
+    admin = AIOKafkaAdminClient(client_id=f"{settings.kafka_client_id}-admin", **options)
+    try:
+        await admin.start()
+    except (KafkaConnectionError, KafkaError, OSError) as exc:
+        await admin.close()
+        raise unavailable(settings, exc) from None
+    try:
+        yield admin
+    finally:
+        await admin.close()
+
+
+def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    """A producer for outputs: acks=all and idempotence, so a retried send never duplicates a record."""
+    options: dict[str, Any] = {
+        **connection_options(settings),
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "max_request_size": max(settings.max_event_bytes * 2, 1_048_576),
+        "compression_type": None,
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+def consumer(settings: Settings, *topics: str, **overrides: Any) -> AIOKafkaConsumer:
+    """A consumer with our connection options; callers pick group, offsets and commit policy."""
+    options: dict[str, Any] = {**connection_options(settings), "enable_auto_commit": False}
+    options.update(overrides)
+    return AIOKafkaConsumer(*topics, **options)

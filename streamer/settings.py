@@ -1,0 +1,144 @@
+"""One typed settings object, read from ``STREAMER_*`` environment variables.
+
+Every knob of the service lives here so that operators find them in one place (and in the README table,
+which a test keeps in step with this class). Secrets are ``SecretStr``: they never print.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streamer.errors import ConfigError
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+Device = Literal["cpu", "cuda", "auto"]
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_topics_dir() -> Path:
+    """The repository's ``topics/`` in a checkout, else ``./topics`` (container images copy it there)."""
+    candidate = _REPO_ROOT / "topics"
+    return candidate if candidate.is_dir() else Path("topics")
+
+
+class Settings(BaseSettings):
+    """Settings of every streamer process; each field is ``STREAMER_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMER_", extra="ignore", frozen=True)
+
+    # Kafka connection
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Comma-separated bootstrap servers.")
+    kafka_security_protocol: SecurityProtocol = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+    )
+    kafka_sasl_mechanism: SaslMechanism = Field("SCRAM-SHA-512", description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.")
+    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (secret, never logged).")
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle that signed the brokers' certificates.")
+    kafka_ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS.")
+    kafka_ssl_keyfile: Path | None = Field(None, description="Client private key for mutual TLS.")
+    kafka_ssl_key_password: SecretStr | None = Field(None, description="Password of the client key (secret).")
+    kafka_client_id: str = Field("streamer", description="Client id sent to the brokers.")
+    kafka_request_timeout_ms: int = Field(15000, ge=1000, description="Broker request timeout.")
+    group_id: str = Field("streamer-triage", description="Consumer group of the triage workers.")
+    topic_prefix: str = Field("", description="Prefix for every topic name (e.g. staging.), to share a cluster.")
+
+    # Topics and rules
+    topics_dir: Path = Field(
+        default_factory=_default_topics_dir, description="Folder with topics.yaml, routes.yaml and schemas/."
+    )
+
+    # Model runtime
+    bundle_dir: Path = Field(Path("var/bundles/default"), description="Model bundle the worker loads.")
+    device: Device = Field("auto", description="cpu, cuda, or auto (cuda when a GPU is visible).")
+    compute_type: str | None = Field(
+        None, description="CTranslate2 compute type; default int8 on CPU, float16 on CUDA."
+    )
+    intra_threads: int = Field(0, ge=0, description="Threads inside one inference call (0: one per core).")
+    inter_threads: int = Field(1, ge=1, description="Inference calls run in parallel.")
+
+    # Batching and limits
+    max_batch: int = Field(64, ge=1, description="Most events triaged in one model batch.")
+    max_wait_ms: int = Field(50, ge=1, description="Longest wait to fill a batch before it runs anyway.")
+    max_event_bytes: int = Field(1_000_000, ge=1024, description="Larger raw events go to the dead-letter topic.")
+    max_text_chars: int = Field(
+        4000, ge=64, description="Longer texts are cut for the model and flagged (kept whole in output)."
+    )
+
+    # Escalation policy (defaults; a bundle may carry its own calibrated thresholds)
+    escalate_min_confidence: float = Field(0.55, ge=0, le=1, description="Escalate below this intent confidence.")
+    escalate_min_margin: float = Field(
+        0.10, ge=0, le=1, description="Escalate when the top two intents are closer than this."
+    )
+    escalate_oos_threshold: float | None = Field(
+        None, ge=0, le=1, description="Out-of-scope score above which to escalate (default: the bundle's)."
+    )
+    escalate_long_text_chars: int = Field(
+        1200, ge=100, description="Texts longer than this with several issues escalate."
+    )
+    escalate_vip_tiers: tuple[str, ...] = Field(
+        ("vip", "enterprise"), description="Customer tiers that always escalate."
+    )
+    supported_languages: tuple[str, ...] = Field(
+        ("en",), description="Languages the small models handle; others escalate."
+    )
+
+    # Operations
+    metrics_port: int = Field(9100, ge=0, le=65535, description="Port of /metrics, /health and /ready (0: off).")
+    log_level: str = Field("INFO", description="Log level.")
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="json, console, or auto (console in a TTY)."
+    )
+    shutdown_timeout_s: float = Field(20.0, gt=0, description="Grace period for in-flight batches on SIGTERM.")
+
+    @model_validator(mode="after")
+    def _check_security(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                f"kafka_security_protocol={self.kafka_security_protocol} needs "
+                "STREAMER_KAFKA_SASL_USERNAME and STREAMER_KAFKA_SASL_PASSWORD"
+            )
+        return self
+
+    @cached_property
+    def bootstrap_servers(self) -> list[str]:
+        return [s.strip() for s in self.kafka_bootstrap.split(",") if s.strip()]
+
+    def topic(self, name: str) -> str:
+        """The cluster's name of a declared topic."""
+        return self.topic_prefix + name
+
+    @property
+    def topics_file(self) -> Path:
+        return self.topics_dir / "topics.yaml"
+
+    @property
+    def routes_file(self) -> Path:
+        return self.topics_dir / "routes.yaml"
+
+    @property
+    def schemas_dir(self) -> Path:
+        return self.topics_dir / "schemas"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment; a bad value becomes one readable ``ConfigError``."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"STREAMER_{'_'.join(str(p) for p in err['loc']).upper() or 'SETTINGS'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None

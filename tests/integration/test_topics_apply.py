@@ -1,0 +1,68 @@
+"""``topics apply`` against the real broker: creates what is missing, is idempotent, reports drift."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+import pytest
+
+from streamer.cli import main
+from streamer.kafka.admin import apply_topics, list_topics
+from streamer.settings import Settings
+from streamer.topics import load_catalog
+
+pytestmark = pytest.mark.kafka
+
+
+def test_apply_twice_then_detect_drift(kafka_settings: Settings, unique_name) -> None:
+    settings = replace_prefix(kafka_settings, unique_name(""))
+    catalog = load_catalog(settings.topics_file)
+    specs = list(catalog.topics.values())
+
+    first = asyncio.run(apply_topics(settings, specs))
+    assert sorted(first.created) == sorted(settings.topic(s.name) for s in specs)
+    assert first.drift == []
+
+    second = asyncio.run(apply_topics(settings, specs))
+    assert second.created == []
+    assert not second.changed
+    assert sorted(second.unchanged) == sorted(first.created)
+
+    # Declare more partitions than the cluster has: drift, reported, nothing changed.
+    tickets = catalog["support.tickets.v1"]
+    drifted = replace(tickets, partitions=tickets.partitions + 2, config={**tickets.config, "retention.ms": "1000"})
+    third = asyncio.run(apply_topics(settings, [drifted]))
+    found = {(d.what, d.declared, d.actual) for d in third.drift}
+    assert ("partitions", str(tickets.partitions + 2), str(tickets.partitions)) in found
+    assert ("retention.ms", "1000", tickets.config["retention.ms"]) in found
+    assert third.created == []
+
+    states = {s.name: s for s in asyncio.run(list_topics(settings))}
+    cluster_tickets = states[settings.topic("support.tickets.v1")]
+    assert cluster_tickets.partitions == tickets.partitions
+    compacted = states[settings.topic("ops.log_templates.v1")]
+    assert compacted.config["cleanup.policy"] == "compact"
+
+
+def test_cli_apply_is_idempotent(kafka_settings: Settings, unique_name, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("STREAMER_KAFKA_BOOTSTRAP", kafka_settings.kafka_bootstrap)
+    monkeypatch.setenv("STREAMER_TOPIC_PREFIX", unique_name("cli") + ".")
+    assert main(["topics", "apply"]) == 0
+    first = capsys.readouterr().out
+    assert "0 drift(s)" in first and "0 created" not in first
+    assert main(["topics", "apply", "--strict"]) == 0
+    second = capsys.readouterr().out
+    assert "0 created" in second and "0 drift(s)" in second
+
+
+def test_wrong_bootstrap_is_one_line_naming_the_address(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("STREAMER_KAFKA_BOOTSTRAP", "127.0.0.1:1")
+    assert main(["topics", "list"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "127.0.0.1:1" in err and err.startswith("streamer: error: cannot reach Kafka")
+
+
+def replace_prefix(settings: Settings, prefix: str) -> Settings:
+    return settings.model_copy(update={"topic_prefix": prefix})
