@@ -1,0 +1,138 @@
+"""The escalation policy: which tickets the small models should not decide alone, and why.
+
+Each reason is a stable code (the ``reason`` enum of the schemas) plus a human detail, so the large-model
+side and dashboards can count and act on reasons separately.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
+from enum import Enum
+
+
+class ReasonCode(str, Enum):
+    LOW_CONFIDENCE = "low_confidence"
+    OUT_OF_SCOPE = "out_of_scope"
+    SMALL_MARGIN = "small_margin"
+    URGENT_NEGATIVE = "urgent_negative"
+    VIP_CUSTOMER = "vip_customer"
+    LONG_MULTI_ISSUE = "long_multi_issue"
+    UNSUPPORTED_LANGUAGE = "unsupported_language"
+    NEW_ERROR_TEMPLATE = "new_error_template"
+    ERROR_BURST = "error_burst"
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    code: ReasonCode
+    detail: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code.value, "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationPolicy:
+    """Thresholds of the policy; defaults come from settings, a bundle may supply calibrated ones."""
+
+    min_confidence: float = 0.55
+    min_margin: float = 0.10
+    oos_threshold: float = 0.5
+    long_text_chars: int = 1200
+    min_issues: int = 2
+    vip_tiers: frozenset[str] = frozenset({"vip", "enterprise"})
+    supported_languages: frozenset[str] = frozenset({"en"})
+    language_min_confidence: float = 0.8
+    urgent_priorities: frozenset[str] = frozenset({"urgent", "high"})
+    negative_sentiments: frozenset[str] = frozenset({"negative"})
+
+
+@dataclass(frozen=True, slots=True)
+class TicketSignals:
+    """What the policy looks at for one ticket, gathered by the triage core."""
+
+    intent: str
+    confidence: float
+    margin: float
+    oos_score: float
+    priority: str
+    sentiment: str
+    tier: str | None
+    language: str
+    language_confidence: float
+    text: str
+
+
+# Markers of a second (third...) issue in one message: connectors and enumerations people use.
+_ISSUE_MARKERS = re.compile(
+    r"(?im)\b(?:also|additionally|another (?:issue|problem|thing|question)|on top of (?:that|this)|"
+    r"in addition|secondly|second(?:ly)?,|third(?:ly)?|one more thing|separately|besides that|"
+    r"and (?:then|now) (?:my|the|i))\b|^\s*(?:\d+[.)]|[-*\u2022])\s+"
+)
+
+
+def count_issues(text: str) -> int:
+    """A cheap estimate of how many separate problems a message raises (1 plus markers of others)."""
+    return 1 + len(_ISSUE_MARKERS.findall(text))
+
+
+def ticket_reasons(s: TicketSignals, policy: EscalationPolicy) -> list[Reason]:
+    """Every reason that applies, in a fixed order; an empty list means the small models decide."""
+    reasons: list[Reason] = []
+    if s.oos_score >= policy.oos_threshold:
+        reasons.append(
+            Reason(ReasonCode.OUT_OF_SCOPE, f"out-of-scope score {s.oos_score:.2f} >= {policy.oos_threshold:.2f}")
+        )
+    if s.confidence < policy.min_confidence:
+        reasons.append(
+            Reason(
+                ReasonCode.LOW_CONFIDENCE,
+                f"intent {s.intent} confidence {s.confidence:.2f} < {policy.min_confidence:.2f}",
+            )
+        )
+    if s.margin < policy.min_margin:
+        reasons.append(Reason(ReasonCode.SMALL_MARGIN, f"top-2 intent margin {s.margin:.2f} < {policy.min_margin:.2f}"))
+    if s.priority in policy.urgent_priorities and s.sentiment in policy.negative_sentiments:
+        reasons.append(Reason(ReasonCode.URGENT_NEGATIVE, f"priority {s.priority} with {s.sentiment} sentiment"))
+    if s.tier is not None and s.tier in policy.vip_tiers:
+        reasons.append(Reason(ReasonCode.VIP_CUSTOMER, f"customer tier {s.tier}"))
+    if len(s.text) > policy.long_text_chars:
+        issues = count_issues(s.text)
+        if issues >= policy.min_issues:
+            reasons.append(
+                Reason(ReasonCode.LONG_MULTI_ISSUE, f"{len(s.text)} characters raising about {issues} issues")
+            )
+    if (
+        s.language not in policy.supported_languages
+        and s.language != "und"
+        and s.language_confidence >= policy.language_min_confidence
+    ):
+        reasons.append(
+            Reason(
+                ReasonCode.UNSUPPORTED_LANGUAGE,
+                f"language {s.language} ({s.language_confidence:.2f}) not in {sorted(policy.supported_languages)}",
+            )
+        )
+    return reasons
+
+
+def policy_from(
+    *,
+    min_confidence: float,
+    min_margin: float,
+    oos_threshold: float,
+    long_text_chars: int,
+    vip_tiers: Collection[str],
+    supported_languages: Collection[str],
+) -> EscalationPolicy:
+    """A policy from plain values (settings, bundle thresholds), normalising the sets."""
+    return EscalationPolicy(
+        min_confidence=min_confidence,
+        min_margin=min_margin,
+        oos_threshold=oos_threshold,
+        long_text_chars=long_text_chars,
+        vip_tiers=frozenset(t.lower() for t in vip_tiers),
+        supported_languages=frozenset(lang.lower() for lang in supported_languages),
+    )

@@ -1,0 +1,116 @@
+"""Decoding raw bytes into tickets or dead letters; every failure names its cause and keeps the bytes."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import orjson
+import pytest
+
+from streamer.events import DecodeFailure, DecodeLimits, RawEvent, Source, Ticket, dead_letter, decode_ticket
+from streamer.topics import SchemaRegistry
+
+REPO = Path(__file__).resolve().parents[2]
+REGISTRY = SchemaRegistry(REPO / "topics" / "schemas")
+VALIDATOR = REGISTRY.validator("ticket.v1.json")
+LIMITS = DecodeLimits(max_event_bytes=2000, max_text_chars=100)
+SOURCE = Source("support.tickets.v1", 2, 41, 1_700_000_000_000)
+
+GOOD = {
+    "id": "TCK-1",
+    "created_at": "2026-11-27T10:00:00Z",
+    "channel": "email",
+    "subject": "Refund",
+    "body": "Please refund order ORD-1.",
+    "customer": {"id": "C-1", "tier": "VIP"},
+    "language": "en-GB",
+    "metadata": {"source": "zendesk"},
+}
+
+
+def decode(value: bytes | None) -> Ticket | DecodeFailure:
+    return decode_ticket(RawEvent(value, SOURCE, b"k"), VALIDATOR, LIMITS)
+
+
+def test_good_ticket() -> None:
+    t = decode(orjson.dumps(GOOD))
+    assert isinstance(t, Ticket)
+    assert t.id == "TCK-1"
+    assert t.text == "Refund\nPlease refund order ORD-1."
+    assert t.customer_tier == "vip"
+    assert t.declared_language == "en"
+    assert not t.truncated
+
+
+def test_long_text_is_cut_for_the_model_and_flagged_but_kept() -> None:
+    body = "word " * 100
+    t = decode(orjson.dumps({**GOOD, "body": body}))
+    assert isinstance(t, Ticket)
+    assert t.truncated and len(t.text) == LIMITS.max_text_chars
+    assert t.body == body
+
+
+@pytest.mark.parametrize(
+    ("value", "code", "field", "message"),
+    [
+        (b'{"id": "x", "body": ', "invalid_json", None, "not valid JSON"),
+        (b"\xff\xfe{}", "invalid_utf8", None, "not UTF-8 at byte 0"),
+        (b"[1, 2]", "not_an_object", None, "expected a JSON object, got list"),
+        (None, "not_an_object", None, "tombstone"),
+        (orjson.dumps({**GOOD, "body": 42}), "schema", "body", "42 is not of type 'string'"),
+        (
+            orjson.dumps({k: v for k, v in GOOD.items() if k != "created_at"}),
+            "schema",
+            "$",
+            "'created_at' is a required",
+        ),
+        (orjson.dumps({**GOOD, "customer": {"id": "C", "tier": 5}}), "schema", "customer.tier", "not of type"),
+        (orjson.dumps({**GOOD, "created_at": "yesterday"}), "schema", "created_at", "ISO-8601"),
+        (orjson.dumps({**GOOD, "body": "   "}), "schema", "body", "blank"),
+        (orjson.dumps({**GOOD, "channel": "pigeon"}), "schema", "channel", "is not one of"),
+        (orjson.dumps({**GOOD, "body": "x" * 3000}), "oversize", None, "more than the limit of 2000"),
+    ],
+)
+def test_failures_name_the_problem(value: bytes | None, code: str, field: str | None, message: str) -> None:
+    failure = decode(value)
+    assert isinstance(failure, DecodeFailure)
+    assert failure.code == code
+    assert failure.field == field
+    assert message in failure.message
+
+
+def test_dead_letter_keeps_raw_bytes_base64_when_not_utf8_and_validates() -> None:
+    raw = b"\xff\x00binary"
+    failure = decode(raw)
+    assert isinstance(failure, DecodeFailure)
+    record = dead_letter(failure, "2026-11-28T00:00:00Z")
+    assert record["raw"]["encoding"] == "base64"
+    assert base64.b64decode(record["raw"]["value"]) == raw
+    assert record["source"] == {
+        "topic": "support.tickets.v1",
+        "partition": 2,
+        "offset": 41,
+        "timestamp_ms": 1_700_000_000_000,
+    }
+    assert record["raw"]["key"] == "k"
+    assert REGISTRY.errors("deadletter.v1.json", record) == []
+
+
+def test_dead_letter_of_schema_error_keeps_the_id_and_text() -> None:
+    failure = decode(orjson.dumps({**GOOD, "body": 42}))
+    assert isinstance(failure, DecodeFailure)
+    record = dead_letter(failure, "2026-11-28T00:00:00Z")
+    assert record["id"] == "TCK-1"
+    assert record["raw"]["encoding"] == "utf-8"
+    assert orjson.loads(record["raw"]["value"])["body"] == 42
+    assert REGISTRY.errors("deadletter.v1.json", record) == []
+
+
+def test_huge_raw_values_are_cut_in_the_dead_letter() -> None:
+    huge = b"x" * 200_000
+    failure = DecodeFailure(RawEvent(huge, SOURCE), "oversize", "too big")
+    record = dead_letter(failure, "2026-11-28T00:00:00Z")
+    assert record["raw"]["cut"] is True
+    assert record["raw"]["size"] == 200_000
+    assert len(record["raw"]["value"]) == 64 * 1024
