@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from streamer.errors import ConfigError
 
@@ -83,20 +83,26 @@ class Settings(BaseSettings):
     escalate_long_text_chars: int = Field(
         1200, ge=100, description="Texts longer than this with several issues escalate."
     )
-    escalate_vip_tiers: tuple[str, ...] = Field(
+    escalate_vip_tiers: Annotated[tuple[str, ...], NoDecode] = Field(
         ("vip", "enterprise"), description="Customer tiers that always escalate."
     )
-    supported_languages: tuple[str, ...] = Field(
+    supported_languages: Annotated[tuple[str, ...], NoDecode] = Field(
         ("en",), description="Languages the small models handle; others escalate."
     )
 
     # Operations
-    metrics_port: int = Field(9100, ge=0, le=65535, description="Port of /metrics, /health and /ready (0: off).")
     log_level: str = Field("INFO", description="Log level.")
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="json, console, or auto (console in a TTY)."
     )
     shutdown_timeout_s: float = Field(20.0, gt=0, description="Grace period for in-flight batches on SIGTERM.")
+
+    @field_validator("escalate_vip_tiers", "supported_languages", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip().lower() for part in value.split(",") if part.strip())
+        return value
 
     @model_validator(mode="after")
     def _check_security(self) -> Settings:

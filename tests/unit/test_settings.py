@@ -1,0 +1,51 @@
+"""Settings: environment parsing, secrets kept secret, and the README table in step with the code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streamer.errors import ConfigError
+from streamer.settings import Settings, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_env_prefix_and_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMER_KAFKA_BOOTSTRAP", "a:1, b:2")
+    monkeypatch.setenv("STREAMER_SUPPORTED_LANGUAGES", "en, DE")
+    monkeypatch.setenv("STREAMER_MAX_BATCH", "128")
+    s = load_settings()
+    assert s.bootstrap_servers == ["a:1", "b:2"]
+    assert s.supported_languages == ("en", "de")
+    assert s.max_batch == 128
+
+
+def test_bad_values_become_one_config_error_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMER_MAX_BATCH", "lots")
+    with pytest.raises(ConfigError, match="STREAMER_MAX_BATCH"):
+        load_settings()
+
+
+def test_sasl_needs_credentials_and_secrets_do_not_print(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMER_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    with pytest.raises(ConfigError, match="needs STREAMER_KAFKA_SASL_USERNAME"):
+        load_settings()
+    monkeypatch.setenv("STREAMER_KAFKA_SASL_USERNAME", "svc")
+    monkeypatch.setenv("STREAMER_KAFKA_SASL_PASSWORD", "hunter2-secret")
+    s = load_settings()
+    assert "hunter2-secret" not in repr(s) and "hunter2-secret" not in str(s)
+    assert s.kafka_sasl_password is not None and s.kafka_sasl_password.get_secret_value() == "hunter2-secret"
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (REPO / "README.md").read_text()
+    missing = [
+        f"STREAMER_{name.upper()}" for name in Settings.model_fields if f"`STREAMER_{name.upper()}`" not in readme
+    ]
+    assert missing == []
+
+
+def test_topic_prefix() -> None:
+    assert Settings(topic_prefix="staging.").topic("support.tickets.v1") == "staging.support.tickets.v1"
