@@ -1,0 +1,786 @@
+"""Run a real Apache Kafka 4.x broker (one node, KRaft) on this machine, without Docker.
+
+Why: the pipeline's integration tests and local runs need a real broker (consumer groups, transactions,
+10 MB records), and Docker is not always available. Kafka is plain Java, so its jars are fetched once from
+Maven Central (``deploy/kafka/pom.xml``) into a cache outside git and the broker is launched with
+``java -cp 'libs/*' kafka.Kafka server.properties``.
+
+The module is stdlib-only on purpose: it must work before (and without) the project's heavy deps.
+
+    python -m streamer.kafka.local start          # kafka ready on 127.0.0.1:9092 (started in 7.4 s)
+    python -m streamer.kafka.local status
+    python -m streamer.kafka.local stop
+    python -m streamer.kafka.local console-consumer --topic t --from-beginning
+
+Environment overrides: STREAMER_LOCAL_KAFKA_PORT, STREAMER_LOCAL_KAFKA_DIR (data dir),
+STREAMER_KAFKA_HOME (jar cache holding ``libs/``), STREAMER_KAFKA_VERSION.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "CONSOLE_TOOLS",
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "KAFKA_VERSION",
+    "Broker",
+    "LocalKafkaError",
+    "console_tool_cmd",
+    "default_data_dir",
+    "default_port",
+    "ensure_jars",
+    "kafka_home",
+    "kafka_version",
+    "main",
+    "probe",
+    "server_properties",
+    "start",
+    "status",
+    "stop",
+]
+
+KAFKA_VERSION = "4.1.1"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 9092
+DEFAULT_START_TIMEOUT_S = 60.0
+DEFAULT_STOP_TIMEOUT_S = 30.0
+# Room for 10 MB test values plus record/batch overhead.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+DEFAULT_JVM_OPTS: tuple[str, ...] = ("-Xmx512m", "-Xms256m")
+# Short-lived tool JVMs (StorageTool, console clients): small heap, fast start-up beats peak throughput.
+TOOL_JVM_OPTS: tuple[str, ...] = ("-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
+# Kafka's own kafka-server-start.sh GC settings.
+_BROKER_JVM_FLAGS: tuple[str, ...] = (
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
+    "-XX:+ExplicitGCInvokesConcurrent",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+)
+
+# Short names accepted by console_tool_cmd() and the CLI; a fully qualified class name works too.
+CONSOLE_TOOLS: dict[str, str] = {
+    "console-producer": "org.apache.kafka.tools.ConsoleProducer",
+    "console-consumer": "org.apache.kafka.tools.consumer.ConsoleConsumer",
+    "topics": "org.apache.kafka.tools.TopicCommand",
+    "consumer-groups": "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+    "storage": "kafka.tools.StorageTool",
+}
+
+PID_FILE = "broker.pid"
+PROPS_FILE = "server.properties"
+LOG_FILE = "broker.log"  # written by log4j2 (deploy/kafka/log4j2.yaml)
+OUT_FILE = "broker.out"  # the JVM's own stdout/stderr: crashes before log4j2 is up
+LOCK_FILE = ".lock"
+LOG_DIRS_SUBDIR = "data"  # Kafka's log.dirs; kept apart so our files never look like partitions
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+_DEPLOY_DIR = _REPO_ROOT / "deploy" / "kafka"
+
+_log = logging.getLogger(__name__)
+
+
+class LocalKafkaError(RuntimeError):
+    """The local broker could not be set up, started or stopped; the message says why (and what to do)."""
+
+
+@dataclass(frozen=True)
+class Broker:
+    """A running local broker."""
+
+    host: str
+    port: int
+    pid: int
+    data_dir: Path
+    already_running: bool = False
+    startup_s: float = 0.0
+    ready: bool = True
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / LOG_FILE
+
+
+# --------------------------------------------------------------------------------------------- locations
+
+
+def kafka_version() -> str:
+    """Kafka version to fetch and run (env STREAMER_KAFKA_VERSION, else KAFKA_VERSION)."""
+    return os.environ.get("STREAMER_KAFKA_VERSION") or KAFKA_VERSION
+
+
+def kafka_home(version: str | None = None) -> Path:
+    """Jar cache for one Kafka version; it lives outside git and is shared by every checkout."""
+    env = os.environ.get("STREAMER_KAFKA_HOME")
+    if env:
+        return Path(env).expanduser()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "streamer" / "kafka" / (version or kafka_version())
+
+
+def _in_checkout() -> bool:
+    return (_REPO_ROOT / "pyproject.toml").is_file() and (_DEPLOY_DIR / "pom.xml").is_file()
+
+
+def default_data_dir() -> Path:
+    """``<repo>/var/kafka`` in a checkout (git-ignored), else ``~/.local/state/streamer/kafka``."""
+    env = os.environ.get("STREAMER_LOCAL_KAFKA_DIR")
+    if env:
+        return Path(env).expanduser()
+    if _in_checkout():
+        return _REPO_ROOT / "var" / "kafka"
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return state / "streamer" / "kafka"
+
+
+def default_port() -> int:
+    """Client port: env STREAMER_LOCAL_KAFKA_PORT, else 9092 (the controller takes port + 1)."""
+    env = os.environ.get("STREAMER_LOCAL_KAFKA_PORT")
+    if not env:
+        return DEFAULT_PORT
+    try:
+        return _check_port(int(env))
+    except ValueError:
+        raise LocalKafkaError(f"STREAMER_LOCAL_KAFKA_PORT={env!r} is not a port number") from None
+
+
+def _check_port(port: int) -> int:
+    if not 1 <= port <= 65534:  # port + 1 is the controller listener
+        raise LocalKafkaError(f"port {port} out of range 1..65534")
+    return port
+
+
+def _resolve_dir(data_dir: str | os.PathLike[str] | None) -> Path:
+    return Path(data_dir).expanduser().resolve() if data_dir is not None else default_data_dir().resolve()
+
+
+# ------------------------------------------------------------------------------------------------- jars
+
+
+def find_java() -> str:
+    """The java executable ($JAVA_HOME/bin/java first, like Kafka's scripts, then PATH)."""
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home:
+        candidate = Path(java_home) / "bin" / "java"
+        if os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which("java")
+    if not found:
+        raise LocalKafkaError("java not found on PATH: install a JDK 17+ (Kafka 4.x needs Java 17)")
+    return found
+
+
+def _libs_ready(libs: Path, version: str) -> bool:
+    return (libs / f"kafka_2.13-{version}.jar").is_file()
+
+
+def ensure_jars(version: str | None = None) -> Path:
+    """Return the ``libs/`` dir with the broker's jars, running Maven once if the cache is empty.
+
+    The download goes to a temporary dir that is renamed into place, and a lock file serialises
+    concurrent callers (parallel test workers), so a half-filled cache is never used.
+    """
+    version = version or kafka_version()
+    home = kafka_home(version)
+    libs = home / "libs"
+    if _libs_ready(libs, version):
+        return libs
+    find_java()
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise LocalKafkaError("mvn not found on PATH: install Maven 3.6+ (it fetches the Kafka jars once)")
+    pom = _DEPLOY_DIR / "pom.xml"
+    if not pom.is_file():
+        raise LocalKafkaError(f"{pom} not found: run from a streamer checkout, or fill {libs} yourself")
+    home.mkdir(parents=True, exist_ok=True)
+    with _locked(home / LOCK_FILE):
+        if _libs_ready(libs, version):
+            return libs
+        tmp = home / f"libs.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        cmd = [
+            mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies",
+            f"-Dkafka.version={version}", f"-DoutputDirectory={tmp}",
+        ]  # fmt: skip
+        _log.info("fetching Kafka %s jars with Maven into %s (first run only)", version, libs)
+        t0 = time.monotonic()
+        res = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+        if res.returncode != 0 or not _libs_ready(tmp, version):
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise LocalKafkaError(
+                f"maven could not fetch Kafka {version} (exit {res.returncode}): "
+                + _tail_text(res.stdout + res.stderr, 30)
+            )
+        shutil.rmtree(libs, ignore_errors=True)
+        tmp.rename(libs)
+        _log.info("fetched %d jars in %.1f s", len(list(libs.glob("*.jar"))), time.monotonic() - t0)
+    return libs
+
+
+def _classpath(libs: Path) -> str:
+    return f"{libs}{os.sep}*"  # the JVM expands the wildcard itself
+
+
+def _tools_log4j_opts() -> list[str]:
+    cfg = _DEPLOY_DIR / "tools-log4j2.yaml"
+    return [f"-Dlog4j2.configurationFile={cfg}"] if cfg.is_file() else ["-Dlog4j2.level=WARN"]
+
+
+def console_tool_cmd(tool: str, args: Sequence[str], *, jvm_opts: Sequence[str] | None = None) -> list[str]:
+    """The java command that runs one of Kafka's own CLI tools from the cached jars.
+
+    ``tool`` is a short name from CONSOLE_TOOLS ("console-producer", "console-consumer", "topics", ...) or
+    a fully qualified class name. Tests use these as clients independent of the Python Kafka libraries.
+    Downloads the jars if needed. Logging goes to stderr at WARN, so stdout carries only the data.
+    """
+    main_class = CONSOLE_TOOLS.get(tool, tool)
+    if "." not in main_class:
+        raise LocalKafkaError(f"unknown Kafka tool {tool!r}; known: {', '.join(CONSOLE_TOOLS)}")
+    java = find_java()
+    libs = ensure_jars()
+    opts = list(TOOL_JVM_OPTS if jvm_opts is None else jvm_opts)
+    return [java, *opts, *_tools_log4j_opts(), "-cp", _classpath(libs), main_class, *args]
+
+
+# ------------------------------------------------------------------------------------------- properties
+
+
+def server_properties(
+    port: int,
+    data_dir: str | os.PathLike[str],
+    *,
+    host: str = DEFAULT_HOST,
+    auto_create_topics: bool = False,
+    extra_properties: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """server.properties for a combined broker+controller node; ``extra_properties`` wins over defaults.
+
+    Extra listeners (e.g. SASL_SSL later) are added by overriding ``listeners``,
+    ``advertised.listeners`` and ``listener.security.protocol.map`` through ``extra_properties``.
+    Auto topic creation is off by default: topics are applied explicitly (topics/), and a typo
+    should fail instead of silently creating a 1-partition topic.
+    """
+    _check_port(port)
+    controller_port = port + 1
+    props: dict[str, str] = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        # Dynamic KRaft quorum (KIP-853), formatted with `StorageTool format --standalone`.
+        "controller.quorum.bootstrap.servers": f"{host}:{controller_port}",
+        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": str(Path(data_dir) / LOG_DIRS_SUBDIR),
+        "num.partitions": "1",
+        "default.replication.factor": "1",
+        "min.insync.replicas": "1",
+        "auto.create.topics.enable": "true" if auto_create_topics else "false",
+        # Internal topics: one replica on one node; few partitions so the first group join /
+        # transactional producer does not wait for 50 partitions to be created.
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        # Tests should not wait 3 s for more members before the first rebalance.
+        "group.initial.rebalance.delay.ms": "0",
+        # After a crash (kill -9) the restarted broker cannot register until the controller expires the
+        # old incarnation's session: 9 s by default, half that here (same ratio to the heartbeat).
+        "broker.heartbeat.interval.ms": "1000",
+        "broker.session.timeout.ms": "4500",
+        "message.max.bytes": str(MAX_MESSAGE_BYTES),
+        "replica.fetch.max.bytes": str(MAX_MESSAGE_BYTES),
+        "num.network.threads": "2",
+        "num.io.threads": "4",
+        "log.retention.hours": "168",
+    }
+    if extra_properties:
+        props.update(extra_properties)
+    return props
+
+
+def _escape_prop(text: str) -> str:
+    out = text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+    return "\\" + out if out[:1] in (" ", "\t") else out
+
+
+def write_properties(path: Path, props: Mapping[str, str]) -> None:
+    """Write a Java .properties file (keys are escaped too: they are ours, but be safe)."""
+    lines = ["# generated by streamer.kafka.local: edits are overwritten on every start"]
+    for key, value in props.items():
+        safe_key = _escape_prop(key).replace("=", "\\=").replace(":", "\\:").replace(" ", "\\ ")
+        lines.append(f"{safe_key}={_escape_prop(value)}")
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    """Read back a .properties file written by write_properties (no line continuations)."""
+    props: dict[str, str] = {}
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#!":
+            continue
+        key, _, value = line.partition("=")
+        props[key.strip().replace("\\", "")] = value.strip().replace("\\\\", "\\")
+    return props
+
+
+def _plaintext_port(props: Mapping[str, str]) -> int | None:
+    for listener in props.get("advertised.listeners", props.get("listeners", "")).split(","):
+        name, _, address = listener.strip().partition("://")
+        if name == "PLAINTEXT" and ":" in address:
+            with contextlib.suppress(ValueError):
+                return int(address.rsplit(":", 1)[1])
+    return None
+
+
+def new_cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (what random-uuid prints).
+
+    Generated here to save a JVM start (~1 s) per fresh data dir.
+    """
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
+
+
+def is_formatted(data_dir: Path) -> bool:
+    return (data_dir / LOG_DIRS_SUBDIR / "meta.properties").is_file()
+
+
+def _format_storage(java: str, libs: Path, props_path: Path) -> None:
+    cmd = [
+        java, *TOOL_JVM_OPTS, *_tools_log4j_opts(), "-cp", _classpath(libs), CONSOLE_TOOLS["storage"],
+        "format", "--standalone", "-t", new_cluster_id(), "-c", str(props_path),
+    ]  # fmt: skip
+    res = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise LocalKafkaError(
+            f"kafka storage format failed (exit {res.returncode}): " + _tail_text(res.stdout + res.stderr, 30)
+        )
+
+
+# ---------------------------------------------------------------------------------------------- probing
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("connection closed by broker")
+        buf += chunk
+    return bytes(buf)
+
+
+def _roundtrip(sock: socket.socket, api_key: int, version: int, correlation_id: int, body: bytes) -> bytes:
+    """Send one request (header v1: non-flexible) and return the response body after the correlation id."""
+    client_id = b"streamer-local-probe"
+    msg = struct.pack(">hhih", api_key, version, correlation_id, len(client_id)) + client_id + body
+    sock.sendall(struct.pack(">i", len(msg)) + msg)
+    (size,) = struct.unpack(">i", _recv_exact(sock, 4))
+    data = _recv_exact(sock, size)
+    (got,) = struct.unpack_from(">i", data, 0)
+    if got != correlation_id:
+        raise ValueError(f"correlation id {got} != {correlation_id}")
+    return data[4:]
+
+
+def _api_versions(sock: socket.socket) -> dict[int, tuple[int, int]]:
+    body = _roundtrip(sock, 18, 0, 1, b"")  # ApiVersions v0: every broker version answers it
+    error_code, count = struct.unpack_from(">hi", body, 0)
+    if error_code != 0:
+        raise ValueError(f"ApiVersions error {error_code}")
+    versions: dict[int, tuple[int, int]] = {}
+    for i in range(count):
+        key, lo, hi = struct.unpack_from(">hhh", body, 6 + 6 * i)
+        versions[key] = (lo, hi)
+    return versions
+
+
+def _metadata_has_broker(sock: socket.socket, version: int) -> bool:
+    """Metadata (v1..v8, no topics): true once the broker lists a live broker and a controller id."""
+    body = struct.pack(">i", 0)  # empty topic list = no topics (v1+)
+    if version >= 4:
+        body += b"\x00"  # allow_auto_topic_creation
+    if version >= 8:
+        body += b"\x00\x00"  # include cluster / topic authorized operations
+    data = _roundtrip(sock, 3, version, 2, body)
+    off = 4 if version >= 3 else 0  # throttle_time_ms
+    (n_brokers,) = struct.unpack_from(">i", data, off)
+    off += 4
+    for _ in range(n_brokers):
+        off += 4  # node_id
+        (host_len,) = struct.unpack_from(">h", data, off)
+        off += 2 + host_len + 4  # host, port
+        (rack_len,) = struct.unpack_from(">h", data, off)
+        off += 2 + max(rack_len, 0)
+    if version >= 2:
+        (cluster_len,) = struct.unpack_from(">h", data, off)
+        off += 2 + max(cluster_len, 0)
+    (controller_id,) = struct.unpack_from(">i", data, off)
+    return bool(n_brokers > 0 and controller_id >= 0)
+
+
+def probe(host: str = DEFAULT_HOST, port: int | None = None, timeout: float = 2.0) -> bool:
+    """True if a Kafka broker answers on host:port and reports a live broker in its metadata.
+
+    A TCP connect is not enough: the socket is bound before the broker has joined the KRaft quorum and
+    been unfenced, and clients connecting then get errors. So this speaks the Kafka protocol:
+    ApiVersions v0, then a topic-less Metadata request.
+    """
+    port = default_port() if port is None else port
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            versions = _api_versions(sock)
+            if 3 not in versions:
+                return False
+            lo, hi = versions[3]
+            version = max(lo, 1)
+            if version > min(hi, 8):  # no non-flexible Metadata version left: ApiVersions has to do
+                return True
+            return _metadata_has_broker(sock, version)
+    except (OSError, ValueError, struct.error):
+        return False
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # like the JVM: TIME_WAIT is fine
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+# -------------------------------------------------------------------------------------------- processes
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Exclusive advisory lock, so concurrent start()/stop()/ensure_jars() calls take turns."""
+    with path.open("a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    with contextlib.suppress(OSError, IndexError):
+        # A zombie still "exists" for kill(0); it is dead for our purposes.
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+def _is_our_broker(pid: int, data_dir: Path) -> bool:
+    """Guard against PID reuse: the process must be kafka.Kafka run on this data dir's properties."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists() and _pid_alive(pid)  # no procfs (macOS): trust the PID
+    except OSError:
+        return False
+    return b"kafka.Kafka" in cmdline and str(data_dir / PROPS_FILE).encode() in cmdline
+
+
+def _running_pid(data_dir: Path) -> int | None:
+    """PID of this data dir's broker, or None; a stale or garbled PID file is removed."""
+    pid_file = data_dir / PID_FILE
+    try:
+        pid = int(pid_file.read_text().strip())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        pid = -1
+    if pid > 0 and _pid_alive(pid) and _is_our_broker(pid, data_dir):
+        return pid
+    _log.info("removing stale pid file %s", pid_file)
+    pid_file.unlink(missing_ok=True)
+    return None
+
+
+def _configured_port(data_dir: Path) -> int | None:
+    props = data_dir / PROPS_FILE
+    return _plaintext_port(read_properties(props)) if props.is_file() else None
+
+
+def _tail_text(text: str, n: int) -> str:
+    lines = text.rstrip().splitlines()[-n:]
+    return "\n".join(lines) if lines else "(no output)"
+
+
+def _tail_file(path: Path, n: int) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 64 * 1024))
+            return _tail_text(fh.read().decode("utf-8", "replace"), n)
+    except OSError:
+        return "(missing)"
+
+
+def _logs_for_error(data_dir: Path) -> str:
+    parts = [f"--- last 30 lines of {data_dir / LOG_FILE} ---", _tail_file(data_dir / LOG_FILE, 30)]
+    out = data_dir / OUT_FILE
+    if out.is_file() and out.stat().st_size > 0:
+        parts += [f"--- last 30 lines of {out} ---", _tail_file(out, 30)]
+    return "\n".join(parts)
+
+
+def _kill(pid: int, timeout: float) -> None:
+    """SIGTERM (Kafka shuts down cleanly), then SIGKILL after ``timeout`` seconds."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not _pid_alive(pid):
+                return
+            time.sleep(0.1)
+        if sig == signal.SIGTERM:
+            _log.warning("kafka pid %d ignored SIGTERM for %.0f s; sending SIGKILL", pid, timeout)
+    raise LocalKafkaError(f"kafka pid {pid} survived SIGKILL")
+
+
+def _launch(cmd: Sequence[str], out_path: Path) -> int:
+    """Start ``cmd`` detached (own session, stdin closed, output appended to ``out_path``); return its PID.
+
+    It goes through ``sh -c '... &'`` so the JVM is not our child: it outlives this process (a test
+    session, a CLI call) without becoming a zombie of it or tripping Popen's "still running" warning.
+    """
+    script = '"$@" </dev/null >>"$STREAMER_KAFKA_OUT" 2>&1 & echo $!'
+    env = {**os.environ, "STREAMER_KAFKA_OUT": str(out_path)}
+    res = subprocess.run(
+        ["/bin/sh", "-c", script, "sh", *cmd],
+        env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        return int(res.stdout.strip())
+    except ValueError:
+        raise LocalKafkaError(f"could not launch kafka: {res.stderr.strip() or res.stdout.strip()}") from None
+
+
+def _wait_ready(host: str, port: int, pid: int, timeout: float, data_dir: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if not _pid_alive(pid):
+            raise LocalKafkaError(f"kafka (pid {pid}) exited during start-up\n{_logs_for_error(data_dir)}")
+        if probe(host, port, timeout=2.0):
+            return
+        if time.monotonic() >= deadline:
+            raise LocalKafkaError(
+                f"kafka (pid {pid}) not ready on {host}:{port} after {timeout:.0f} s\n{_logs_for_error(data_dir)}"
+            )
+        time.sleep(0.2)
+
+
+# ------------------------------------------------------------------------------------------------- API
+
+
+def start(
+    port: int | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    timeout: float = DEFAULT_START_TIMEOUT_S,
+    jvm_opts: Sequence[str] | None = None,
+    auto_create_topics: bool = False,
+    extra_properties: Mapping[str, str] | None = None,
+) -> Broker:
+    """Start the local broker (or find the one already running from ``data_dir``) and wait until ready.
+
+    Idempotent: a live broker recorded in the PID file that answers on ``port`` is returned at once
+    (``already_running=True``). Storage is formatted only on the first start, so topics and offsets
+    survive restarts; delete ``data_dir`` for a clean slate. On failure the error carries the log tail.
+    """
+    port = _check_port(default_port() if port is None else port)
+    root = _resolve_dir(data_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    host = DEFAULT_HOST
+    with _locked(root / LOCK_FILE):
+        pid = _running_pid(root)
+        if pid is not None:
+            running_port = _configured_port(root)
+            if running_port != port:
+                raise LocalKafkaError(
+                    f"kafka from {root} already runs on port {running_port} (pid {pid}); "
+                    f"stop it first to use port {port}"
+                )
+            _wait_ready(host, port, pid, timeout, root)
+            return Broker(host, port, pid, root, already_running=True)
+
+        java = find_java()
+        libs = ensure_jars()
+        log4j_cfg = _DEPLOY_DIR / "log4j2.yaml"
+        if not log4j_cfg.is_file():
+            raise LocalKafkaError(f"{log4j_cfg} not found: run from a streamer checkout")
+        for p in (port, port + 1):
+            if _port_in_use(host, p):
+                raise LocalKafkaError(
+                    f"port {host}:{p} is already in use (another Kafka?); pick another port "
+                    "with STREAMER_LOCAL_KAFKA_PORT or stop that process"
+                )
+        t0 = time.monotonic()
+        props_path = root / PROPS_FILE
+        props = server_properties(
+            port, root, host=host, auto_create_topics=auto_create_topics, extra_properties=extra_properties
+        )
+        write_properties(props_path, props)
+        if not is_formatted(root):
+            _format_storage(java, libs, props_path)
+        cmd = [
+            java, *(DEFAULT_JVM_OPTS if jvm_opts is None else jvm_opts), *_BROKER_JVM_FLAGS,
+            f"-Dkafka.logs.dir={root}", f"-Dlog4j2.configurationFile={log4j_cfg}",
+            "-cp", _classpath(libs), "kafka.Kafka", str(props_path),
+        ]  # fmt: skip
+        pid = _launch(cmd, root / OUT_FILE)
+        (root / PID_FILE).write_text(f"{pid}\n")
+        try:
+            _wait_ready(host, port, pid, timeout, root)
+        except BaseException:
+            with contextlib.suppress(LocalKafkaError):
+                _kill(pid, 5.0)
+            (root / PID_FILE).unlink(missing_ok=True)
+            raise
+        return Broker(host, port, pid, root, startup_s=time.monotonic() - t0)
+
+
+def stop(data_dir: str | os.PathLike[str] | None = None, *, timeout: float = DEFAULT_STOP_TIMEOUT_S) -> bool:
+    """Stop the broker of ``data_dir``: SIGTERM, SIGKILL after ``timeout`` s. False if none was running."""
+    root = _resolve_dir(data_dir)
+    if not root.is_dir():
+        return False
+    with _locked(root / LOCK_FILE):
+        pid = _running_pid(root)
+        if pid is None:
+            return False
+        _kill(pid, timeout)
+        (root / PID_FILE).unlink(missing_ok=True)
+        return True
+
+
+def status(data_dir: str | os.PathLike[str] | None = None) -> Broker | None:
+    """The broker running from ``data_dir`` (``ready`` says whether it answers), or None."""
+    root = _resolve_dir(data_dir)
+    if not (root / PID_FILE).is_file():
+        return None
+    pid = _running_pid(root)
+    if pid is None:
+        return None
+    port = _configured_port(root) or default_port()
+    return Broker(DEFAULT_HOST, port, pid, root, already_running=True, ready=probe(DEFAULT_HOST, port))
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+def _run_tool(tool: str, args: list[str], data_dir: Path | None) -> int:
+    has_bootstrap = any(a == "--bootstrap-server" or a.startswith("--bootstrap-server=") for a in args)
+    if tool != "storage" and not has_bootstrap:
+        running = status(data_dir)
+        port = running.port if running else default_port()
+        args = ["--bootstrap-server", f"{DEFAULT_HOST}:{port}", *args]
+    try:
+        return subprocess.call(console_tool_cmd(tool, args))
+    except KeyboardInterrupt:
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m streamer.kafka.local start|stop|status|fetch|<tool> [...]``; returns the exit code."""
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args_in and args_in[0] in CONSOLE_TOOLS:
+        # Everything after the tool name goes to Kafka's tool untouched (--bootstrap-server is added).
+        try:
+            return _run_tool(args_in[0], args_in[1:], None)
+        except LocalKafkaError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+
+    parser = argparse.ArgumentParser(
+        prog="python -m streamer.kafka.local",
+        description="Local single-node Kafka (KRaft) broker. Kafka tools: "
+        + ", ".join(CONSOLE_TOOLS)
+        + " (arguments are passed through; --bootstrap-server is added).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_start = sub.add_parser("start", help="start the broker (no-op if running) and wait until ready")
+    p_start.add_argument("--port", type=int, default=None, help="client port (default 9092 / env)")
+    p_start.add_argument("--timeout", type=float, default=DEFAULT_START_TIMEOUT_S)
+    p_start.add_argument("--auto-create-topics", action="store_true")
+    p_stop = sub.add_parser("stop", help="stop the broker")
+    p_stop.add_argument("--timeout", type=float, default=DEFAULT_STOP_TIMEOUT_S)
+    p_status = sub.add_parser("status", help="exit 0 if running and ready, 3 if not running")
+    sub.add_parser("fetch", help="download the Kafka jars (Maven) if not cached")
+    for p in (p_start, p_stop, p_status):
+        p.add_argument("--data-dir", default=None, help="broker state dir (default: <repo>/var/kafka / env)")
+    ns = parser.parse_args(args_in)
+
+    try:
+        if ns.command == "fetch":
+            print(f"kafka {kafka_version()} jars in {ensure_jars()}")
+            return 0
+        if ns.command == "start":
+            broker = start(ns.port, ns.data_dir, timeout=ns.timeout, auto_create_topics=ns.auto_create_topics)
+            if broker.already_running:
+                print(f"kafka already running on {broker.bootstrap_servers} (pid {broker.pid})")
+            else:
+                print(f"kafka ready on {broker.bootstrap_servers} (started in {broker.startup_s:.1f} s)")
+            return 0
+        if ns.command == "stop":
+            root = _resolve_dir(ns.data_dir)
+            print("kafka stopped" if stop(root, timeout=ns.timeout) else f"kafka not running ({root})")
+            return 0
+        running = status(ns.data_dir)
+        if running is None:
+            print(f"kafka not running ({_resolve_dir(ns.data_dir)})")
+            return 3
+        state = "running" if running.ready else "running but NOT answering"
+        print(f"kafka {state} on {running.bootstrap_servers} (pid {running.pid}, data {running.data_dir})")
+        return 0 if running.ready else 1
+    except LocalKafkaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""Unit tests for streamer.kafka.local that need no broker, no JVM and no network."""
+
+from __future__ import annotations
+
+import ast
+import base64
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streamer.kafka import local
+
+
+def test_server_properties_single_node_kraft(tmp_path: Path) -> None:
+    props = local.server_properties(19092, tmp_path)
+    assert props["process.roles"] == "broker,controller"
+    assert props["node.id"] == "1"
+    assert props["controller.quorum.bootstrap.servers"] == "127.0.0.1:19093"
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
+    assert props["advertised.listeners"].startswith("PLAINTEXT://127.0.0.1:19092")
+    assert props["controller.listener.names"] == "CONTROLLER"
+    assert props["log.dirs"] == str(tmp_path / "data")
+    assert props["auto.create.topics.enable"] == "false"
+    for key in (
+        "offsets.topic.replication.factor",
+        "transaction.state.log.replication.factor",
+        "transaction.state.log.min.isr",
+    ):
+        assert props[key] == "1"
+    assert props["group.initial.rebalance.delay.ms"] == "0"
+    assert int(props["message.max.bytes"]) >= 10 * 1024 * 1024 + 1024
+    assert int(props["replica.fetch.max.bytes"]) >= int(props["message.max.bytes"])
+
+
+def test_server_properties_extra_properties_win(tmp_path: Path) -> None:
+    props = local.server_properties(
+        9092,
+        tmp_path,
+        auto_create_topics=True,
+        extra_properties={"listeners": "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093", "x.y": "z"},
+    )
+    assert props["auto.create.topics.enable"] == "true"
+    assert props["x.y"] == "z"
+    assert props["listeners"].endswith("9093")
+
+
+@pytest.mark.parametrize("port", [0, 65535, 70000])
+def test_server_properties_rejects_bad_ports(tmp_path: Path, port: int) -> None:
+    with pytest.raises(local.LocalKafkaError):
+        local.server_properties(port, tmp_path)
+
+
+def test_properties_roundtrip_and_port(tmp_path: Path) -> None:
+    props = local.server_properties(29092, tmp_path / "dir with space")
+    path = tmp_path / "server.properties"
+    local.write_properties(path, props)
+    assert local.read_properties(path) == props
+    assert local._plaintext_port(props) == 29092
+
+
+def test_cluster_id_is_kafka_uuid_format() -> None:
+    cid = local.new_cluster_id()
+    assert len(cid) == 22 and "=" not in cid
+    assert len(base64.urlsafe_b64decode(cid + "==")) == 16
+    assert cid != local.new_cluster_id()
+
+
+def test_env_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("STREAMER_LOCAL_KAFKA_PORT", "29092")
+    monkeypatch.setenv("STREAMER_LOCAL_KAFKA_DIR", str(tmp_path / "kdata"))
+    monkeypatch.setenv("STREAMER_KAFKA_HOME", str(tmp_path / "home"))
+    assert local.default_port() == 29092
+    assert local.default_data_dir() == tmp_path / "kdata"
+    assert local.kafka_home() == tmp_path / "home"
+    monkeypatch.setenv("STREAMER_LOCAL_KAFKA_PORT", "nope")
+    with pytest.raises(local.LocalKafkaError, match="not a port"):
+        local.default_port()
+
+
+def test_defaults_without_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("STREAMER_LOCAL_KAFKA_PORT", "STREAMER_LOCAL_KAFKA_DIR", "STREAMER_KAFKA_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert local.default_port() == 9092
+    repo = Path(local.__file__).resolve().parents[2]
+    assert local.default_data_dir() == repo / "var" / "kafka"  # tests run from a checkout
+    assert local.kafka_home() == Path.home() / ".cache" / "streamer" / "kafka" / local.kafka_version()
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.parametrize("content", ["dead", "self", "garbage"])
+def test_stale_pid_file_is_removed(tmp_path: Path, content: str) -> None:
+    pid_text = {"dead": str(_dead_pid()), "self": str(os.getpid()), "garbage": "x1"}[content]
+    pid_file = tmp_path / local.PID_FILE
+    pid_file.write_text(pid_text + "\n")
+    # "self" is alive but is not kafka.Kafka on this data dir: PID reuse must not fool us.
+    assert local.status(tmp_path) is None
+    assert not pid_file.exists()
+    pid_file.write_text(pid_text + "\n")
+    assert local.stop(tmp_path) is False
+    assert not pid_file.exists()
+
+
+def test_stop_and_status_without_broker(tmp_path: Path) -> None:
+    assert local.stop(tmp_path / "missing") is False
+    assert local.status(tmp_path) is None
+    assert local.main(["status", "--data-dir", str(tmp_path)]) == 3
+    assert local.main(["stop", "--data-dir", str(tmp_path)]) == 0
+
+
+def _free_port_pair() -> int:
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port < 65534 and not local._port_in_use("127.0.0.1", port + 1):
+            return port
+    raise RuntimeError("no free port pair")
+
+
+def test_probe_false_when_nothing_listens() -> None:
+    assert local.probe("127.0.0.1", _free_port_pair(), timeout=0.5) is False
+
+
+def test_probe_false_on_non_kafka_server() -> None:
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        port = int(srv.getsockname()[1])
+        # The peer accepts (backlog) but never answers: probe must time out, not hang or raise.
+        assert local.probe("127.0.0.1", port, timeout=0.3) is False
+
+
+def test_start_refuses_busy_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(local, "find_java", lambda: "java")
+    monkeypatch.setattr(local, "ensure_jars", lambda version=None: tmp_path / "libs")
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        port = int(srv.getsockname()[1])
+        if port >= 65534:
+            pytest.skip("ephemeral port at the top of the range")
+        with pytest.raises(local.LocalKafkaError, match="already in use"):
+            local.start(port, tmp_path / "k")
+    assert not (tmp_path / "k" / local.PID_FILE).exists()
+
+
+def test_ensure_jars_reports_missing_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMER_KAFKA_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setattr(local.shutil, "which", lambda name: None)
+    with pytest.raises(local.LocalKafkaError, match=r"^java not found on PATH: install a JDK 17\+"):
+        local.ensure_jars()
+    monkeypatch.setattr(local.shutil, "which", lambda name: "/usr/bin/java" if name == "java" else None)
+    with pytest.raises(local.LocalKafkaError, match=r"^mvn not found on PATH"):
+        local.ensure_jars()
+
+
+def test_ensure_jars_uses_existing_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    libs = tmp_path / "home" / "libs"
+    libs.mkdir(parents=True)
+    (libs / f"kafka_2.13-{local.kafka_version()}.jar").write_bytes(b"")
+    monkeypatch.setenv("STREAMER_KAFKA_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(local.shutil, "which", lambda name: None)  # would fail if maven were needed
+    assert local.ensure_jars() == libs
+
+
+def test_console_tool_cmd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(local, "find_java", lambda: "/jdk/bin/java")
+    monkeypatch.setattr(local, "ensure_jars", lambda version=None: tmp_path / "libs")
+    cmd = local.console_tool_cmd("console-producer", ["--topic", "t"])
+    assert cmd[0] == "/jdk/bin/java"
+    assert cmd[cmd.index("-cp") + 1] == f"{tmp_path / 'libs'}/*"
+    assert cmd[-3:] == ["org.apache.kafka.tools.ConsoleProducer", "--topic", "t"]
+    consumer = local.console_tool_cmd("console-consumer", [])
+    assert consumer[-1] == "org.apache.kafka.tools.consumer.ConsoleConsumer"
+    assert local.console_tool_cmd("org.example.Tool", ["-x"])[-2:] == ["org.example.Tool", "-x"]
+    with pytest.raises(local.LocalKafkaError, match="unknown Kafka tool"):
+        local.console_tool_cmd("nope", [])
+
+
+def test_module_imports_only_stdlib() -> None:
+    """local.py must work before the project's dependencies are installed."""
+    tree = ast.parse(Path(local.__file__).read_text())
+    imported = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    imported |= {
+        node.module.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+    }
+    assert imported - {"__future__"} <= set(sys.stdlib_module_names), imported
