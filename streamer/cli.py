@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 
 from streamer import __version__
 from streamer.errors import StreamerError
+from streamer.models.cli import add_models_commands
+from streamer.runner import add_runtime_commands
 from streamer.settings import Settings, load_settings
 
 Handler = Callable[[argparse.Namespace], int]
@@ -103,27 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     settings = commands.add_parser("settings", help="print the effective settings (secrets masked)")
     settings.set_defaults(handler=_settings_show)
 
-    for register in _command_modules():
-        register(commands)
+    add_models_commands(commands)
+    add_runtime_commands(commands)
     return parser
-
-
-def _command_modules() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
-    """Sub-commands that live beside their area, imported lazily so ``--help`` stays fast."""
-    registrars = []
-    try:
-        from streamer.models.cli import add_models_commands
-
-        registrars.append(add_models_commands)
-    except ImportError:  # pragma: no cover - the models package is part of every install
-        pass
-    try:
-        from streamer.runner import add_runtime_commands
-
-        registrars.append(add_runtime_commands)
-    except ImportError:  # pragma: no cover
-        pass
-    return registrars
 
 
 def main(argv: Sequence[str] | None = None) -> int:

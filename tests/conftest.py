@@ -67,3 +67,11 @@ def run_async() -> Callable[..., object]:
         return asyncio.run(coro)  # type: ignore[arg-type]
 
     return run
+
+
+@pytest.fixture(scope="session")
+def test_bundle() -> Path:
+    """The default bundle built from the shipped examples (built once, reused while the data is unchanged)."""
+    from streamer.defaults import ensure_default_bundle
+
+    return ensure_default_bundle(Settings(bundle_dir=REPO / "var" / "bundles" / "default"), progress=False)

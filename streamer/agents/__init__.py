@@ -1,0 +1,1 @@
+"""Faust agents: thin adapters between Kafka and the pure triage core."""

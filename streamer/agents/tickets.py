@@ -1,0 +1,161 @@
+"""The ticket agent: batches of raw records to triage decisions to output records.
+
+The agent itself only moves bytes: it takes a batch, hands it to ``TicketProcessor`` in the inference
+thread (the event loop never runs the model), produces every output of the batch together and waits for
+the brokers' acknowledgement before Faust may commit the batch's offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import faust
+import structlog
+from jsonschema import Draft202012Validator
+
+from streamer.agents.output import OutputSender
+from streamer.events import (
+    DecodeFailure,
+    DecodeLimits,
+    Output,
+    RawEvent,
+    Source,
+    Ticket,
+    dead_letter,
+    decode_ticket,
+)
+from streamer.topics import DEADLETTER, TICKETS
+from streamer.triage.escalation import EscalationPolicy
+from streamer.triage.outputs import ModelInfo, ticket_outputs
+from streamer.triage.routing import Router
+from streamer.triage.tickets import TicketModel, triage_tickets
+
+log = structlog.get_logger(__name__)
+
+
+def utc_iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class BatchResult:
+    """The outputs of one batch and what happened to its inputs (for metrics and summaries)."""
+
+    outputs: list[Output] = field(default_factory=list)
+    processed: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    escalations: Counter[str] = field(default_factory=Counter)
+    intents: Counter[str] = field(default_factory=Counter)
+    routes: Counter[str] = field(default_factory=Counter)
+    inference_s: float = 0.0
+
+
+@dataclass
+class TicketProcessor:
+    """Decode + triage + records for one batch; thread-safe as long as the model is."""
+
+    model: TicketModel
+    model_info: ModelInfo
+    router: Router
+    policy: EscalationPolicy
+    validator: Draft202012Validator
+    limits: DecodeLimits
+    clock: Callable[[], float] = time.time
+
+    def __call__(self, raws: Sequence[RawEvent]) -> BatchResult:
+        result = BatchResult()
+        tickets: list[Ticket] = []
+        raw_of: dict[int, RawEvent] = {}
+        for raw in raws:
+            decoded = decode_ticket(raw, self.validator, self.limits)
+            if isinstance(decoded, DecodeFailure):
+                self._dead(result, decoded)
+            else:
+                raw_of[id(decoded)] = raw
+                tickets.append(decoded)
+        started = time.perf_counter()
+        try:
+            decisions = triage_tickets(tickets, self.model, self.router, self.policy)
+            pairs = list(zip(tickets, decisions, strict=True))
+        except Exception:
+            # One bad ticket must not sink its batch: retry one by one, dead-letter what still fails.
+            log.exception("batch triage failed; retrying tickets one by one", batch=len(tickets))
+            pairs = []
+            for ticket in tickets:
+                try:
+                    pairs.append((ticket, triage_tickets([ticket], self.model, self.router, self.policy)[0]))
+                except Exception as exc:
+                    failure = DecodeFailure(
+                        raw_of[id(ticket)],
+                        "processing_failed",
+                        f"{type(exc).__name__}: {exc}"[:500],
+                        id=ticket.id,
+                    )
+                    self._dead(result, failure)
+        result.inference_s = time.perf_counter() - started
+        now = self.clock()
+        stamp = utc_iso(now)
+        for ticket, decision in pairs:
+            sent_ms = ticket.source.timestamp_ms
+            latency_ms = (now * 1000 - sent_ms) if sent_ms is not None else 0.0
+            result.outputs.extend(ticket_outputs(ticket, decision, self.model_info, stamp, latency_ms))
+            result.processed += 1
+            result.intents[decision.intent.label] += 1
+            for route in decision.routes:
+                result.routes[route] += 1
+            for reason in decision.reasons:
+                result.escalations[reason.code.value] += 1
+        return result
+
+    def _dead(self, result: BatchResult, failure: DecodeFailure) -> None:
+        key = failure.raw.key
+        result.outputs.append(Output(DEADLETTER, key, dead_letter(failure, utc_iso(self.clock()))))
+        result.dead_letters[failure.code] += 1
+
+
+def raw_event(event: faust.types.EventT) -> RawEvent:
+    """Faust's event as our transport-free ``RawEvent``."""
+    message = event.message
+    timestamp = getattr(message, "timestamp", None)
+    return RawEvent(
+        value=message.value,
+        key=message.key,
+        source=Source(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            timestamp_ms=int(timestamp * 1000) if timestamp else None,
+        ),
+    )
+
+
+def register_ticket_agent(
+    app: faust.App,
+    processor: TicketProcessor,
+    sender: OutputSender,
+    *,
+    max_batch: int,
+    max_wait_s: float,
+    executor: ThreadPoolExecutor,
+    on_batch: Callable[[BatchResult], None] | None = None,
+    topic: str = TICKETS,
+) -> None:
+    """Attach the ticket agent to ``app``; batches of up to ``max_batch`` or ``max_wait_s`` seconds."""
+    source = app.topic(topic, key_type=bytes, value_type=bytes, allow_empty=True)
+
+    @app.agent(source, name="streamer.agents.tickets")  # type: ignore[untyped-decorator]
+    async def triage(stream: faust.StreamT[bytes]) -> None:
+        loop = asyncio.get_running_loop()
+        async for events in stream.take_events(max_batch, within=max_wait_s):
+            raws = [raw_event(e) for e in events]
+            result = await loop.run_in_executor(executor, processor, raws)
+            await sender.send_all(result.outputs)
+            if on_batch is not None:
+                on_batch(result)
+            log.debug("batch done", size=len(raws), outputs=len(result.outputs))

@@ -1,0 +1,58 @@
+"""The Faust application: group membership, partition assignment, batching and offset commits.
+
+Faust consumes raw bytes (decoding is ours, so bad input becomes a dead letter instead of a crash).
+Outputs go through our own producer (acks=all, idempotence on), which Faust's producer does not enable
+outside transactions; an input batch is acknowledged to Faust, and so committed, only after every one of
+its outputs has been acknowledged by the brokers: at-least-once.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.types.auth import CredentialsT
+
+from streamer.kafka.clients import connection_options
+from streamer.settings import Settings
+
+
+def faust_credentials(settings: Settings) -> CredentialsT | None:
+    """Our security settings in Faust's terms (the same SSL context our own clients use)."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    options = connection_options(settings)
+    context: ssl.SSLContext | None = options.get("ssl_context")
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    if protocol == "SASL_PLAINTEXT":
+        context = None
+    return faust.SASLCredentials(
+        username=options["sasl_plain_username"],
+        password=options["sasl_plain_password"],
+        ssl_context=context,
+        mechanism=settings.kafka_sasl_mechanism,
+    )
+
+
+def create_app(settings: Settings, *, datadir: Path | None = None, **overrides: Any) -> faust.App:
+    """A Faust app for the triage workers; topics are created by ``topics apply``, never by Faust."""
+    options: dict[str, Any] = {
+        "broker": [f"kafka://{server}" for server in settings.bootstrap_servers],
+        "broker_credentials": faust_credentials(settings),
+        "broker_client_id": settings.kafka_client_id,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "topic_allow_declare": False,
+        "topic_disable_leader": True,
+        "consumer_auto_offset_reset": "earliest",
+        "web_enabled": False,
+        "datadir": str(datadir or Path("var") / "faust"),
+        "stream_wait_empty": True,
+        "broker_commit_interval": 1.0,
+    }
+    options.update(overrides)
+    return faust.App(settings.group_id, **options)

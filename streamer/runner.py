@@ -1,0 +1,290 @@
+"""Commands that run things: ``worker``, ``produce``, ``demo`` (the end-to-end job of ``make run``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from streamer.errors import ConfigError
+from streamer.events import encode
+from streamer.kafka import clients
+from streamer.observability import configure_logging
+from streamer.settings import Settings, load_settings
+from streamer.topics import DEADLETTER, ESCALATIONS, TICKETS, TICKETS_ENRICHED
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from streamer.worker import build_worker
+
+    settings = load_settings()
+    configure_logging(settings)
+    only = set(args.only or ["tickets"])
+    if "tickets" not in only:
+        raise ConfigError("this worker runs the tickets path; --only logs is not available in this version")
+    worker = build_worker(settings)
+    worker.execute_from_commandline()
+    return 0
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Tickets from a JSON Lines file; a line that is not an object is an error naming the line."""
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                doc = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise ConfigError(f"{path}:{number}: not valid JSON: {exc}") from None
+            if not isinstance(doc, dict):
+                raise ConfigError(f"{path}:{number}: expected a JSON object")
+            yield doc
+
+
+async def produce_records(
+    settings: Settings,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes]],
+    *,
+    rate: float | None = None,
+    total: int | None = None,
+    progress: bool = True,
+) -> int:
+    """Send keyed raw records, optionally paced to ``rate`` per second; returns how many were sent."""
+    from tqdm import tqdm
+
+    producer = clients.producer(settings, linger_ms=20)
+    try:
+        await producer.start()
+    except Exception as exc:
+        await producer.stop()
+        raise clients.unavailable(settings, exc) from None
+    sent = 0
+    started = time.perf_counter()
+    pending: list[asyncio.Future[Any]] = []
+    bar = tqdm(total=total, unit="rec", disable=not progress, file=sys.stderr, desc=f"-> {topic}")
+    try:
+        for key, value in records:
+            pending.append(await producer.send(topic, value, key=key))
+            sent += 1
+            bar.update()
+            if len(pending) >= 1000:
+                await asyncio.gather(*pending)
+                pending.clear()
+            if rate:
+                ahead = sent / rate - (time.perf_counter() - started)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+        await asyncio.gather(*pending)
+    finally:
+        bar.close()
+        await producer.stop()
+    return sent
+
+
+def _ticket_records(docs: Iterable[dict[str, Any]]) -> Iterator[tuple[bytes | None, bytes]]:
+    for doc in docs:
+        key = str(doc.get("id")).encode() if doc.get("id") is not None else None
+        yield key, encode(doc)
+
+
+def _produce(args: argparse.Namespace) -> int:
+    from streamer import demo
+
+    settings = load_settings()
+    if args.kind == "tickets":
+        topic = settings.topic(TICKETS)
+        docs: Iterable[dict[str, Any]] = (
+            read_jsonl(Path(args.file)) if args.file else demo.demo_tickets(args.demo, seed=args.seed)
+        )
+        records = _ticket_records(docs)
+        total = args.demo if not args.file else None
+    else:
+        raise ConfigError("producing logs is not available in this version")
+    sent = asyncio.run(produce_records(settings, topic, records, rate=args.rate, total=total))
+    print(f"sent {sent} records to {topic} on {settings.kafka_bootstrap}")
+    return 0
+
+
+async def _tail(settings: Settings, topics: list[str], start: dict[Any, int]) -> AsyncIterator[tuple[str, Any]]:
+    """Records of ``topics`` from the given offsets, forever (the caller stops iterating)."""
+    from aiokafka import TopicPartition
+
+    consumer = clients.consumer(settings, group_id=None, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        consumer.assign(list(start))
+        for tp, offset in start.items():
+            consumer.seek(tp, offset)
+        while True:
+            batches = await consumer.getmany(timeout_ms=500)
+            if not batches:
+                yield "", None
+            for tp, messages in batches.items():
+                assert isinstance(tp, TopicPartition)
+                for message in messages:
+                    yield tp.topic, orjson.loads(message.value)
+    finally:
+        await consumer.stop()
+
+
+async def _end_offsets(settings: Settings, topics: list[str]) -> dict[Any, int]:
+    from aiokafka import TopicPartition
+
+    consumer = clients.consumer(settings, group_id=None)
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(topic, p) for topic in topics for p in sorted(consumer.partitions_for_topic(topic) or [])
+        ]
+        ends: dict[Any, int] = await consumer.end_offsets(partitions)
+        return ends
+    finally:
+        await consumer.stop()
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Topics, bundle, worker, traffic, summary: the whole main job on one machine."""
+    from streamer import demo
+    from streamer.defaults import ensure_default_bundle
+    from streamer.kafka.admin import apply_topics
+    from streamer.topics import load_catalog
+
+    settings = load_settings()
+    configure_logging(settings)
+    catalog = load_catalog(settings.topics_file)
+    report = asyncio.run(apply_topics(settings, catalog.topics.values()))
+    print(f"topics: {len(report.created)} created, {len(report.unchanged)} unchanged, {len(report.drift)} drift(s)")
+    bundle_dir = ensure_default_bundle(settings)
+    print(f"bundle: {bundle_dir}")
+
+    watched = [settings.topic(t) for t in (TICKETS_ENRICHED, ESCALATIONS, DEADLETTER)]
+    start = asyncio.run(_end_offsets(settings, watched))
+    env = {**os.environ, "STREAMER_BUNDLE_DIR": str(bundle_dir)}
+    worker = subprocess.Popen([sys.executable, "-m", "streamer", "worker"], env=env)
+    try:
+        run_tag = f"{int(time.time()) % 100000:05d}"
+        tickets = list(demo.demo_tickets(args.tickets, seed=args.seed))
+        records: list[tuple[bytes | None, bytes]] = []
+        expected = set()
+        for i, doc in enumerate(tickets):
+            doc["id"] = f"{doc['id']}-{run_tag}"
+            expected.add(doc["id"])
+            records.append((doc["id"].encode(), encode(doc)))
+            if args.malformed and i % args.malformed == args.malformed - 1:
+                bad_id = f"BAD-{run_tag}-{i}"
+                records.append((bad_id.encode(), b'{"id": "' + bad_id.encode() + b'", "body": 42'))
+        began = time.perf_counter()
+        asyncio.run(produce_records(settings, settings.topic(TICKETS), records, rate=args.rate, total=len(records)))
+        summary = asyncio.run(_collect(settings, watched, start, expected, run_tag, args.timeout, worker))
+        summary["elapsed_s"] = time.perf_counter() - began
+        _print_summary(summary, len(expected))
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=settings.shutdown_timeout_s + 10)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+    return 0 if summary["enriched"] == len(expected) else 1
+
+
+async def _collect(
+    settings: Settings,
+    watched: list[str],
+    start: dict[Any, int],
+    expected: set[str],
+    run_tag: str,
+    timeout: float,
+    worker: subprocess.Popen[bytes],
+) -> dict[str, Any]:
+    enriched: set[str] = set()
+    summary: dict[str, Any] = {
+        "intents": Counter(),
+        "routes": Counter(),
+        "reasons": Counter(),
+        "escalated": 0,
+        "dead": Counter(),
+        "latency": [],
+    }
+    deadline = time.monotonic() + timeout
+    async for topic, record in _tail(settings, watched, start):
+        if record is not None and topic.endswith(TICKETS_ENRICHED) and record["id"] in expected:
+            if record["id"] not in enriched:
+                enriched.add(record["id"])
+                triage = record["triage"]
+                summary["intents"][triage["intent"]["label"]] += 1
+                for route in triage["routes"]:
+                    summary["routes"][route] += 1
+                summary["escalated"] += bool(triage["escalation"]["escalate"])
+                for reason in triage["escalation"]["reasons"]:
+                    summary["reasons"][reason["code"]] += 1
+                summary["latency"].append(record["latency_ms"])
+        elif record is not None and topic.endswith(DEADLETTER) and run_tag in str(record.get("id")):
+            summary["dead"][record["error"]["code"]] += 1
+        if len(enriched) >= len(expected) or time.monotonic() > deadline or worker.poll() is not None:
+            break
+    summary["enriched"] = len(enriched)
+    return summary
+
+
+def _print_summary(s: dict[str, Any], sent: int) -> None:
+    latencies = sorted(s["latency"]) or [0.0]
+    p50 = latencies[len(latencies) // 2]
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    print()
+    print(
+        f"tickets sent {sent}, enriched {s['enriched']}, in {s['elapsed_s']:.1f} s "
+        f"({s['enriched'] / max(s['elapsed_s'], 1e-9):.1f} tickets/s end to end)"
+    )
+    print(f"latency (produce -> enriched) p50 {p50:.0f} ms, p99 {p99:.0f} ms")
+    print(f"escalated to the large model: {s['escalated']} ({100 * s['escalated'] / max(s['enriched'], 1):.1f}%)")
+    for code, n in s["reasons"].most_common():
+        print(f"  {code:<22} {n}")
+    print(f"dead letters: {sum(s['dead'].values())} " + " ".join(f"{k}={v}" for k, v in s["dead"].items()))
+    print("intents:")
+    for label, n in s["intents"].most_common():
+        print(f"  {label:<24} {n}")
+    print("routes:")
+    for route, n in s["routes"].most_common():
+        print(f"  {route:<32} {n}")
+
+
+def add_runtime_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    worker = commands.add_parser(
+        "worker",
+        help="run a triage worker until SIGTERM",
+        description="Consume support.tickets.v1, triage every ticket and produce the results (settings: env).",
+    )
+    worker.add_argument("--only", nargs="+", choices=["tickets", "logs"], help="paths to run (default: tickets)")
+    worker.set_defaults(handler=_worker)
+
+    produce = commands.add_parser("produce", help="send tickets from a JSONL file or generated demo traffic")
+    produce.add_argument("kind", choices=["tickets", "logs"])
+    source = produce.add_mutually_exclusive_group(required=True)
+    source.add_argument("--file", help="JSON Lines file, one ticket per line")
+    source.add_argument("--demo", type=int, metavar="N", help="send N generated demo tickets")
+    produce.add_argument("--rate", type=float, help="records per second (default: as fast as possible)")
+    produce.add_argument("--seed", type=int, default=7, help="seed of the demo generator")
+    produce.set_defaults(handler=_produce)
+
+    demo = commands.add_parser(
+        "demo",
+        help="the main job end to end: topics, default bundle, worker, demo traffic, summary",
+    )
+    demo.add_argument("--tickets", type=int, default=300, help="demo tickets to send (default 300)")
+    demo.add_argument("--rate", type=float, default=None, help="tickets per second (default: as fast as possible)")
+    demo.add_argument("--malformed", type=int, default=50, help="add one malformed record every N (0: none)")
+    demo.add_argument("--seed", type=int, default=11)
+    demo.add_argument("--timeout", type=float, default=300.0, help="give up waiting after this many seconds")
+    demo.set_defaults(handler=_demo)

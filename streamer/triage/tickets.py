@@ -1,0 +1,211 @@
+"""Ticket triage on a batch: classify, extract, redact, route, escalate. Pure: no I/O, no clock.
+
+The worker, the replay tool and the benchmarks all call ``triage_tickets``; the model is passed in, so
+tests can use a small real bundle and the core stays free of Kafka.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from streamer.events import Ticket
+from streamer.triage.escalation import EscalationPolicy, Reason, TicketSignals, ticket_reasons
+from streamer.triage.extract import extract
+from streamer.triage.language import detect_languages
+from streamer.triage.pii import redact
+from streamer.triage.routing import Router
+
+#: Heads every ticket bundle provides.
+TICKET_HEADS = ("intent", "priority", "sentiment")
+TOP_K = 3
+
+
+class HeadScores(Protocol):
+    """What a classification head returns for a batch (see ``streamer.models.heads.HeadOutput``)."""
+
+    @property
+    def labels(self) -> Sequence[str]: ...
+
+    @property
+    def probs(self) -> np.ndarray: ...
+
+    @property
+    def oos_score(self) -> np.ndarray: ...
+
+
+class TicketModel(Protocol):
+    """The model side of triage: one encoder pass, several heads."""
+
+    def predict(self, texts: Sequence[str], heads: Sequence[str] | None = None) -> Mapping[str, HeadScores]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    label: str
+    confidence: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "confidence": round(self.confidence, 4)}
+
+
+@dataclass(frozen=True, slots=True)
+class IntentDecision:
+    label: str
+    confidence: float
+    margin: float
+    oos_score: float
+    top: tuple[Scored, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "confidence": round(self.confidence, 4),
+            "margin": round(self.margin, 4),
+            "oos_score": round(self.oos_score, 4),
+            "top": [s.to_dict() for s in self.top],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LanguageDecision:
+    code: str
+    confidence: float
+    declared: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "confidence": round(self.confidence, 4), "declared": self.declared}
+
+
+@dataclass(frozen=True, slots=True)
+class TicketDecision:
+    """Everything decided about one ticket; ``streamer.events`` turns it into output records."""
+
+    ticket_id: str
+    intent: IntentDecision
+    priority: Scored
+    sentiment: Scored
+    language: LanguageDecision
+    entities: Mapping[str, Any]
+    pii_counts: Mapping[str, int]
+    redacted_subject: str
+    redacted_body: str
+    routes: tuple[str, ...]
+    matched_rules: tuple[str, ...]
+    reasons: tuple[Reason, ...]
+    truncated: bool
+
+    @property
+    def escalate(self) -> bool:
+        return bool(self.reasons)
+
+    def triage_dict(self) -> dict[str, Any]:
+        """The ``triage`` section of ``enriched_ticket.v1.json``."""
+        return {
+            "intent": self.intent.to_dict(),
+            "priority": self.priority.to_dict(),
+            "sentiment": self.sentiment.to_dict(),
+            "language": self.language.to_dict(),
+            "entities": dict(self.entities),
+            "pii": {"counts": dict(self.pii_counts)},
+            "routes": list(self.routes),
+            "matched_rule": self.matched_rules[0] if self.matched_rules else "default",
+            "escalation": {"escalate": self.escalate, "reasons": [r.to_dict() for r in self.reasons]},
+            "truncated": self.truncated,
+        }
+
+
+def _intent(head: HeadScores, row: int) -> IntentDecision:
+    probs = head.probs[row]
+    order = np.argsort(-probs)[:TOP_K]
+    top = tuple(Scored(head.labels[i], float(probs[i])) for i in order)
+    second = float(probs[order[1]]) if len(order) > 1 else 0.0
+    return IntentDecision(
+        label=top[0].label,
+        confidence=top[0].confidence,
+        margin=max(0.0, top[0].confidence - second),
+        oos_score=float(np.clip(head.oos_score[row], 0.0, 1.0)),
+        top=top,
+    )
+
+
+def _scored(head: HeadScores, row: int) -> Scored:
+    probs = head.probs[row]
+    best = int(np.argmax(probs))
+    return Scored(head.labels[best], float(probs[best]))
+
+
+def triage_tickets(
+    tickets: Sequence[Ticket],
+    model: TicketModel,
+    router: Router,
+    policy: EscalationPolicy,
+) -> list[TicketDecision]:
+    """Decide a batch: one model pass for all heads, then rules per ticket. Order is preserved."""
+    if not tickets:
+        return []
+    texts = [t.text for t in tickets]
+    heads = model.predict(texts, TICKET_HEADS)
+    intents, priorities, sentiments = heads["intent"], heads["priority"], heads["sentiment"]
+    detected = detect_languages(texts)
+    decisions: list[TicketDecision] = []
+    for row, ticket in enumerate(tickets):
+        intent = _intent(intents, row)
+        priority = _scored(priorities, row)
+        sentiment = _scored(sentiments, row)
+        declared = ticket.declared_language
+        code, lang_conf = (declared, 1.0) if declared else detected[row]
+        language = LanguageDecision(code=code, confidence=float(lang_conf), declared=declared)
+        redacted_subject = redact(ticket.subject)
+        redacted_body = redact(ticket.body)
+        pii_counts = dict(redacted_body.counts)
+        for kind, n in redacted_subject.counts.items():
+            pii_counts[kind] = pii_counts.get(kind, 0) + n
+        reasons = ticket_reasons(
+            TicketSignals(
+                intent=intent.label,
+                confidence=intent.confidence,
+                margin=intent.margin,
+                oos_score=intent.oos_score,
+                priority=priority.label,
+                sentiment=sentiment.label,
+                tier=ticket.customer_tier,
+                language=language.code,
+                language_confidence=language.confidence,
+                text=ticket.body,
+            ),
+            policy,
+        )
+        route = router.route(
+            {
+                "intent": intent.label,
+                "priority": priority.label,
+                "sentiment": sentiment.label,
+                "tier": ticket.customer_tier,
+                "language": language.code,
+                "channel": ticket.channel,
+                "escalated": bool(reasons),
+                "reason": [r.code.value for r in reasons],
+            }
+        )
+        decisions.append(
+            TicketDecision(
+                ticket_id=ticket.id,
+                intent=intent,
+                priority=priority,
+                sentiment=sentiment,
+                language=language,
+                entities=extract(ticket.text).to_dict(),
+                pii_counts=pii_counts,
+                redacted_subject=redacted_subject.text,
+                redacted_body=redacted_body.text,
+                routes=route.destinations,
+                matched_rules=route.rules,
+                reasons=tuple(reasons),
+                truncated=ticket.truncated,
+            )
+        )
+    return decisions
