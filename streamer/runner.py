@@ -140,14 +140,10 @@ async def _tail(settings: Settings, topics: list[str], start: dict[Any, int]) ->
 
 
 async def _end_offsets(settings: Settings, topics: list[str]) -> dict[Any, int]:
-    from aiokafka import TopicPartition
-
     consumer = clients.consumer(settings, group_id=None)
     await consumer.start()
     try:
-        partitions = [
-            TopicPartition(topic, p) for topic in topics for p in sorted(consumer.partitions_for_topic(topic) or [])
-        ]
+        partitions = [tp for topic in topics for tp in await clients.topic_partitions(consumer, topic)]
         ends: dict[Any, int] = await consumer.end_offsets(partitions)
         return ends
     finally:
@@ -216,6 +212,8 @@ async def _collect(
         "escalated": 0,
         "dead": Counter(),
         "latency": [],
+        "judged": 0,
+        "agree": 0,
     }
     deadline = time.monotonic() + timeout
     async for topic, record in _tail(settings, watched, start):
@@ -230,7 +228,11 @@ async def _collect(
                 for reason in triage["escalation"]["reasons"]:
                     summary["reasons"][reason["code"]] += 1
                 summary["latency"].append(record["latency_ms"])
-        elif record is not None and topic.endswith(DEADLETTER) and run_tag in str(record.get("id")):
+                intended = (record["ticket"].get("metadata") or {}).get("expected", {}).get("intents") or []
+                if intended:
+                    summary["judged"] += 1
+                    summary["agree"] += triage["intent"]["label"] in intended
+        elif record is not None and topic.endswith(DEADLETTER) and run_tag in str(record["raw"].get("key")):
             summary["dead"][record["error"]["code"]] += 1
         if len(enriched) >= len(expected) or time.monotonic() > deadline or worker.poll() is not None:
             break
@@ -248,6 +250,11 @@ def _print_summary(s: dict[str, Any], sent: int) -> None:
         f"({s['enriched'] / max(s['elapsed_s'], 1e-9):.1f} tickets/s end to end)"
     )
     print(f"latency (produce -> enriched) p50 {p50:.0f} ms, p99 {p99:.0f} ms")
+    if s["judged"]:
+        print(
+            f"intent agrees with the demo generator's intended label on {s['agree']}/{s['judged']} "
+            f"({100 * s['agree'] / s['judged']:.1f}%)"
+        )
     print(f"escalated to the large model: {s['escalated']} ({100 * s['escalated'] / max(s['enriched'], 1):.1f}%)")
     for code, n in s["reasons"].most_common():
         print(f"  {code:<22} {n}")

@@ -84,7 +84,7 @@ class Settings(BaseSettings):
         1200, ge=100, description="Texts longer than this with several issues escalate."
     )
     escalate_vip_tiers: Annotated[tuple[str, ...], NoDecode] = Field(
-        ("vip", "enterprise"), description="Customer tiers that always escalate."
+        ("vip",), description="Customer tiers that always escalate."
     )
     supported_languages: Annotated[tuple[str, ...], NoDecode] = Field(
         ("en",), description="Languages the small models handle; others escalate."

@@ -131,4 +131,8 @@ def build_worker(
         group=settings.group_id,
         bootstrap=settings.kafka_bootstrap,
     )
-    return TriageWorker(app, sender, loglevel=loglevel, override_logging=False, loop=asyncio.new_event_loop())
+    worker = TriageWorker(
+        app, sender, loglevel=loglevel, override_logging=False, quiet=True, loop=asyncio.new_event_loop()
+    )
+    worker.spinner = None  # our logs say when the worker is ready; a terminal spinner would garble them
+    return worker

@@ -6,12 +6,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.helpers import create_ssl_context
 
-from streamer.errors import KafkaUnavailable
+from streamer.errors import ConfigError, KafkaUnavailable
 from streamer.settings import Settings
 
 
@@ -83,3 +83,14 @@ def consumer(settings: Settings, *topics: str, **overrides: Any) -> AIOKafkaCons
     options: dict[str, Any] = {**connection_options(settings), "enable_auto_commit": False}
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **options)
+
+
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Every partition of ``topic``; a consumer without subscriptions must ask the brokers first."""
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        await consumer._client.force_metadata_update()
+        partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        raise ConfigError(f"topic {topic!r} does not exist (run `streamer topics apply`)")
+    return [TopicPartition(topic, p) for p in sorted(partitions)]

@@ -42,7 +42,7 @@ class EscalationPolicy:
     oos_threshold: float = 0.5
     long_text_chars: int = 1200
     min_issues: int = 2
-    vip_tiers: frozenset[str] = frozenset({"vip", "enterprise"})
+    vip_tiers: frozenset[str] = frozenset({"vip"})
     supported_languages: frozenset[str] = frozenset({"en"})
     language_min_confidence: float = 0.8
     urgent_priorities: frozenset[str] = frozenset({"urgent", "high"})

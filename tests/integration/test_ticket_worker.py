@@ -18,10 +18,11 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streamer.demo import demo_tickets, valid_iban, valid_luhn_card
 from streamer.kafka.admin import apply_topics
+from streamer.kafka.clients import topic_partitions
 from streamer.settings import Settings
 from streamer.topics import SchemaRegistry, load_catalog
 
@@ -64,11 +65,7 @@ class Cluster:
             await consumer.start()
             found: list[dict[str, Any]] = []
             try:
-                name = self.topic(topic)
-                parts = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or [])]
-                if not parts:
-                    await consumer._client.force_metadata_update()
-                    parts = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or [])]
+                parts = await topic_partitions(consumer, self.topic(topic))
                 consumer.assign(parts)
                 await consumer.seek_to_beginning(*parts)
                 deadline = time.monotonic() + timeout
