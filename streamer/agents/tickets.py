@@ -146,16 +146,45 @@ def register_ticket_agent(
     on_batch: Callable[[BatchResult], None] | None = None,
     topic: str = TICKETS,
 ) -> None:
-    """Attach the ticket agent to ``app``; batches of up to ``max_batch`` or ``max_wait_s`` seconds."""
+    """Attach the ticket agent to ``app``; batches of up to ``max_batch`` or ``max_wait_s`` seconds.
+
+    Batches are pipelined: while the brokers acknowledge batch N's outputs, batch N+1 is in the model.
+    At most one batch waits for acknowledgements (back-pressure). Faust would acknowledge a batch's
+    events as soon as the loop moves on, so each event holds one extra reference, released only once
+    the batch's outputs are durable: Faust commits an offset only when every event before it is acked.
+    """
     source = app.topic(topic, key_type=bytes, value_type=bytes, allow_empty=True)
+
+    async def deliver(events: Sequence[faust.types.EventT], result: BatchResult, timing: dict[str, float]) -> None:
+        started = time.perf_counter()
+        await sender.send_all(result.outputs)
+        for event in events:
+            event.ack()
+        if on_batch is not None:
+            on_batch(result)
+        log.debug(
+            "batch done",
+            size=len(events),
+            outputs=len(result.outputs),
+            inference_ms=round(result.inference_s * 1000, 1),
+            process_ms=round(timing["process_s"] * 1000, 1),
+            deliver_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
 
     @app.agent(source, name="streamer.agents.tickets")  # type: ignore[untyped-decorator]
     async def triage(stream: faust.StreamT[bytes]) -> None:
         loop = asyncio.get_running_loop()
-        async for events in stream.take_events(max_batch, within=max_wait_s):
-            raws = [raw_event(e) for e in events]
-            result = await loop.run_in_executor(executor, processor, raws)
-            await sender.send_all(result.outputs)
-            if on_batch is not None:
-                on_batch(result)
-            log.debug("batch done", size=len(raws), outputs=len(result.outputs))
+        in_flight: asyncio.Task[None] | None = None
+        try:
+            async for events in stream.take_events(max_batch, within=max_wait_s):
+                for event in events:
+                    event.message.incref()
+                took = time.perf_counter()
+                result = await loop.run_in_executor(executor, processor, [raw_event(e) for e in events])
+                timing = {"process_s": time.perf_counter() - took}
+                if in_flight is not None:
+                    await in_flight
+                in_flight = asyncio.ensure_future(deliver(events, result, timing))
+        finally:
+            if in_flight is not None and not in_flight.done():
+                await asyncio.shield(in_flight)

@@ -70,7 +70,10 @@ def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
         **connection_options(settings),
         "acks": "all",
         "enable_idempotence": True,
-        "linger_ms": 5,
+        # A batch's outputs are enqueued at once and then awaited: large per-partition batches and no
+        # linger let them leave in a few requests (16 KiB batches made sends wait on each other, 5x slower).
+        "linger_ms": 0,
+        "max_batch_size": 512 * 1024,
         "max_request_size": max(settings.max_event_bytes * 2, 1_048_576),
         "compression_type": None,
     }
