@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
+import structlog
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from streamer.events import Output, encode
+
+log = structlog.get_logger(__name__)
 
 
 class OutputSender:
@@ -24,6 +28,8 @@ class OutputSender:
         self.topic_prefix = topic_prefix
         self._started = False
         self._lock: asyncio.Lock | None = None
+        self.retry_initial_s = 0.5
+        self.retry_max_s = 10.0
 
     async def start(self) -> None:
         if self._lock is None:
@@ -40,9 +46,25 @@ class OutputSender:
             await self._producer.stop()
 
     async def send_all(self, outputs: Sequence[Output]) -> None:
-        """Return once the brokers hold every record; raises if any could not be written."""
+        """Return once the brokers hold every record, retrying (with a fresh producer) until they do.
+
+        A retry resends the whole batch: records that made it the first time are duplicated, which
+        at-least-once allows (every record carries the input id for consumers to drop duplicates).
+        """
         if not outputs:
             return
+        delay = self.retry_initial_s
+        while True:
+            try:
+                await self._send_once(outputs)
+                return
+            except (KafkaError, OSError) as exc:
+                log.warning("sending outputs failed; retrying", error=repr(exc), records=len(outputs), delay_s=delay)
+                await self._reset()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max_s)
+
+    async def _send_once(self, outputs: Sequence[Output]) -> None:
         if not self._started:
             await self.start()
         producer = self._producer
@@ -54,3 +76,12 @@ class OutputSender:
             for out in outputs
         ]
         await asyncio.gather(*pending)
+
+    async def _reset(self) -> None:
+        """Drop a producer that failed; the next send starts a new one (new producer id, clean state)."""
+        producer, self._producer, self._started = self._producer, None, False
+        if producer is not None:
+            try:
+                await producer.stop()
+            except (KafkaError, OSError) as exc:
+                log.debug("stopping a failed producer failed too", error=repr(exc))
