@@ -230,3 +230,52 @@ def test_malformed_inputs_go_to_the_dead_letter_topic_and_good_ones_still_flow(
     enriched = cluster.consume("support.tickets.enriched.v1", len(ids), match=lambda v, m: v["id"] in ids)
     assert {r["id"] for r in enriched} == ids
     assert worker.poll() is None, "worker died on bad input"
+
+
+def test_clients_we_did_not_write_in_and_out(cluster: Cluster, worker: subprocess.Popen[bytes]) -> None:
+    """A ticket produced by Kafka's console producer comes out enriched for Kafka's console consumer."""
+    from streamer.kafka.local import console_tool_cmd
+
+    ticket_id = f"TCK-CONSOLE-{tag()}"
+    ticket = {
+        "id": ticket_id,
+        "created_at": "2026-11-28T09:00:00Z",
+        "body": "My package from order ORD-778812 has not arrived after two weeks, where is it?",
+        "customer": {"id": "C-1", "tier": "pro"},
+    }
+    line = f"{ticket_id}\t{orjson.dumps(ticket).decode()}\n"
+    producer = console_tool_cmd(
+        "console-producer",
+        [
+            "--bootstrap-server", cluster.bootstrap,
+            "--topic", cluster.topic("support.tickets.v1"),
+            "--property", "parse.key=true",
+        ],
+    )
+    subprocess.run(producer, input=line.encode(), check=True, timeout=90, capture_output=True)
+
+    consumer = console_tool_cmd(
+        "console-consumer",
+        [
+            "--bootstrap-server", cluster.bootstrap,
+            "--topic", cluster.topic("support.tickets.enriched.v1"),
+            "--from-beginning",
+            "--property", "print.key=true",
+            "--timeout-ms", "60000",
+        ],
+    )
+    with subprocess.Popen(consumer, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as proc:
+        assert proc.stdout is not None
+        found = None
+        deadline = time.monotonic() + 90
+        for raw in proc.stdout:
+            key, _, value = raw.decode().rstrip("\n").partition("\t")
+            if key == ticket_id:
+                found = orjson.loads(value)
+                break
+            if time.monotonic() > deadline:
+                break
+        proc.kill()
+    assert found is not None, "enriched ticket not seen by the console consumer"
+    assert found["triage"]["intent"]["label"] in {"order_status", "shipping_delay"}
+    assert REGISTRY.errors("enriched_ticket.v1.json", found) == []
