@@ -1,0 +1,1 @@
+"""Pure triage core: extraction, PII redaction, language, routing and escalation decisions."""
