@@ -198,7 +198,9 @@ def triage_tickets(
                 priority=priority,
                 sentiment=sentiment,
                 language=language,
-                entities=extract(ticket.text).to_dict(),
+                entities=extract(
+                    ticket.text, redacted_body if ticket.text == ticket.body else redact(ticket.text)
+                ).to_dict(),
                 pii_counts=pii_counts,
                 redacted_subject=redacted_subject.text,
                 redacted_body=redacted_body.text,
