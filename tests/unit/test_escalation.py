@@ -69,14 +69,14 @@ def test_near_misses_do_not_escalate(change: dict) -> None:
 
 
 def test_reasons_accumulate_with_details() -> None:
-    reasons = ticket_reasons(replace(CALM, confidence=0.3, margin=0.01, tier="enterprise"), POLICY)
+    reasons = ticket_reasons(replace(CALM, confidence=0.3, margin=0.01, tier="vip"), POLICY)
     assert [r.code for r in reasons] == [
         ReasonCode.LOW_CONFIDENCE,
         ReasonCode.SMALL_MARGIN,
         ReasonCode.VIP_CUSTOMER,
     ]
     assert "0.30 < 0.60" in reasons[0].detail
-    assert reasons[2].to_dict() == {"code": "vip_customer", "detail": "customer tier enterprise"}
+    assert reasons[2].to_dict() == {"code": "vip_customer", "detail": "customer tier vip"}
 
 
 def test_count_issues() -> None:

@@ -1,0 +1,146 @@
+"""Throughput of the pure log core on one core: decode, template mining, extraction, burst counting.
+
+    python bench/bench_log_core.py [--n 50000] [--seed 7] [--runs 3] [--batch 500]
+
+Input is a realistic mix from ``streamer.demo.demo_log_lines`` (JSON shipper records and nginx,
+syslog, postgres and ISO text lines, stack traces, bursts), encoded to bytes as they would arrive
+from Kafka; without the demo module a small built-in generator stands in. Each stage is timed over
+the whole input, fresh state per run; the table shows the median of ``--runs`` runs. The last row is
+the complete ``triage_logs`` (adds PII redaction, output records and a stub incident model) in
+batches of ``--batch``, for comparison: redaction is the most expensive step of log triage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from streamer.events import RawEvent, Source
+from streamer.logs import (
+    BurstDetector,
+    LogRecord,
+    LogTriageState,
+    TemplateMiner,
+    decode_log,
+    extract_log_entities,
+    headline,
+    ip_entities,
+    triage_logs,
+)
+
+T0 = 1_795_860_000_000
+
+
+def _fallback_lines(n: int, seed: int) -> Iterator[dict[str, Any] | str]:
+    rng = random.Random(seed)
+    for _ in range(n):
+        roll = rng.random()
+        if roll < 0.4:
+            yield {
+                "timestamp": "2026-11-28T10:00:00.123Z",
+                "level": rng.choice(["INFO", "INFO", "WARN", "ERROR"]),
+                "service": rng.choice(["checkout-api", "auth-service"]),
+                "message": f"Order ORD-{rng.randint(10**5, 10**6)} created for customer C-{rng.randint(100, 999)}",
+                "trace_id": f"{rng.getrandbits(64):016x}",
+            }
+        elif roll < 0.7:
+            yield (
+                f"{rng.randint(1, 223)}.{rng.randint(0, 255)}.0.{rng.randint(1, 254)} - - [28/Nov/2026:10:00:00 +0000] "
+                f'"GET /api/v1/items/{rng.randint(1, 9999)} HTTP/1.1" 200 {rng.randint(100, 9000)} "-" "curl/8.0"'
+            )
+        elif roll < 0.9:
+            pid, ip, port = rng.randint(100, 9999), rng.randint(1, 254), rng.randint(1024, 65535)
+            yield f"Nov 28 10:00:00 bastion-1 sshd[{pid}]: Failed password for root from 10.0.0.{ip} port {port} ssh2"
+        else:
+            yield f"2026-11-28T10:00:00Z ERROR [payments] Payment gateway timeout after {rng.randint(1000, 9000)} ms"
+
+
+def make_input(n: int, seed: int) -> list[RawEvent]:
+    try:
+        from streamer.demo import demo_log_lines
+
+        lines: Iterator[dict[str, Any] | str] = demo_log_lines(n, seed)
+    except ImportError:
+        lines = _fallback_lines(n, seed)
+    raws = []
+    for i, line in enumerate(lines):
+        if isinstance(line, dict):
+            value, key = orjson.dumps(line), str(line.get("service", "unknown")).encode()
+        else:
+            value, key = line.encode(), None
+        raws.append(RawEvent(value, Source("ops.logs.v1", 0, i, T0 + i * 50), key))
+    return raws
+
+
+class StubIncidentModel:
+    def classify_templates(self, templates: Sequence[str]) -> Sequence[tuple[str, float]]:
+        return [("unclassified", 0.5)] * len(templates)
+
+
+def run_stages(raws: Sequence[RawEvent]) -> dict[str, float]:
+    """Seconds per stage over the whole input."""
+    t0 = time.perf_counter()
+    records = [r for r in (decode_log(raw) for raw in raws) if isinstance(r, LogRecord)]
+    t1 = time.perf_counter()
+    miner = TemplateMiner()
+    templates = [miner.add(headline(r.message), r.time_ms) for r in records]
+    t2 = time.perf_counter()
+    for r in records:
+        extract_log_entities(r.message, r.fields)
+        ip_entities(r.message)
+    t3 = time.perf_counter()
+    bursts = BurstDetector()
+    for r, t in zip(records, templates, strict=True):
+        if r.time_ms is not None:
+            bursts.observe(r.service, t.id, r.time_ms, r.severity)
+    t4 = time.perf_counter()
+    return {"decode": t1 - t0, "template": t2 - t1, "extract": t3 - t2, "bursts": t4 - t3}
+
+
+def run_triage(raws: Sequence[RawEvent], batch: int) -> float:
+    records = [r for r in (decode_log(raw) for raw in raws) if isinstance(r, LogRecord)]
+    state, model = LogTriageState(), StubIncidentModel()
+    t0 = time.perf_counter()
+    for i in range(0, len(records), batch):
+        triage_logs(records[i : i + batch], state, model)
+    return time.perf_counter() - t0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=50_000, help="log lines (default 50000)")
+    ap.add_argument("--seed", type=int, default=7, help="seed of the generated mix (default 7)")
+    ap.add_argument("--runs", type=int, default=3, help="runs; the median is reported (default 3)")
+    ap.add_argument("--batch", type=int, default=500, help="batch size of the triage_logs row (default 500)")
+    args = ap.parse_args(argv)
+
+    raws = make_input(args.n, args.seed)
+    n = len(raws)
+    stage_runs = [run_stages(raws) for _ in range(args.runs)]
+    stages = {name: statistics.median(run[name] for run in stage_runs) for name in stage_runs[0]}
+    core = statistics.median(sum(run.values()) for run in stage_runs)
+    triage = statistics.median(run_triage(raws, args.batch) for _ in range(args.runs))
+
+    print(f"{n} lines, median of {args.runs} runs, one core")
+    print(f"{'stage':<34} {'us/line':>8} {'lines/s':>10}")
+    print("-" * 54)
+    for name, secs in stages.items():
+        print(f"{name:<34} {secs / n * 1e6:8.2f} {n / secs:10.0f}")
+    print("-" * 54)
+    print(f"{'core: decode+template+extract+bursts':<34} {core / n * 1e6:8.2f} {n / core:10.0f}")
+    print(f"{'triage_logs (adds redaction, outputs)':<34} {triage / n * 1e6:8.2f} {n / triage:10.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

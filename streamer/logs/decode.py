@@ -1,0 +1,632 @@
+"""Raw Kafka log values to ``LogRecord``s, or dead letters: JSON from shippers and plain text lines.
+
+Shippers (Vector, Fluent Bit, Filebeat, journald exports) send JSON objects; applications and
+appliances send text lines in a handful of layouts. One decoder handles both, picks the layout by the
+first byte and a few anchored regexes, and never raises: anything it cannot use becomes a
+``DecodeFailure`` with a dead-letter code (``invalid_utf8``, ``invalid_json``, ``schema``,
+``oversize``, ``not_an_object`` for tombstones).
+
+Text layouts recognised (the message keeps everything after the header, newlines included, so a
+stack trace shipped as one record stays one record):
+
+* ISO timestamp + level: ``2026-11-28T10:00:00Z ERROR [checkout] msg``, log4j/logback
+  ``2026-11-28 10:00:00,123 [main] WARN  org.foo.Bar - msg``, postgres ``... UTC [42] LOG:  msg``;
+* syslog RFC 3164 ``<34>Nov 28 10:00:00 host sshd[123]: msg`` (priority optional) and RFC 5424;
+* Kubernetes klog ``E1128 10:00:00.123456   1 file.go:42] msg``;
+* nginx error log ``2026/11/28 10:00:00 [error] 7#7: *3 msg`` and combined access log lines
+  (severity from the HTTP status);
+* anything else: the whole line is the message, with a level word if one leads it.
+
+Without a level the severity is inferred from strong words (``exception``, ``fatal`` -> error;
+``failed``, ``refused`` -> warning), else ``unknown``. Event time falls back to the Kafka record
+timestamp; syslog and klog omit the year, which is taken from the Kafka timestamp.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Final
+
+import orjson
+
+from streamer.events import DecodeFailure, DecodeLimits, RawEvent, Source
+
+__all__ = [
+    "SEVERITIES",
+    "SEVERITY_RANK",
+    "LogRecord",
+    "decode_log",
+    "decode_logs",
+    "format_time_ms",
+    "normalise_severity",
+]
+
+#: The severities of ``enriched_log.v1.json``, lowest first.
+SEVERITIES: Final = ("trace", "debug", "info", "notice", "warning", "error", "critical", "unknown")
+#: Order for thresholds; ``unknown`` (no level, nothing alarming in the text) ranks with ``info``.
+SEVERITY_RANK: Final[Mapping[str, int]] = {
+    "trace": 0, "debug": 1, "info": 2, "unknown": 2, "notice": 3, "warning": 4, "error": 5, "critical": 6,
+}  # fmt: skip
+
+_LEVELS: Final[dict[str, str]] = {
+    **dict.fromkeys(("trace", "finest", "finer", "trc", "verbose", "v"), "trace"),
+    **dict.fromkeys(("debug", "dbg", "fine", "config", "d"), "debug"),
+    **dict.fromkeys(("info", "information", "informational", "log", "statement", "detail", "hint", "i"), "info"),
+    **dict.fromkeys(("notice", "note"), "notice"),
+    **dict.fromkeys(("warn", "warning", "wrn", "w"), "warning"),
+    **dict.fromkeys(("error", "err", "eror", "severe", "e", "fail", "failure"), "error"),
+    **dict.fromkeys(("fatal", "critical", "crit", "alert", "emerg", "emergency", "panic", "f", "c", "a"), "critical"),
+}
+# syslog numeric severities 0..7 (RFC 5424 table 2) and pino/bunyan levels 10..60.
+_SYSLOG_SEVERITY: Final = ("critical", "critical", "critical", "error", "warning", "notice", "info", "debug")
+_NUMERIC_LEVELS: Final = {10: "trace", 20: "debug", 30: "info", 40: "warning", 50: "error", 60: "critical"}
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """One decoded log entry.
+
+    ``id`` is the record's own ``id`` field when it has one, else ``topic:partition:offset``, so
+    every output keyed on it is idempotent under redelivery. ``time_ms`` is the event time used for
+    windows (parsed timestamp, else the Kafka timestamp, else ``None``); ``timestamp`` is the same
+    instant as ISO-8601 UTC. ``fields`` holds every JSON key the decoder did not consume, or the
+    header parts of a text line (host, pid, logger...).
+    """
+
+    id: str
+    time_ms: int | None
+    level: str | None
+    severity: str
+    service: str
+    message: str
+    fields: Mapping[str, Any]
+    source: Source
+    key: bytes | None = None
+
+    @property
+    def timestamp(self) -> str | None:
+        """The event time as ISO-8601 UTC with milliseconds, or ``None`` when unknown."""
+        return format_time_ms(self.time_ms) if self.time_ms is not None else None
+
+
+def normalise_severity(level: object) -> str | None:
+    """A level as written (``WARN``, ``err``, ``3``, ``50``) to one of ``SEVERITIES``; ``None`` if unknown."""
+    if isinstance(level, bool):
+        return None
+    if isinstance(level, int | float):
+        n = int(level)
+        if 0 <= n <= 7:
+            return _SYSLOG_SEVERITY[n]
+        return _NUMERIC_LEVELS.get(n)
+    if not isinstance(level, str):
+        return None
+    key = level.strip().lower()
+    found = _LEVELS.get(key)
+    if found is not None:
+        return found
+    if key.isdigit():
+        return normalise_severity(int(key))
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Time
+# --------------------------------------------------------------------------------------------------
+
+_ISO_RE: Final = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?"
+    r"\s?(Z|z|[+-]\d{2}:?\d{2}|UTC|GMT)?$"
+)
+_MONTHS: Final = {
+    m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)
+}
+_DAYS_CACHE: dict[tuple[int, int, int], int] = {}
+_FMT_CACHE: dict[int, str] = {}
+
+
+def _days(year: int, month: int, day: int) -> int | None:
+    key = (year, month, day)
+    days = _DAYS_CACHE.get(key)
+    if days is None:
+        if not (1 <= month <= 12 and 1 <= day <= calendar.monthrange(year, month)[1]):
+            return None
+        days = calendar.timegm((year, month, day, 0, 0, 0)) // 86400
+        if len(_DAYS_CACHE) > 4096:
+            _DAYS_CACHE.clear()
+        _DAYS_CACHE[key] = days
+    return days
+
+
+def _to_ms(year: int, month: int, day: int, hh: int, mm: int, ss: int, frac: str | None, offset_s: int) -> int | None:
+    if hh > 23 or mm > 59 or ss > 60:
+        return None
+    days = _days(year, month, day)
+    if days is None:
+        return None
+    ms = ((days * 86400 + hh * 3600 + mm * 60 + min(ss, 59)) - offset_s) * 1000
+    if frac:
+        ms += int((frac + "00")[:3])
+    return ms
+
+
+def _offset_seconds(tz: str | None) -> int:
+    if not tz or tz in ("Z", "z", "UTC", "GMT"):
+        return 0
+    sign = -1 if tz[0] == "-" else 1
+    digits = tz[1:].replace(":", "")
+    return sign * (int(digits[:2]) * 3600 + int(digits[2:4]) * 60)
+
+
+def _iso_ms(text: str) -> int | None:
+    m = _ISO_RE.match(text)
+    if m is None:
+        return None
+    y, mo, d, hh, mi, ss, frac, tz = m.groups()
+    return _to_ms(int(y), int(mo), int(d), int(hh), int(mi), int(ss), frac, _offset_seconds(tz))
+
+
+def _epoch_ms(value: float) -> int | None:
+    """Epoch seconds, milliseconds, microseconds or nanoseconds, told apart by magnitude."""
+    if value != value or value <= 0:  # NaN or not a plausible instant
+        return None
+    if value < 1e11:
+        return int(value * 1000)
+    if value < 1e14:
+        return int(value)
+    if value < 1e17:
+        return int(value // 1000)
+    return int(value // 1_000_000)
+
+
+def _year_hint(source: Source) -> tuple[int, int] | None:
+    """(year, month) of the Kafka timestamp, for layouts that omit the year."""
+    if source.timestamp_ms is None:
+        return None
+    t = datetime.fromtimestamp(source.timestamp_ms / 1000, timezone.utc)
+    return t.year, t.month
+
+
+def _yearless_ms(month: int, day: int, hh: int, mm: int, ss: int, frac: str | None, source: Source) -> int | None:
+    hint = _year_hint(source)
+    if hint is None:
+        return None
+    year, kafka_month = hint
+    if month == 12 and kafka_month == 1:  # written on Dec 31st, read on Jan 1st
+        year -= 1
+    elif month == 1 and kafka_month == 12:
+        year += 1
+    return _to_ms(year, month, day, hh, mm, ss, frac, 0)
+
+
+def format_time_ms(ms: int) -> str:
+    """Epoch milliseconds as ISO-8601 UTC with milliseconds (``2026-11-28T10:00:00.123Z``)."""
+    secs, millis = divmod(ms, 1000)
+    head = _FMT_CACHE.get(secs)
+    if head is None:
+        t = datetime.fromtimestamp(secs, timezone.utc)
+        head = f"{t:%Y-%m-%dT%H:%M:%S}"
+        if len(_FMT_CACHE) > 4096:
+            _FMT_CACHE.clear()
+        _FMT_CACHE[secs] = head
+    return f"{head}.{millis:03d}Z"
+
+
+# --------------------------------------------------------------------------------------------------
+# Text layouts
+# --------------------------------------------------------------------------------------------------
+
+_LEVEL_ALT: Final = (
+    r"(?i:trace|debug|dbg|info|information|notice|warn|warning|error|err|fatal|critical|crit|severe|"
+    r"alert|emerg|emergency|panic|fine|finer|finest|log|statement|detail|hint)"
+)
+_ISO_LINE: Final = re.compile(
+    r"(?P<ts>\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d{1,9})?(?:\s?(?:Z|z|[+-]\d{2}:?\d{2}|UTC|GMT))?)"
+    r"\s+(?:\[(?P<thread>[^\]\n]{1,64})\]\s+)?"
+    r"(?:(?P<level>" + _LEVEL_ALT + r")(?=[\s:\]])(?:\s*:)?\s*)?"
+    r"(?:\[(?P<svc>[^\]\s]{1,128})\]\s*)?"
+    r"(?:(?P<logger>[A-Za-z_$][\w$.]{0,200})\s+-\s+)?"
+    r"(?P<msg>.*)",
+    re.S,
+)
+_SYSLOG_3164: Final = re.compile(
+    r"(?:<(?P<pri>\d{1,3})>)?(?P<mon>[A-Z][a-z]{2}) +(?P<day>\d{1,2}) (?P<h>\d{2}):(?P<m>\d{2}):(?P<s>\d{2}) "
+    r"(?P<host>\S+) (?P<tag>[\w./@-]{1,64}?)(?:\[(?P<pid>\d+)\])?: ?(?P<msg>.*)",
+    re.S,
+)
+_SYSLOG_5424: Final = re.compile(
+    r"<(?P<pri>\d{1,3})>1 (?P<ts>\S+) (?P<host>\S+) (?P<app>\S+) (?P<procid>\S+) (?P<msgid>\S+) "
+    r"(?P<sd>-|(?:\[(?:[^\]\\]|\\.)*\])+)(?: \ufeff?(?P<msg>.*))?",
+    re.S,
+)
+_SD_ELEMENT: Final = re.compile(r"\[(?P<id>[^\s\]]+)(?P<params>(?:[^\]\\]|\\.)*)\]")
+_SD_PARAM: Final = re.compile(r'(?P<k>[^\s=\]]+)="(?P<v>(?:[^"\\]|\\.)*)"')
+_KLOG: Final = re.compile(
+    r"(?P<lvl>[IWEF])(?P<mo>\d{2})(?P<d>\d{2}) (?P<h>\d{2}):(?P<m>\d{2}):(?P<s>\d{2})(?:\.(?P<frac>\d{1,9}))?"
+    r" +(?P<pid>\d+) (?P<src>[^\]\s]+)\] ?(?P<msg>.*)",
+    re.S,
+)
+_NGINX_ERROR: Final = re.compile(
+    r"(?P<y>\d{4})/(?P<mo>\d{2})/(?P<d>\d{2}) (?P<h>\d{2}):(?P<m>\d{2}):(?P<s>\d{2}) \[(?P<level>\w+)\] "
+    r"(?P<pid>\d+)#(?P<tid>\d+): (?:\*(?P<conn>\d+) )?(?P<msg>.*)",
+    re.S,
+)
+_ACCESS: Final = re.compile(
+    r"(?P<client>\S+) \S+ \S+ \[(?P<d>\d{2})/(?P<mon>[A-Z][a-z]{2})/(?P<y>\d{4}):(?P<h>\d{2}):(?P<m>\d{2}):"
+    r"(?P<s>\d{2}) (?P<tz>[+-]\d{4})\] \"(?P<req>[^\"]*)\" (?P<status>\d{3}) "
+)
+_BARE_LEVEL: Final = re.compile(
+    r"\s*(?:\[(?P<l1>" + _LEVEL_ALT + r")\]|(?P<l2>TRACE|DEBUG|INFO|NOTICE|WARN|WARNING|ERROR|FATAL|CRITICAL|SEVERE)"
+    r"\b|(?P<l3>(?i:error|warning|warn|fatal|panic|critical)):)[:\s]*(?P<msg>.*)",
+    re.S,
+)
+_LEVEL_NEAR_START: Final = re.compile(r"\b(TRACE|DEBUG|INFO|NOTICE|WARN|WARNING|ERROR|FATAL|CRITICAL|SEVERE)\b")
+_ERROR_WORDS: Final = re.compile(
+    r"(?i:\b(?:error|exception|fatal|panic|segfault|segmentation fault|out of memory|traceback|critical|"
+    r"oom-?killed|kernel bug)\b)|[a-z0-9_$][A-Z]\w*?(?:Exception|Error)\b"
+)
+_WARNING_WORDS: Final = re.compile(
+    r"(?i)\b(?:warn(?:ing)?|fail(?:ed|ure|s)?|denied|refused|timed out|timeout|unable|cannot|can't|invalid|"
+    r"deprecated|unreachable|retrying)\b"
+)
+
+
+def infer_severity(message: str) -> str:
+    """Severity of a line that states none: strong error words, then warning words, else ``unknown``."""
+    head = message[:2000]
+    if _ERROR_WORDS.search(head):
+        return "error"
+    if _WARNING_WORDS.search(head):
+        return "warning"
+    return "unknown"
+
+
+@dataclass(slots=True)
+class _Parsed:
+    """A text line split into header parts; mutable scratch, never leaves this module."""
+
+    message: str
+    level: str | None = None
+    severity: str | None = None
+    time_ms: int | None = None
+    service: str | None = None
+    fields: dict[str, Any] | None = None
+
+
+def _iso_layout(line: str) -> _Parsed | None:
+    m = _ISO_LINE.match(line)
+    if m is None:
+        return None
+    level = m.group("level")
+    fields: dict[str, Any] = {}
+    if m.group("thread"):
+        fields["thread"] = m.group("thread")
+    if m.group("logger"):
+        fields["logger"] = m.group("logger")
+    return _Parsed(
+        message=m.group("msg"),
+        level=level,
+        severity=normalise_severity(level) if level else None,
+        time_ms=_iso_ms(m.group("ts")),
+        service=m.group("svc"),
+        fields=fields or None,
+    )
+
+
+def _pri_severity(pri: str | None) -> str | None:
+    if pri is None:
+        return None
+    n = int(pri)
+    return _SYSLOG_SEVERITY[n & 7] if n <= 191 else None
+
+
+def _leading_level(message: str) -> tuple[str | None, str | None]:
+    """A level word that opens a message (``error: ...``), as (raw, normalised)."""
+    m = _BARE_LEVEL.match(message)
+    if m is None:
+        return None, None
+    raw = m.group("l1") or m.group("l2") or m.group("l3")
+    return raw, normalise_severity(raw)
+
+
+def _syslog_3164(line: str, source: Source) -> _Parsed | None:
+    m = _SYSLOG_3164.match(line)
+    if m is None or m.group("mon") not in _MONTHS:
+        return None
+    month = _MONTHS[m.group("mon")]
+    time_ms = _yearless_ms(
+        month, int(m.group("day")), int(m.group("h")), int(m.group("m")), int(m.group("s")), None, source
+    )
+    fields: dict[str, Any] = {"host": m.group("host")}
+    if m.group("pid"):
+        fields["pid"] = int(m.group("pid"))
+    pri = m.group("pri")
+    if pri is not None:
+        fields["facility"] = int(pri) >> 3
+    message = m.group("msg")
+    level, severity = (pri, _pri_severity(pri)) if pri is not None else _leading_level(message)
+    return _Parsed(message, level, severity, time_ms, m.group("tag"), fields)
+
+
+def _structured_data(sd: str) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for el in _SD_ELEMENT.finditer(sd):
+        out[el.group("id")] = {
+            p.group("k"): re.sub(r"\\(.)", r"\1", p.group("v")) for p in _SD_PARAM.finditer(el.group("params"))
+        }
+    return out
+
+
+def _syslog_5424(line: str) -> _Parsed | None:
+    m = _SYSLOG_5424.match(line)
+    if m is None:
+        return None
+    pri = m.group("pri")
+    ts = m.group("ts")
+    fields: dict[str, Any] = {}
+    for name in ("host", "procid", "msgid"):
+        if m.group(name) != "-":
+            fields[name] = m.group(name)
+    if m.group("sd") != "-":
+        fields["structured_data"] = _structured_data(m.group("sd"))
+    app = m.group("app")
+    return _Parsed(
+        message=m.group("msg") or "",
+        level=pri,
+        severity=_pri_severity(pri),
+        time_ms=_iso_ms(ts) if ts != "-" else None,
+        service=app if app != "-" else None,
+        fields=fields or None,
+    )
+
+
+def _klog(line: str, source: Source) -> _Parsed | None:
+    m = _KLOG.match(line)
+    if m is None:
+        return None
+    time_ms = _yearless_ms(
+        int(m.group("mo")), int(m.group("d")), int(m.group("h")), int(m.group("m")), int(m.group("s")),
+        m.group("frac"), source,
+    )  # fmt: skip
+    lvl = m.group("lvl")
+    return _Parsed(
+        m.group("msg"), lvl, normalise_severity(lvl), time_ms, None, {"pid": int(m.group("pid")), "src": m.group("src")}
+    )
+
+
+def _nginx_error(line: str) -> _Parsed | None:
+    m = _NGINX_ERROR.match(line)
+    if m is None:
+        return None
+    time_ms = _to_ms(
+        int(m.group("y")), int(m.group("mo")), int(m.group("d")), int(m.group("h")), int(m.group("m")),
+        int(m.group("s")), None, 0,
+    )  # fmt: skip
+    fields: dict[str, Any] = {"pid": int(m.group("pid")), "tid": int(m.group("tid"))}
+    if m.group("conn"):
+        fields["connection"] = int(m.group("conn"))
+    level = m.group("level")
+    return _Parsed(m.group("msg"), level, normalise_severity(level), time_ms, None, fields)
+
+
+def _access(line: str) -> _Parsed | None:
+    m = _ACCESS.match(line)
+    if m is None or m.group("mon") not in _MONTHS:
+        return None
+    time_ms = _to_ms(
+        int(m.group("y")), _MONTHS[m.group("mon")], int(m.group("d")), int(m.group("h")), int(m.group("m")),
+        int(m.group("s")), None, _offset_seconds(m.group("tz")),
+    )  # fmt: skip
+    status = int(m.group("status"))
+    severity = "error" if status >= 500 else "warning" if status >= 400 else "info"
+    return _Parsed(line, str(status), severity, time_ms, None, {"http_status": status, "request": m.group("req")})
+
+
+def _bare(line: str) -> _Parsed:
+    level, severity = _leading_level(line)
+    if level is not None:
+        m = _BARE_LEVEL.match(line)
+        return _Parsed(m.group("msg") if m else line, level, severity)
+    near = _LEVEL_NEAR_START.search(line, 0, 80)
+    if near is not None:
+        return _Parsed(line, near.group(1), normalise_severity(near.group(1)))
+    return _Parsed(line)
+
+
+def _parse_text(line: str, source: Source) -> _Parsed:
+    first = line[:1]
+    parsed: _Parsed | None = None
+    if first.isdigit():
+        parsed = _iso_layout(line) or _nginx_error(line) or _access(line)
+    elif first == "<":
+        parsed = _syslog_5424(line) or _syslog_3164(line, source)
+    elif first in "IWEF" and line[1:2].isdigit():
+        parsed = _klog(line, source)
+    elif first.isupper():
+        parsed = _syslog_3164(line, source)
+    if parsed is None and first.isalnum() and ":" in line[:64]:
+        parsed = _access(line)  # IPv6 or host-named clients
+    return parsed if parsed is not None else _bare(line)
+
+
+# --------------------------------------------------------------------------------------------------
+# JSON records
+# --------------------------------------------------------------------------------------------------
+
+_MESSAGE_KEYS: Final = ("message", "msg", "log", "MESSAGE", "short_message")
+_LEVEL_KEYS: Final = ("level", "severity", "log.level", "lvl", "levelname", "loglevel", "PRIORITY")
+_TIME_KEYS: Final = ("timestamp", "@timestamp", "time", "ts", "datetime", "__REALTIME_TIMESTAMP")
+_SERVICE_KEYS: Final = (
+    "service", "service.name", "app", "application", "app_name", "appname", "logger", "logger_name",
+    "SYSLOG_IDENTIFIER",
+)  # fmt: skip
+
+
+def _first_str(doc: Mapping[str, Any], keys: Iterable[str]) -> tuple[str | None, str | None]:
+    for key in keys:
+        value = doc.get(key)
+        if isinstance(value, str) and value.strip():
+            return key, value
+        if isinstance(value, Mapping):  # ECS style: {"service": {"name": ...}}
+            inner = value.get("name")
+            if isinstance(inner, str) and inner.strip():
+                return key, inner
+    return None, None
+
+
+def _json_time(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return _epoch_ms(float(value))
+    if isinstance(value, str):
+        if value.isdigit():
+            return _epoch_ms(float(value))
+        return _iso_ms(value.strip())
+    return None
+
+
+def _service_of(doc: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    key, service = _first_str(doc, _SERVICE_KEYS)
+    if service is None:
+        k8s = doc.get("kubernetes")
+        if isinstance(k8s, Mapping):
+            labels = k8s.get("labels")
+            app = labels.get("app") if isinstance(labels, Mapping) else None
+            name = app if isinstance(app, str) and app else k8s.get("container_name")
+            if isinstance(name, str) and name:
+                return None, name
+    return key, service
+
+
+def _decode_json(raw: RawEvent, text: str) -> LogRecord | DecodeFailure:
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        return DecodeFailure(raw, "invalid_json", f"not valid JSON: {exc}")
+    if not isinstance(doc, dict):
+        return DecodeFailure(raw, "not_an_object", f"expected a JSON object, got {type(doc).__name__}")
+    own_id = doc.get("id") if isinstance(doc.get("id"), str) and doc.get("id") else None
+    msg_key = next((k for k in _MESSAGE_KEYS if k in doc and not isinstance(doc[k], Mapping)), None)
+    message = doc.get(msg_key) if msg_key is not None else None
+    if not isinstance(message, str):
+        field = msg_key or "message"
+        what = "missing" if message is None else f"must be a string, got {type(message).__name__}"
+        return DecodeFailure(raw, "schema", f"{field}: {what}", field=field, id=own_id)
+    message = message.rstrip("\r\n")
+    if not message.strip():
+        return DecodeFailure(raw, "schema", f"{msg_key}: is blank", field=msg_key, id=own_id)
+    consumed = {msg_key, "id"}
+
+    level_key, level = _first_str(doc, _LEVEL_KEYS)
+    if level is None:
+        for key in ("level", "severity", "PRIORITY"):
+            if isinstance(doc.get(key), int | float) and not isinstance(doc.get(key), bool):
+                level_key, level = key, str(doc[key])
+                break
+        else:
+            log_obj = doc.get("log")
+            if isinstance(log_obj, Mapping) and isinstance(log_obj.get("level"), str):
+                level_key, level = "log", log_obj["level"]
+    consumed.add(level_key)
+    time_key = next((k for k in _TIME_KEYS if k in doc), None)
+    time_ms = _json_time(doc[time_key]) if time_key is not None else None
+    consumed.add(time_key)
+    service_key, service = _service_of(doc)
+    consumed.add(service_key)
+
+    severity = normalise_severity(level) if level is not None else None
+    if level is None or time_ms is None:
+        # A shipper wrapping a raw line ({"log": "2026-... ERROR ..."}): read its header too.
+        inner = _parse_text(message, raw.source)
+        if inner.level is not None or inner.time_ms is not None:
+            if level is None and inner.level is not None:
+                level, severity = inner.level, inner.severity
+            if time_ms is None:
+                time_ms = inner.time_ms
+            if service is None and inner.service:
+                service = inner.service
+            message = inner.message or message
+    fields = {k: v for k, v in doc.items() if k not in consumed}
+    return _record(raw, own_id, time_ms, level, severity, service, message, fields)
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry points
+# --------------------------------------------------------------------------------------------------
+
+
+def _record(
+    raw: RawEvent,
+    own_id: str | None,
+    time_ms: int | None,
+    level: str | None,
+    severity: str | None,
+    service: str | None,
+    message: str,
+    fields: Mapping[str, Any],
+) -> LogRecord:
+    src = raw.source
+    if time_ms is None:
+        time_ms = src.timestamp_ms
+    if severity is None:
+        severity = infer_severity(message)
+    if not service or not service.strip():
+        service = raw.key.decode("utf-8", "replace") if raw.key else "unknown"
+    return LogRecord(
+        id=own_id or f"{src.topic}:{src.partition}:{src.offset}",
+        time_ms=time_ms,
+        level=level,
+        severity=severity,
+        service=service.strip()[:128] or "unknown",
+        message=message,
+        fields=fields,
+        source=src,
+        key=raw.key,
+    )
+
+
+def decode_log(raw: RawEvent, limits: DecodeLimits | None = None) -> LogRecord | DecodeFailure:
+    """Bytes to a ``LogRecord`` (JSON object or text line), or a failure with a dead-letter code."""
+    value = raw.value
+    if value is None:
+        return DecodeFailure(raw, "not_an_object", "record has no value (tombstone)")
+    max_bytes = (limits or _DEFAULT_LIMITS).max_event_bytes
+    if len(value) > max_bytes:
+        return DecodeFailure(raw, "oversize", f"value is {len(value)} bytes, more than the limit of {max_bytes}")
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return DecodeFailure(raw, "invalid_utf8", f"not UTF-8 at byte {exc.start}: {exc.reason}")
+    if text[:1] == "\ufeff":  # a byte order mark some Windows shippers prepend
+        text = text[1:]
+    stripped = text.strip()
+    if stripped[:1] == "{":
+        return _decode_json(raw, stripped)
+    line = text.rstrip("\r\n")
+    if not stripped:
+        return DecodeFailure(raw, "schema", "message: empty log line", field="message")
+    p = _parse_text(line, raw.source)
+    message = p.message if p.message.strip() else line
+    return _record(raw, None, p.time_ms, p.level, p.severity, p.service, message, p.fields or {})
+
+
+_DEFAULT_LIMITS: Final = DecodeLimits()
+
+
+def decode_logs(
+    raws: Iterable[RawEvent], limits: DecodeLimits | None = None
+) -> tuple[list[LogRecord], list[DecodeFailure]]:
+    """Decode a batch, keeping order; failures go to the dead-letter topic, records to triage."""
+    records: list[LogRecord] = []
+    failures: list[DecodeFailure] = []
+    for raw in raws:
+        out = decode_log(raw, limits)
+        if isinstance(out, LogRecord):
+            records.append(out)
+        else:
+            failures.append(out)
+    return records, failures
