@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from streamer import __version__
 from streamer.errors import StreamerError
 from streamer.models.cli import add_models_commands
+from streamer.replay.cli import add_replay_commands
 from streamer.runner import add_runtime_commands
 from streamer.settings import Settings, load_settings
 
@@ -107,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_models_commands(commands)
     add_runtime_commands(commands)
+    add_replay_commands(commands)
     return parser
 
 
