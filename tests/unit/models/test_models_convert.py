@@ -1,0 +1,109 @@
+"""Conversion without torch: checked against a float64 numpy BERT forward on a tiny random model."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from streamer.models.convert import convert_bert
+from streamer.models.encoder import Encoder
+from streamer.models.errors import ConversionError
+
+
+def _layer_norm(x: np.ndarray, g: np.ndarray, b: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps) * g + b
+
+
+def numpy_bert_mean_pooled(root: Path, ids: list[int], heads: int = 2) -> np.ndarray:
+    """Reference BERT forward in float64 (exact erf GELU), mean-pooled and normalised."""
+    t = {k: v.astype(np.float64) for k, v in load_file(str(root / "model.safetensors")).items()}
+    n = len(ids)
+    x = t["embeddings.word_embeddings.weight"][ids] + t["embeddings.position_embeddings.weight"][:n]
+    x = x + t["embeddings.token_type_embeddings.weight"][0]
+    x = _layer_norm(x, t["embeddings.LayerNorm.weight"], t["embeddings.LayerNorm.bias"])
+    erf = np.vectorize(math.erf)
+    layer = 0
+    while f"encoder.layer.{layer}.attention.self.query.weight" in t:
+        p = f"encoder.layer.{layer}"
+
+        def lin(name: str, h: np.ndarray, p: str = p) -> np.ndarray:
+            return h @ t[f"{p}.{name}.weight"].T + t[f"{p}.{name}.bias"]
+
+        q, k, v = (lin(f"attention.self.{m}", x) for m in ("query", "key", "value"))
+        d = q.shape[-1] // heads
+        ctx = np.zeros_like(x)
+        for h in range(heads):
+            s = slice(h * d, (h + 1) * d)
+            scores = q[:, s] @ k[:, s].T / math.sqrt(d)
+            att = np.exp(scores - scores.max(-1, keepdims=True))
+            att /= att.sum(-1, keepdims=True)
+            ctx[:, s] = att @ v[:, s]
+        x = _layer_norm(
+            x + lin("attention.output.dense", ctx),
+            t[f"{p}.attention.output.LayerNorm.weight"],
+            t[f"{p}.attention.output.LayerNorm.bias"],
+        )
+        inter = lin("intermediate.dense", x)
+        inter = 0.5 * inter * (1 + erf(inter / math.sqrt(2)))
+        x = _layer_norm(
+            x + lin("output.dense", inter), t[f"{p}.output.LayerNorm.weight"], t[f"{p}.output.LayerNorm.bias"]
+        )
+        layer += 1
+    pooled = x.mean(0)
+    return pooled / np.linalg.norm(pooled)
+
+
+def test_tiny_bert_matches_numpy_reference(tiny_bert: Path, tmp_path: Path) -> None:
+    result = convert_bert(tiny_bert, tmp_path / "ct2")
+    assert result.dim == 8 and result.num_layers == 2
+    assert {"model.bin", "config.json"} <= {p.name for p in (tmp_path / "ct2").iterdir()}
+    config = json.loads((tmp_path / "ct2" / "config.json").read_text())
+    assert config["unk_token"] == "[UNK]"
+    enc = Encoder(tmp_path / "ct2", tiny_bert / "tokenizer.json", device="cpu", compute_type="float32")
+    texts = ["hello world", "my card is late", "refund", "hello my card is late refund world hello"]
+    got = enc.encode(texts)
+    for text, ids, vec in zip(texts, enc.tokenize(texts), got, strict=True):
+        ref = numpy_bert_mean_pooled(tiny_bert, ids)
+        assert float(vec @ ref) > 0.9999, text
+
+
+def test_prefixed_checkpoint_converts_like_plain(tiny_bert: Path, tmp_path: Path) -> None:
+    """Task checkpoints (BertForSequenceClassification) prefix tensors with ``bert.``."""
+    prefixed = tmp_path / "prefixed"
+    shutil.copytree(tiny_bert, prefixed)
+    tensors = load_file(str(tiny_bert / "model.safetensors"))
+    save_file({f"bert.{k}": v for k, v in tensors.items()}, str(prefixed / "model.safetensors"))
+    convert_bert(tiny_bert, tmp_path / "a")
+    convert_bert(prefixed, tmp_path / "b")
+    assert (tmp_path / "a" / "model.bin").read_bytes() == (tmp_path / "b" / "model.bin").read_bytes()
+
+
+def test_existing_output_needs_force(tiny_bert: Path, tmp_path: Path) -> None:
+    convert_bert(tiny_bert, tmp_path / "out")
+    with pytest.raises(ConversionError, match="exists"):
+        convert_bert(tiny_bert, tmp_path / "out")
+    convert_bert(tiny_bert, tmp_path / "out", force=True)
+
+
+def test_rejects_other_architectures_and_missing_tensors(tiny_bert: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(tiny_bert, other)
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "model_type": "roberta"}))
+    with pytest.raises(ConversionError, match="roberta"):
+        convert_bert(other, tmp_path / "x")
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_bert, broken)
+    tensors = load_file(str(tiny_bert / "model.safetensors"))
+    del tensors["encoder.layer.1.output.dense.weight"]
+    save_file(tensors, str(broken / "model.safetensors"))
+    with pytest.raises(ConversionError, match=r"encoder\.layer\.1\.output\.dense\.weight"):
+        convert_bert(broken, tmp_path / "y")

@@ -1,0 +1,38 @@
+"""Optional fine-tuning (``finetune`` extra): runs only where torch and transformers are installed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from streamer.models.convert import convert_bert
+from streamer.models.finetune import FinetuneSettings, available, finetune
+
+
+def test_reports_missing_extra_clearly(tiny_bert: Path, tmp_path: Path) -> None:
+    if available():
+        pytest.skip("torch is installed here")
+    from streamer.models.errors import ModelError
+
+    with pytest.raises(ModelError, match="finetune"):
+        finetune(tiny_bert, ["a", "b"], ["x", "y"], tmp_path / "out")
+
+
+def test_finetune_writes_a_convertible_checkpoint(tiny_bert: Path, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    source = tmp_path / "tiny"
+    shutil.copytree(tiny_bert, source)
+    (source / "README.md").write_text("---\nlicense: apache-2.0\n---\n# tiny\n")
+    texts = ["hello world", "my card is late", "refund my card", "hello", "late card", "refund"] * 3
+    labels = ["greet", "late", "refund", "greet", "late", "refund"] * 3
+    out = finetune(source, texts, labels, tmp_path / "ft", FinetuneSettings(epochs=1, batch_size=4), progress=False)
+    report = json.loads((out / "finetune.json").read_text())
+    assert report["train_examples"] + report["excluded_held_out"] == len(texts)
+    card = (out / "README.md").read_text()
+    assert "license: apache-2.0" in card and "base_model: tiny-finetuned" in card
+    convert_bert(out, tmp_path / "ct2")
+    assert (tmp_path / "ct2" / "model.bin").stat().st_size > 0
