@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from streamer import __version__
+from streamer.bridge.cli import add_bridge_commands
 from streamer.errors import StreamerError
 from streamer.models.cli import add_models_commands
 from streamer.replay.cli import add_replay_commands
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_models_commands(commands)
     add_runtime_commands(commands)
     add_replay_commands(commands)
+    add_bridge_commands(commands)
     return parser
 
 

@@ -1,17 +1,42 @@
 """Structured logs: JSON lines in production, readable lines in a terminal.
 
 structlog renders; the standard library's loggers (Faust, aiokafka) are routed through the same
-renderer so one process writes one format.
+renderer so one process writes one format. Fields bound with ``bind_process_fields`` (the bundle and its
+version, once loaded) go on every line, from every thread.
+
+What goes into a log line at INFO and above is metadata: ids, topics, partitions, offsets, codes, counts.
+Never a ticket's text or the values of its fields (they may hold personal data); dead letters and
+escalations carry those, in topics with their own retention and access rules.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
 
 from streamer.settings import Settings
+
+_process_fields: dict[str, Any] = {}
+
+
+def bind_process_fields(**fields: Any) -> None:
+    """Add ``fields`` to every log line of this process from now on (``None`` removes a field)."""
+    for name, value in fields.items():
+        if value is None:
+            _process_fields.pop(name, None)
+        else:
+            _process_fields[name] = value
+
+
+def add_process_fields(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: the process-wide fields, unless the line sets its own."""
+    for name, value in _process_fields.items():
+        event.setdefault(name, value)
+    return event
 
 
 def configure_logging(settings: Settings) -> None:
@@ -26,6 +51,8 @@ def configure_logging(settings: Settings) -> None:
     )
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_process_fields,
+        structlog.stdlib.add_logger_name,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]

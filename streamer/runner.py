@@ -21,18 +21,26 @@ from streamer.events import encode
 from streamer.kafka import clients
 from streamer.observability import configure_logging
 from streamer.settings import Settings, load_settings
-from streamer.topics import DEADLETTER, ESCALATIONS, TICKETS, TICKETS_ENRICHED
+from streamer.topics import DEADLETTER, ESCALATIONS, LOGS, TICKETS, TICKETS_ENRICHED
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from streamer.worker import build_worker
+    from streamer.worker import PATHS, build_worker
 
     settings = load_settings()
     configure_logging(settings)
-    only = set(args.only or ["tickets"])
-    if "tickets" not in only:
-        raise ConfigError("this worker runs the tickets path; --only logs is not available in this version")
-    worker = build_worker(settings)
+    only = set(args.only or PATHS)
+
+    def stop_before_start(signum: int, frame: object) -> None:
+        # Nothing consumed yet, nothing to commit: a clean exit. The running worker's own handlers
+        # (installed when its event loop starts) replace this one.
+        import structlog
+
+        structlog.get_logger(__name__).info("shutdown requested before the worker started", signal=signum)
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop_before_start)
+    worker = build_worker(settings, only=only)
     worker.execute_from_commandline()
     return 0
 
@@ -99,6 +107,40 @@ def _ticket_records(docs: Iterable[dict[str, Any]]) -> Iterator[tuple[bytes | No
         yield key, encode(doc)
 
 
+def read_log_lines(path: Path) -> Iterator[dict[str, Any] | str | bytes]:
+    """Entries of a log file: JSON objects (and JSON strings) parsed, any other line its bytes as read."""
+    with path.open("rb") as handle:
+        for raw in handle:
+            line = raw.rstrip(b"\r\n")
+            if not line.strip():
+                continue
+            if line.lstrip()[:1] in (b"{", b'"'):
+                try:
+                    doc = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    doc = None
+                if isinstance(doc, dict | str):
+                    yield doc
+                    continue
+            yield line
+
+
+def log_records(entries: Iterable[dict[str, Any] | str | bytes]) -> Iterator[tuple[bytes | None, bytes]]:
+    """Log entries as records: objects re-encoded, text as UTF-8, bytes as they are; keyed by service when known.
+
+    The service is what the worker's decoder finds (a JSON field, a text layout's program or ``[service]``).
+    """
+    from streamer.events import RawEvent, Source
+    from streamer.logs.decode import LogRecord, decode_log
+
+    nowhere = Source("", 0, 0)
+    for entry in entries:
+        value = encode(entry) if isinstance(entry, dict) else entry.encode() if isinstance(entry, str) else entry
+        decoded = decode_log(RawEvent(value, nowhere))
+        service = decoded.service if isinstance(decoded, LogRecord) else "unknown"
+        yield (service.encode() if service != "unknown" else None), value
+
+
 def _produce(args: argparse.Namespace) -> int:
     from streamer import demo
 
@@ -111,7 +153,12 @@ def _produce(args: argparse.Namespace) -> int:
         records = _ticket_records(docs)
         total = args.demo if not args.file else None
     else:
-        raise ConfigError("producing logs is not available in this version")
+        topic = settings.topic(LOGS)
+        entries: Iterable[dict[str, Any] | str | bytes] = (
+            read_log_lines(Path(args.file)) if args.file else demo.demo_log_lines(args.demo, seed=args.seed)
+        )
+        records = log_records(entries)
+        total = args.demo if not args.file else None
     sent = asyncio.run(produce_records(settings, topic, records, rate=args.rate, total=total))
     print(f"sent {sent} records to {topic} on {settings.kafka_bootstrap}")
     return 0
@@ -273,14 +320,16 @@ def add_runtime_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
         help="run a triage worker until SIGTERM",
         description="Consume support.tickets.v1, triage every ticket and produce the results (settings: env).",
     )
-    worker.add_argument("--only", nargs="+", choices=["tickets", "logs"], help="paths to run (default: tickets)")
+    worker.add_argument("--only", nargs="+", choices=["tickets", "logs"], help="paths to run (default: both)")
     worker.set_defaults(handler=_worker)
 
-    produce = commands.add_parser("produce", help="send tickets from a JSONL file or generated demo traffic")
+    produce = commands.add_parser("produce", help="send tickets or log lines from a file or generated demo traffic")
     produce.add_argument("kind", choices=["tickets", "logs"])
     source = produce.add_mutually_exclusive_group(required=True)
-    source.add_argument("--file", help="JSON Lines file, one ticket per line")
-    source.add_argument("--demo", type=int, metavar="N", help="send N generated demo tickets")
+    source.add_argument(
+        "--file", help="tickets: JSON Lines, one ticket per line; logs: JSON objects or plain text, one per line"
+    )
+    source.add_argument("--demo", type=int, metavar="N", help="send N generated demo tickets or log lines")
     produce.add_argument("--rate", type=float, help="records per second (default: as fast as possible)")
     produce.add_argument("--seed", type=int, default=7, help="seed of the demo generator")
     produce.set_defaults(handler=_produce)

@@ -96,6 +96,13 @@ class Settings(BaseSettings):
         "auto", description="json, console, or auto (console in a TTY)."
     )
     shutdown_timeout_s: float = Field(20.0, gt=0, description="Grace period for in-flight batches on SIGTERM.")
+    metrics_port: int = Field(
+        9100, ge=0, le=65535, description="Port of /metrics, /health and /ready (0: no HTTP server)."
+    )
+    metrics_host: str = Field(
+        "0.0.0.0",  # noqa: S104 - a container's probes and scrapers reach the pod's address, not loopback
+        description="Address the metrics and health server binds to.",
+    )
 
     @field_validator("escalate_vip_tiers", "supported_languages", mode="before")
     @classmethod
@@ -134,6 +141,31 @@ class Settings(BaseSettings):
     @property
     def schemas_dir(self) -> Path:
         return self.topics_dir / "schemas"
+
+    # Large-model bridge
+    llm_base_url: str = Field(
+        "http://127.0.0.1:8000/v1",
+        description="OpenAI-compatible API base URL, with its version path (requests go to <base>/chat/completions).",
+    )
+    llm_model: str = Field("gpt-4o-mini", description="Model name sent with every request.")
+    llm_api_key: SecretStr | None = Field(None, description="Bearer token for the endpoint (secret, never logged).")
+    llm_timeout_s: float = Field(60.0, gt=0, description="Limit on one HTTP request to the endpoint.")
+    llm_max_concurrency: int = Field(4, ge=1, description="Requests in flight to the endpoint at once.")
+    llm_rate_per_s: float = Field(
+        2.0, ge=0, description="Requests per second (token bucket, bursts up to the concurrency; 0: no limit)."
+    )
+    llm_max_tokens: int = Field(512, ge=16, description="Most tokens the model may write per answer.")
+    llm_max_retries: int = Field(5, ge=0, description="Retries of one request on 429, 5xx and timeouts.")
+    llm_backoff_initial_s: float = Field(0.5, gt=0, description="First retry delay; doubles per retry, with jitter.")
+    llm_backoff_max_s: float = Field(30.0, gt=0, description="Longest retry delay (a longer Retry-After is honoured).")
+    llm_circuit_failures: int = Field(
+        5, ge=1, description="Consecutive failed requests that open the circuit (calls stop)."
+    )
+    llm_circuit_reset_s: float = Field(30.0, gt=0, description="Open-circuit cool-down before one probe request.")
+    bridge_group_id: str = Field("streamer-llm-bridge", description="Consumer group of the large-model bridge.")
+    bridge_metrics_port: int = Field(
+        9101, ge=0, le=65535, description="Port of the bridge's Prometheus /metrics (0: not served)."
+    )
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -2,12 +2,25 @@
 
 Everything that can be wrong with the configuration (bundle, routes, topics, schemas) fails here, at
 start-up, with one clear message, before the worker joins its consumer group.
+
+Shutdown (SIGTERM or SIGINT): Faust stops the flow of new records, waits until every record that
+reached the agent is acknowledged (our in-flight batches: processed, outputs acknowledged by the
+brokers), commits, stops the agents and the consumer; then our producer closes and the process exits 0.
+Records still in Faust's buffers are not processed and not committed: the next owner of the partition
+gets them. If all this takes longer than ``STREAMER_SHUTDOWN_TIMEOUT_S`` (a broker that stopped
+answering), the process exits 1 at that deadline, before an orchestrator's SIGKILL; what was not
+committed is redelivered (at-least-once).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -15,11 +28,15 @@ from typing import Any
 import faust
 import structlog
 
+from streamer.agents.logs import LogBatch
 from streamer.agents.output import OutputSender
 from streamer.agents.tickets import BatchResult, TicketProcessor, register_ticket_agent
 from streamer.app import create_app
 from streamer.events import DecodeLimits
 from streamer.kafka import clients
+from streamer.logs.runtime import LogRuntime, load_log_runtime, log_group_id, log_service
+from streamer.metrics import Metrics, OpsService, Readiness, lag_probe
+from streamer.observability import bind_process_fields
 from streamer.settings import Settings
 from streamer.topics import SchemaRegistry, load_catalog
 from streamer.triage.escalation import EscalationPolicy, policy_from
@@ -90,16 +107,93 @@ def load_ticket_runtime(settings: Settings, bundle: Any | None = None) -> Ticket
     return TicketRuntime(processor=processor, bundle=bundle)
 
 
-class TriageWorker(faust.Worker):  # type: ignore[misc]
-    """Faust's worker, plus closing our producer after the agents have stopped."""
+#: Exit status when the shutdown deadline passes (0 is a clean shutdown).
+EXIT_SHUTDOWN_TIMEOUT = 1
 
-    def __init__(self, app: faust.App, sender: OutputSender, **kwargs: Any) -> None:
-        super().__init__(app, **kwargs)
+
+class TriageWorker(faust.Worker):  # type: ignore[misc]
+    """Faust's worker, plus a shutdown deadline and closing our producer after the agents have stopped.
+
+    Args:
+        app: the Faust app with its agents.
+        sender: our output producer, closed last.
+        services: run beside the app (started before it, stopped after it), e.g. ``OpsService``.
+        readiness: marked as stopping as soon as a shutdown signal arrives (``/ready`` then says 503).
+        shutdown_timeout_s: deadline from the signal to the process' exit (``STREAMER_SHUTDOWN_TIMEOUT_S``).
+        run_app: start the Faust app (``False`` for a logs-only worker: Faust cannot start without agents).
+    """
+
+    def __init__(
+        self,
+        app: faust.App,
+        sender: OutputSender,
+        *services: Any,
+        readiness: Readiness | None = None,
+        shutdown_timeout_s: float | None = None,
+        run_app: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(app, *services, **kwargs)
         self._sender = sender
+        self._run_app = run_app
+        self._readiness = readiness
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self._signalled_at: float | None = None
+        self._deadline: threading.Timer | None = None
+
+    def on_init_dependencies(self) -> Iterable[Any]:
+        dependencies = super().on_init_dependencies()
+        return dependencies if self._run_app else list(self.services)
+
+    def _on_sigterm(self) -> None:
+        self._shutdown_requested(signal.SIGTERM)
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        self._shutdown_requested(signal.SIGINT)
+        super()._on_sigint()
+
+    def _shutdown_requested(self, signum: signal.Signals) -> None:
+        if self._signalled_at is not None:
+            return
+        self._signalled_at = time.monotonic()
+        if self._readiness is not None:
+            self._readiness.stopping = True
+        log.info("shutdown requested", signal=signum.name, timeout_s=self.shutdown_timeout_s)
+        if self.shutdown_timeout_s is not None:
+            # A thread, not a loop timer: the deadline must hold even if the event loop is stuck.
+            self._deadline = threading.Timer(self.shutdown_timeout_s, self._deadline_passed)
+            self._deadline.daemon = True
+            self._deadline.start()
+
+    def _deadline_passed(self) -> None:
+        log.error(
+            "shutdown did not finish in time; exiting, uncommitted records will be redelivered",
+            timeout_s=self.shutdown_timeout_s,
+            exit_code=EXIT_SHUTDOWN_TIMEOUT,
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(EXIT_SHUTDOWN_TIMEOUT)
 
     async def on_shutdown(self) -> None:
         await super().on_shutdown()
         await self._sender.close()
+        if self._signalled_at is not None:
+            log.info("worker stopped", shutdown_s=round(time.monotonic() - self._signalled_at, 2))
+
+    def _shutdown_loop(self) -> None:
+        # mode's last steps (gathering tasks, closing the loop) still count against the deadline; the
+        # timer is cancelled only when they are done and nothing but the interpreter's exit is left.
+        try:
+            super()._shutdown_loop()
+        finally:
+            if self._deadline is not None:
+                self._deadline.cancel()
+
+
+#: The paths a worker can run; ``streamer worker`` runs both unless ``--only`` names one.
+PATHS = ("tickets", "logs")
 
 
 def build_worker(
@@ -108,31 +202,121 @@ def build_worker(
     runtime: TicketRuntime | None = None,
     on_batch: Callable[[BatchResult], None] | None = None,
     loglevel: str = "warning",
+    metrics: Metrics | None = None,
+    only: Collection[str] = PATHS,
+    log_runtime: LogRuntime | None = None,
+    on_log_batch: Callable[[LogBatch], None] | None = None,
 ) -> TriageWorker:
-    """A ready-to-run worker process (``worker.execute_from_commandline()`` runs it until SIGTERM)."""
-    runtime = runtime or load_ticket_runtime(settings)
+    """A ready-to-run worker process (``worker.execute_from_commandline()`` runs it until SIGTERM).
+
+    Args:
+        runtime: the ticket runtime (default: loaded from ``settings``, which loads the bundle).
+        on_batch: called with each batch's ``BatchResult`` once its outputs are acknowledged.
+        loglevel: Faust's own log level (default ``warning``).
+        metrics: where to count (default: new ``Metrics`` on a registry of their own); served on
+            ``STREAMER_METRICS_PORT`` with ``/health`` and ``/ready``.
+        only: the paths to run, of ``PATHS`` (default: both, in one process; the bundle is loaded once).
+        log_runtime: the log runtime (default: loaded from ``settings``, sharing the ticket path's bundle).
+        on_log_batch: called with each ``LogBatch`` once its outputs are acknowledged and its offsets committed.
+    """
+    paths = set(only)
+    if not paths or not paths <= set(PATHS):
+        from streamer.errors import ConfigError
+
+        raise ConfigError(f"paths to run must be among {', '.join(PATHS)}; got {', '.join(sorted(paths)) or 'none'}")
+    ticket_runtime = (runtime or load_ticket_runtime(settings)) if "tickets" in paths else None
+    if "logs" not in paths:
+        log_runtime = None
+    elif log_runtime is None:
+        log_runtime = load_log_runtime(settings, ticket_runtime.bundle if ticket_runtime is not None else None)
+    if ticket_runtime is not None:
+        info, bundle = ticket_runtime.processor.model_info, ticket_runtime.bundle
+    else:
+        assert log_runtime is not None
+        info, bundle = log_runtime.model_info, log_runtime.bundle
+    bind_process_fields(bundle=info.name, bundle_version=info.version)
+    metrics = metrics or Metrics(topic_prefix=settings.topic_prefix)
+    encoder = getattr(bundle, "encoder", None)
+    metrics.set_model(
+        info.name,
+        info.version,
+        device=str(getattr(encoder, "device", "")),
+        compute_type=str(getattr(encoder, "compute_type", "")),
+    )
+    readiness = Readiness(model=f"{info.name}@{info.version}")
+
+    def batch_done(result: BatchResult) -> None:
+        metrics.record_batch(result)
+        if result.outputs:
+            readiness.broker_seen()  # the brokers just acknowledged this batch's outputs
+        if on_batch is not None:
+            on_batch(result)
+
+    loop = asyncio.new_event_loop()
     app = create_app(settings)
     sender = OutputSender(lambda: clients.producer(settings), topic_prefix=settings.topic_prefix)
     executor = ThreadPoolExecutor(max_workers=settings.inter_threads, thread_name_prefix="inference")
-    register_ticket_agent(
-        app,
-        runtime.processor,
-        sender,
-        max_batch=settings.max_batch,
-        max_wait_s=settings.max_wait_ms / 1000,
-        executor=executor,
-        on_batch=on_batch,
-        topic=settings.topic("support.tickets.v1"),
+    if ticket_runtime is not None:
+        register_ticket_agent(
+            app,
+            ticket_runtime.processor,
+            sender,
+            max_batch=settings.max_batch,
+            max_wait_s=settings.max_wait_ms / 1000,
+            executor=executor,
+            on_batch=batch_done,
+            topic=settings.topic("support.tickets.v1"),
+        )
+    # Without the ticket path, readiness and lag follow the log consumer's partitions and group.
+    probe_settings = (
+        settings if ticket_runtime is not None else settings.model_copy(update={"group_id": log_group_id(settings)})
     )
+    ops = OpsService(
+        app=app,
+        metrics=metrics,
+        readiness=readiness,
+        host=settings.metrics_host,
+        port=settings.metrics_port,
+        probe=lag_probe(probe_settings),
+        request_timeout_s=settings.kafka_request_timeout_ms / 1000,
+        loop=loop,
+    )
+    services: list[Any] = [ops]
+    if log_runtime is not None:
+
+        def log_batch_done(batch: LogBatch) -> None:
+            if batch.outputs:
+                readiness.broker_seen()
+            if on_log_batch is not None:
+                on_log_batch(batch)
+
+        def log_assignment(partitions: set[tuple[str, int]]) -> None:
+            if ticket_runtime is None:
+                readiness.assigned = partitions
+                metrics.set_assignment(partitions)
+
+        services.append(
+            log_service(settings, log_runtime, on_batch=log_batch_done, on_assignment=log_assignment, loop=loop)
+        )
     log.info(
         "worker configured",
-        bundle=runtime.processor.model_info.name,
-        version=runtime.processor.model_info.version,
+        paths=sorted(paths),
         group=settings.group_id,
         bootstrap=settings.kafka_bootstrap,
+        topic=settings.topic("support.tickets.v1"),
+        metrics_port=settings.metrics_port,
     )
     worker = TriageWorker(
-        app, sender, loglevel=loglevel, override_logging=False, quiet=True, loop=asyncio.new_event_loop()
+        app,
+        sender,
+        *services,
+        readiness=readiness,
+        shutdown_timeout_s=settings.shutdown_timeout_s,
+        run_app=ticket_runtime is not None,
+        loglevel=loglevel,
+        override_logging=False,
+        quiet=True,
+        loop=loop,
     )
     worker.spinner = None  # our logs say when the worker is ready; a terminal spinner would garble them
     return worker

@@ -48,7 +48,10 @@ class BatchResult:
     """The outputs of one batch and what happened to its inputs (for metrics and summaries)."""
 
     outputs: list[Output] = field(default_factory=list)
+    size: int = 0
     processed: int = 0
+    events_in: Counter[str] = field(default_factory=Counter)
+    source_timestamps_ms: list[int] = field(default_factory=list)
     dead_letters: Counter[str] = field(default_factory=Counter)
     escalations: Counter[str] = field(default_factory=Counter)
     intents: Counter[str] = field(default_factory=Counter)
@@ -69,10 +72,13 @@ class TicketProcessor:
     clock: Callable[[], float] = time.time
 
     def __call__(self, raws: Sequence[RawEvent]) -> BatchResult:
-        result = BatchResult()
+        result = BatchResult(size=len(raws))
         tickets: list[Ticket] = []
         raw_of: dict[int, RawEvent] = {}
         for raw in raws:
+            result.events_in[raw.source.topic] += 1
+            if raw.source.timestamp_ms is not None:
+                result.source_timestamps_ms.append(raw.source.timestamp_ms)
             decoded = decode_ticket(raw, self.validator, self.limits)
             if isinstance(decoded, DecodeFailure):
                 self._dead(result, decoded)
@@ -85,7 +91,11 @@ class TicketProcessor:
             pairs = list(zip(tickets, decisions, strict=True))
         except Exception:
             # One bad ticket must not sink its batch: retry one by one, dead-letter what still fails.
-            log.exception("batch triage failed; retrying tickets one by one", batch=len(tickets))
+            log.exception(
+                "batch triage failed; retrying tickets one by one",
+                batch=len(tickets),
+                event_ids=[t.id for t in tickets],
+            )
             pairs = []
             for ticket in tickets:
                 try:
@@ -117,6 +127,17 @@ class TicketProcessor:
         key = failure.raw.key
         result.outputs.append(Output(DEADLETTER, key, dead_letter(failure, utc_iso(self.clock()))))
         result.dead_letters[failure.code] += 1
+        # Where it came from and why, never the content: the message may quote the input (schema errors do).
+        source = failure.raw.source
+        log.info(
+            "record dead-lettered",
+            event_id=failure.id,
+            topic=source.topic,
+            partition=source.partition,
+            offset=source.offset,
+            code=failure.code,
+            field=failure.field,
+        )
 
 
 def raw_event(event: faust.types.EventT) -> RawEvent:
@@ -133,6 +154,16 @@ def raw_event(event: faust.types.EventT) -> RawEvent:
             timestamp_ms=int(timestamp * 1000) if timestamp else None,
         ),
     )
+
+
+def offset_ranges(events: Sequence[faust.types.EventT]) -> dict[str, list[int]]:
+    """``{"topic:partition": [first, last]}`` of a batch: where it came from, for logs."""
+    ranges: dict[str, list[int]] = {}
+    for event in events:
+        message = event.message
+        span = ranges.setdefault(f"{message.topic}:{message.partition}", [message.offset, message.offset])
+        span[0], span[1] = min(span[0], message.offset), max(span[1], message.offset)
+    return ranges
 
 
 def register_ticket_agent(
@@ -165,6 +196,7 @@ def register_ticket_agent(
         log.debug(
             "batch done",
             size=len(events),
+            offsets=offset_ranges(events),
             outputs=len(result.outputs),
             inference_ms=round(result.inference_s * 1000, 1),
             process_ms=round(timing["process_s"] * 1000, 1),

@@ -1,0 +1,1 @@
+"""Test doubles that run in the test process: a fake OpenAI-compatible endpoint."""

@@ -1,0 +1,380 @@
+"""The large-model bridge on the real broker against a fake OpenAI-compatible endpoint.
+
+Each test has topics of its own (a unique prefix) and a fresh fake endpoint; the bridge runs in the test's
+event loop, except where it must die for real (SIGKILL of a bridge process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from fakes.openai_server import FakeOpenAI
+
+from streamer.bridge.feedback import export_feedback
+from streamer.bridge.llm import CircuitState
+from streamer.bridge.prompt import LabelSet
+from streamer.bridge.service import Bridge
+from streamer.kafka.admin import apply_topics
+from streamer.kafka.clients import topic_partitions
+from streamer.models import bundle as bundle_mod
+from streamer.models.data import read_examples
+from streamer.settings import Settings
+from streamer.topics import DEADLETTER, ESCALATIONS, LLM_RESPONSES, SchemaRegistry, load_catalog
+
+pytestmark = pytest.mark.kafka
+
+REPO = Path(__file__).resolve().parents[2]
+REGISTRY = SchemaRegistry(REPO / "topics" / "schemas")
+KEY = "sk-integration-5e1d0c9b8a7f3e21"
+INTENTS = ("refund_request", "order_status", "card_arrival", "password_reset", "bug_report")
+LABELS = LabelSet(heads={"intent": INTENTS})
+
+
+@dataclass
+class Env:
+    settings: Settings
+    fake: FakeOpenAI
+    bundle_dir: Path
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI(api_key=KEY).up()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def env(kafka_bootstrap: str, fake: FakeOpenAI, unique_name: Callable[[str], str], tmp_path: Path) -> Env:
+    # The label set normally comes from the workers' bundle; a manifest is all the bridge reads of it.
+    bundle_dir = tmp_path / "bundle"
+    bundle_dir.mkdir()
+    manifest = {
+        "format": bundle_mod.FORMAT,
+        "format_version": bundle_mod.FORMAT_VERSION,
+        "heads": {"intent": {"labels": list(INTENTS)}, "priority": {"labels": ["urgent", "high", "normal", "low"]}},
+    }
+    (bundle_dir / bundle_mod.MANIFEST).write_text(json.dumps(manifest))
+    settings = Settings(
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=unique_name(""),
+        topics_dir=REPO / "topics",
+        bundle_dir=bundle_dir,
+        bridge_group_id=unique_name("bridge"),
+        llm_base_url=fake.base_url,
+        llm_api_key=KEY,  # type: ignore[arg-type]
+        llm_model="big-model",
+        llm_rate_per_s=0,
+        llm_max_concurrency=4,
+        llm_backoff_initial_s=0.05,
+        llm_backoff_max_s=0.4,
+        llm_max_retries=4,
+        llm_circuit_failures=4,
+        llm_circuit_reset_s=1.0,
+        llm_timeout_s=5,
+        shutdown_timeout_s=5,
+        bridge_metrics_port=0,
+    )
+    catalog = load_catalog(settings.topics_file)
+    specs = [
+        replace(catalog[ESCALATIONS], partitions=3),
+        replace(catalog[LLM_RESPONSES], partitions=3),
+        replace(catalog[DEADLETTER], partitions=1),
+    ]
+    asyncio.run(apply_topics(settings, specs))
+    return Env(settings, fake, bundle_dir)
+
+
+def escalation(record_id: str, text: str, **fields: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "id": record_id,
+        "kind": "ticket",
+        "source": {"topic": "support.tickets.v1", "partition": 0, "offset": 1, "timestamp_ms": None},
+        "reasons": [{"code": "small_margin", "detail": "top-2 intent margin 0.03 < 0.10"}],
+        "redacted_text": text,
+        "candidates": [{"label": "refund_request", "confidence": 0.44}, {"label": "card_arrival", "confidence": 0.41}],
+        "labels": {"intent": "refund_request"},
+        "model": {"name": "default", "version": "t1"},
+        "escalated_at": "2026-11-28T09:00:00.000Z",
+    }
+    doc.update(fields)
+    assert REGISTRY.errors("escalation.v1.json", doc) == []
+    return doc
+
+
+def tickets(run: str, count: int, want: str = "order_status") -> list[dict[str, Any]]:
+    return [escalation(f"{run}-{i}", f"Ticket {i} of {run}: where is my parcel? want: {want}") for i in range(count)]
+
+
+async def produce(settings: Settings, records: list[dict[str, Any] | tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        for record in records:
+            key, value = (
+                (record[0], record[1]) if isinstance(record, tuple) else (record["id"].encode(), orjson.dumps(record))
+            )
+            await producer.send(settings.topic(ESCALATIONS), value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def consume(
+    settings: Settings, topic: str, until: int, timeout: float = 90.0, ids: set[str] | None = None
+) -> list[tuple[bytes | None, dict[str, Any]]]:
+    """Records of ``topic`` from the beginning, until ``until`` are there, or every one of ``ids`` (or the
+    time is up)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    found: list[tuple[bytes | None, dict[str, Any]]] = []
+    try:
+        parts = await topic_partitions(consumer, settings.topic(topic))
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for messages in (await consumer.getmany(timeout_ms=300)).values():
+                found.extend((m.key, orjson.loads(m.value)) for m in messages)
+            if (ids is None and len(found) >= until) or (ids is not None and ids <= {r["id"] for _, r in found}):
+                break
+    finally:
+        await consumer.stop()
+    return found
+
+
+@asynccontextmanager
+async def bridge_running(settings: Settings, max_in_flight: int | None = None) -> AsyncIterator[Bridge]:
+    bridge = Bridge(settings, labels=LABELS)
+    if max_in_flight is not None:
+        bridge.max_in_flight = max_in_flight
+    ready = asyncio.Event()
+    task = asyncio.create_task(bridge.run(ready))
+    waiter = asyncio.create_task(ready.wait())
+    await asyncio.wait([task, waiter], timeout=60, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task.done():
+        task.result()  # raises what stopped it
+    assert ready.is_set(), "bridge did not join its group"
+    try:
+        yield bridge
+    finally:
+        bridge.stop()
+        await asyncio.wait_for(task, 60)
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.1)
+    return predicate()
+
+
+async def test_answers_land_keyed_by_id_and_feed_back_as_training_data(
+    env: Env, capfd: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    since = datetime.now(timezone.utc) - timedelta(minutes=1)
+    docs = [
+        *tickets("a", 9),
+        escalation("a-sub", "It never came. want: card_arrival", redacted_subject="Card missing"),
+        escalation("a-other", "Can you recommend a good restaurant? want: other"),
+    ]
+    async with bridge_running(env.settings):
+        await produce(env.settings, docs)  # type: ignore[arg-type]
+        answers = await consume(env.settings, LLM_RESPONSES, len(docs))
+    ids = {d["id"] for d in docs}
+    assert {a["id"] for _, a in answers} == ids
+    for key, answer in answers:
+        assert key == answer["id"].encode()
+        assert REGISTRY.errors("llm_response.v1.json", answer) == []
+        assert answer["source"]["topic"] == env.settings.topic(ESCALATIONS)
+        assert answer["usage"]["total_tokens"] > 0 and answer["model"] == "big-model"
+    by_id = {a["id"]: a for _, a in answers}
+    assert by_id["a-0"]["intent"] == "order_status"
+    assert by_id["a-sub"]["intent"] == "card_arrival" and by_id["a-other"]["intent"] == "other"
+
+    # the key went to the endpoint as a bearer token and nowhere else
+    assert {r.headers["Authorization"] for r in env.fake.requests} == {f"Bearer {KEY}"}
+    assert all(r.body["response_format"] == {"type": "json_object"} for r in env.fake.requests)
+    out, err = capfd.readouterr()
+    assert KEY not in out + err
+
+    # answers joined with their escalations: training data that models build reads
+    feedback = tmp_path / "feedback.jsonl"
+    report = await export_feedback(env.settings, since, feedback)
+    assert report.written == 10 and report.skipped == {"other": 1}
+    lines = [json.loads(line) for line in feedback.read_text().splitlines()]
+    assert {
+        "text": "Card missing\nIt never came. want: card_arrival",
+        "label": "card_arrival",
+        "source": "large-model",
+    } in lines
+    texts, labels = read_examples(feedback)
+    assert len(texts) == 10 and set(labels) == {"order_status", "card_arrival"}
+
+
+async def test_429_and_5xx_bursts_are_retried_and_nothing_is_lost(env: Env) -> None:
+    env.fake.fail_next(429, 8, Retry_After="0.2")
+    env.fake.fail_next(500, 5)
+    env.fake.fail_next(502, 2)
+    env.fake.fail_next(429, 3, retry_after_ms="100")
+    docs = tickets("b", 12)
+    async with bridge_running(env.settings) as bridge:
+        await produce(env.settings, docs)  # type: ignore[arg-type]
+        answers = await consume(env.settings, LLM_RESPONSES, len(docs))
+        dead = await consume(env.settings, DEADLETTER, 1, timeout=1)
+    assert {a["id"] for _, a in answers} == {d["id"] for d in docs}
+    assert dead == []
+    assert env.fake.count(429) == 11 and env.fake.count(500) == 5 and env.fake.count(502) == 2
+    assert sum(a["attempts"] for _, a in answers) == env.fake.count()  # every request accounted for
+    assert bridge.stats["answered"] == 12
+
+
+async def test_back_pressure_bounds_the_records_in_flight(env: Env) -> None:
+    env.fake.hang_s = 0.5
+    docs = tickets("g", 10)
+    peak = 0
+    async with bridge_running(env.settings, max_in_flight=3) as bridge:
+        await produce(env.settings, docs)  # type: ignore[arg-type]
+        consumer = asyncio.create_task(consume(env.settings, LLM_RESPONSES, len(docs)))
+        while not consumer.done():
+            peak = max(peak, len(bridge._tracker))
+            await asyncio.sleep(0.02)
+        answers = consumer.result()
+    assert {a["id"] for _, a in answers} == {d["id"] for d in docs}
+    assert peak == 3
+
+
+async def test_dead_endpoint_opens_the_circuit_and_the_bridge_recovers(env: Env) -> None:
+    env.fake.down()
+    docs = tickets("c", 6)
+    async with bridge_running(env.settings) as bridge:
+        await produce(env.settings, docs)  # type: ignore[arg-type]
+        assert await wait_until(lambda: bridge.client.breaker.state is not CircuitState.CLOSED, 30)
+        sample = bridge.metrics.registry.get_sample_value
+        failed_before = sample("streamer_llm_requests_total", {"outcome": "connection"}) or 0
+        await asyncio.sleep(3)  # the endpoint stays down: six waiting records, one probe per cool-down
+        failed = (sample("streamer_llm_requests_total", {"outcome": "connection"}) or 0) - failed_before
+        assert 1 <= failed <= 4
+        assert await consume(env.settings, LLM_RESPONSES, 1, timeout=1) == []
+        assert sample("streamer_llm_circuit_state") in (1.0, 2.0)
+        env.fake.up()
+        answers = await consume(env.settings, LLM_RESPONSES, len(docs))
+        assert bridge.client.breaker.state is CircuitState.CLOSED
+    assert {a["id"] for _, a in answers} == {d["id"] for d in docs}
+    assert await consume(env.settings, DEADLETTER, 1, timeout=1) == []
+
+
+async def test_malformed_answers_and_undecodable_escalations_go_to_the_dead_letter_topic(env: Env) -> None:
+    good = tickets("d", 3)
+    bad = [
+        escalation("d-prose", "MALFORMED: answer in prose"),
+        escalation("d-label", "want: teleportation"),
+    ]
+    async with bridge_running(env.settings):
+        await produce(env.settings, [*good, *bad, (b"d-garbage", b"{not json")])
+        dead = await consume(env.settings, DEADLETTER, 3)
+        answers = await consume(env.settings, LLM_RESPONSES, 3)
+    assert {a["id"] for _, a in answers} == {d["id"] for d in good}
+    by_key = {key: record for key, record in dead}
+    assert set(by_key) == {b"d-prose", b"d-label", b"d-garbage"}
+    for record in by_key.values():
+        assert REGISTRY.errors("deadletter.v1.json", record) == []
+        assert record["source"]["topic"] == env.settings.topic(ESCALATIONS)
+    assert by_key[b"d-prose"]["error"]["code"] == "invalid_answer"
+    assert by_key[b"d-prose"]["raw"]["value"] == "Sure! This looks like refund_request to me."
+    assert by_key[b"d-label"]["error"] == {
+        "code": "invalid_answer",
+        "message": "intent: 'teleportation' is not one of the 6 allowed labels",
+        "field": "intent",
+    }
+    assert by_key[b"d-garbage"]["error"]["code"] == "invalid_json"
+    assert by_key[b"d-garbage"]["raw"]["value"] == "{not json"
+
+
+async def test_escalation_carrying_pii_is_refused_and_never_sent(env: Env) -> None:
+    email, phone, card = "jane.doe@example.org", "+44 7700 900123", "4111 1111 1111 1111"
+    leaky = escalation("e-pii", f"Refund to card {card}, call {phone} or mail {email}. want: refund_request")
+    good = tickets("e", 2)
+    async with bridge_running(env.settings):
+        await produce(env.settings, [leaky, *good])
+        answers = await consume(env.settings, LLM_RESPONSES, 2)
+        dead = await consume(env.settings, DEADLETTER, 1)
+    assert {a["id"] for _, a in answers} == {d["id"] for d in good}
+    [(key, record)] = dead
+    assert key == b"e-pii" and record["error"]["code"] == "unredacted_pii"
+    assert REGISTRY.errors("deadletter.v1.json", record) == []
+    blob = orjson.dumps(record).decode()
+    sent = "".join(orjson.dumps(r.body).decode() for r in env.fake.requests)
+    for secret in (email, card, "7700 900123"):
+        assert secret not in blob
+        assert secret not in sent
+    assert len(env.fake.requests) == 2
+
+
+def test_a_killed_bridge_loses_nothing(env: Env, tmp_path: Path) -> None:
+    """SIGKILL with answers in flight: a new bridge process answers everything the dead one left."""
+    s = env.settings
+    variables = {
+        "STREAMER_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+        "STREAMER_TOPIC_PREFIX": s.topic_prefix,
+        "STREAMER_BUNDLE_DIR": str(env.bundle_dir),
+        "STREAMER_BRIDGE_GROUP_ID": s.bridge_group_id,
+        "STREAMER_LLM_BASE_URL": s.llm_base_url,
+        "STREAMER_LLM_API_KEY": KEY,
+        "STREAMER_LLM_RATE_PER_S": "0",
+        "STREAMER_LLM_BACKOFF_INITIAL_S": "0.05",
+        "STREAMER_LLM_BACKOFF_MAX_S": "0.4",
+        "STREAMER_BRIDGE_METRICS_PORT": "0",
+        "STREAMER_LOG_FORMAT": "json",
+        "STREAMER_LOG_LEVEL": "DEBUG",
+    }
+    environ = {**os.environ, **variables}
+    env.fake.slow_s = 120  # answers to SLOW tickets hang until the bridge is killed
+    docs = [escalation(f"f-slow-{i}", f"SLOW ticket {i}. want: bug_report") for i in range(2)] + tickets("f", 8)
+    logs = [tmp_path / "bridge-1.log", tmp_path / "bridge-2.log"]
+
+    def start(log: Path) -> subprocess.Popen[bytes]:
+        with log.open("wb") as fh:
+            return subprocess.Popen(
+                [sys.executable, "-m", "streamer.bridge", "bridge"], env=environ, stdout=fh, stderr=fh
+            )
+
+    first = start(logs[0])
+    try:
+        asyncio.run(produce(s, docs))  # type: ignore[arg-type]
+        answered = asyncio.run(consume(s, LLM_RESPONSES, 8, timeout=120))
+        assert {a["id"] for _, a in answered} == {d["id"] for d in docs[2:]}, logs[0].read_text()[-3000:]
+        assert sum("SLOW" in r.user_text for r in env.fake.requests) == 2  # both in flight
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(30)
+    env.fake.slow_s = 0
+    second = start(logs[1])
+    try:
+        everything = {d["id"] for d in docs}
+        answers = asyncio.run(consume(s, LLM_RESPONSES, 0, timeout=150, ids=everything))
+        assert {a["id"] for _, a in answers} == everything, logs[1].read_text()[-3000:]
+        assert second.poll() is None
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(60) == 0
+    for log in logs:
+        assert KEY not in log.read_text()
