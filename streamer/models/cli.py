@@ -37,7 +37,9 @@ def _pair(value: str) -> tuple[str, Path]:
 def add_models_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``models`` with its sub-commands to a top-level parser's subparsers."""
     models = subparsers.add_parser("models", help="build, evaluate and inspect model bundles")
-    sub = models.add_subparsers(dest="models_command", required=True, metavar="{build,eval,info,finetune}")
+    sub = models.add_subparsers(
+        dest="models_command", required=True, metavar="{build,build-default,eval,info,finetune}"
+    )
 
     build = sub.add_parser(
         "build",
@@ -95,6 +97,17 @@ def add_models_commands(subparsers: argparse._SubParsersAction) -> None:  # type
     info.add_argument("--json", action="store_true", help="print the whole manifest")
     info.set_defaults(handler=run_models_command, models_handler=_cmd_info)
 
+    default = sub.add_parser(
+        "build-default",
+        help="build the default bundle from the labelled examples shipped with streamer",
+        description=(
+            "Build the bundle `make run` and the container images use: heads intent, priority, sentiment and "
+            "incident, trained on streamer/resources/data. Skipped when --out already holds a current one."
+        ),
+    )
+    default.add_argument("--out", type=Path, default=None, help="bundle directory (default: STREAMER_BUNDLE_DIR)")
+    default.set_defaults(handler=run_models_command, models_handler=_cmd_build_default)
+
     ft = sub.add_parser("finetune", help="fine-tune the base encoder (needs the 'finetune' extra: torch)")
     ft.add_argument("--train", required=True, action="append", type=Path, metavar="FILE")
     ft.add_argument("--out", required=True, type=Path, help="HF directory to write; pass it to build --source")
@@ -115,9 +128,20 @@ def run_models_command(args: argparse.Namespace) -> int:
     try:
         code: int = args.models_handler(args)
     except ModelError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"streamer: error: {exc}", file=sys.stderr)
         return 2
     return code
+
+
+def _cmd_build_default(args: argparse.Namespace) -> int:
+    from streamer.defaults import ensure_default_bundle
+    from streamer.settings import load_settings
+
+    settings = load_settings()
+    if args.out is not None:
+        settings = settings.model_copy(update={"bundle_dir": args.out})
+    print(ensure_default_bundle(settings))
+    return 0
 
 
 def _cmd_build(args: argparse.Namespace) -> int:

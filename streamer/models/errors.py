@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from streamer.errors import StreamerError
 
-class ModelError(Exception):
+
+class ModelError(StreamerError):
     """Base class of every error raised by :mod:`streamer.models`."""
 
 
