@@ -9,15 +9,17 @@ owning its own ``AIOKafkaConsumer`` in its own group (``<group_id>-logs``): tick
 assigned independently, and a worker can run either path alone.
 
 Measured with ``bench/bench_log_worker.py`` on the development box (2 cores shared with other work, load
-average 5-6, the broker on the same box), 200,000 lines of the demo mix pre-filled:
+average 4-6, the broker on the same box), 200,000 lines of the demo mix pre-filled:
 
-* ``streamer worker --only logs``: 6,600 lines/s from the first to the last output, at 107 us of worker
-  CPU per line while the process got 0.7 of a core (about 9,000 lines/s on a core of its own);
+* ``streamer worker --only logs``: 6,300-8,700 lines/s from the first to the last output (three runs), at
+  105-109 us of worker CPU per line while the process got 0.68-0.88 of a core: about 9,500 lines/s on a
+  core of its own. Two worker processes in the group did no better (6,200 lines/s, 0.70 cores between
+  them): the box, not the process, was full;
 * the same service with the triage core replaced by a stub (one line-sized output per line): 67,000
   lines/s at 7 us of CPU per line, so fetching, producing and committing are not what limits;
-* the core alone, without Kafka: 5,300 lines/s, 111 us CPU per line; under cProfile, PII redaction is half
-  of ``triage_logs``, then decoding, entity extraction and template mining. The incident model ran on 48
-  templates in 4 calls for 200,000 lines.
+* the core alone, without Kafka: 105-111 us of CPU per line (9,100 lines/s when it had a core to itself);
+  under cProfile, PII redaction is half of ``triage_logs``, then decoding, entity extraction and template
+  mining. The incident model ran on 48 templates in 4 calls for 200,000 lines.
 
 So one process is bound by the pure-Python core, well below 20,000 lines/s here; more throughput is more
 processes (one per partition at most: ``ops.logs.v1`` has 6) or a cheaper core. The core runs in a thread
@@ -127,7 +129,7 @@ class LogProcessor:
     model_info: ModelInfo
     limits: DecodeLimits
     clock: Callable[[], float] = time.time
-    _keys: dict[str, bytes] = field(default_factory=dict, repr=False)
+    _keys: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
 
     def __call__(self, raws: Sequence[RawEvent]) -> LogBatch:
         batch = LogBatch(size=len(raws))
