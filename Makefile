@@ -50,7 +50,9 @@ bundle: install
 run: kafka-start
 	$(BIN)/streamer demo
 
+# Benchmarks, not part of `make test`: one table, bench/results/<name>.json and .png (~10-15 min on 2 cores).
 bench: kafka-jars
+	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/run_all.py
 
 clean:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import random
 import re
 import statistics
@@ -39,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from streamer.logs.templates import TemplateMiner
 
 SYSTEMS = ("Apache", "BGL", "Hadoop", "HDFS", "Linux", "OpenSSH", "Spark")
-DEFAULT_DATA = Path("/work/shared/data/loghub")
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "loghub"
 _SPACES = re.compile(r"\s+")
 
 
@@ -132,7 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated systems (default: all seven)")
     ap.add_argument("--no-drain3", action="store_true", help="skip the drain3 reference")
     ap.add_argument("--seed", type=int, default=1, help="seed of the shuffled run (default 1)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
     args = ap.parse_args(argv)
+    record: dict[str, object] = {"systems": {}}
 
     drain3 = None if args.no_drain3 else drain3_miner()
     header = (
@@ -161,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             row += [d_ga, d_pa, d_rate]
         print(line)
         rows.append(row)
+        record["systems"][system] = {"ga": ga, "pa": pa, "lines_per_s": rate}  # type: ignore[index]
     if rows:
         mean = [statistics.fmean(col) for col in zip(*rows, strict=True)]
         print("-" * len(header))
@@ -171,6 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if drain3 is not None:
             line += f" | {mean[6]:9.3f} {mean[7]:6.3f} {'':>9} {mean[8]:8.0f}"
         print(line)
+        record["average"] = {"ga": mean[0], "pa": mean[1], "lines_per_s": mean[2]}
+    if args.json:
+        args.json.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return 0
 
 

@@ -35,7 +35,7 @@ from streamer.models.convert import convert_bert
 from streamer.models.encoder import Encoder
 from streamer.models.sources import resolve_source
 
-BANKING77 = Path("/work/shared/data/banking77/train.csv")
+BANKING77 = Path(__file__).resolve().parents[2] / "shared" / "data" / "banking77" / "train.csv"
 
 _OPENERS = [
     "Hello support team,",

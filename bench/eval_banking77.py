@@ -1,6 +1,6 @@
 """BANKING77 intent accuracy of the model runtime: frozen or fine-tuned encoder, several heads.
 
-    python bench/eval_banking77.py [--data /work/shared/data/banking77/train.csv] [--source DIR] [--json out.json]
+    python bench/eval_banking77.py [--data ../shared/data/banking77/train.csv] [--source DIR] [--json out.json]
 
 BANKING77 ships here as its training file only, so a stratified 20% test split is carved with a fixed seed
 (``stratified_split(labels, 0.2, seed=0)``: 8005 train / 1998 test). Heads are trained on the 80% (which
@@ -31,7 +31,7 @@ from streamer.models.evaluate import classification_metrics, evaluate
 from streamer.models.heads import class_centroids, softmax, stratified_split, train_head
 from streamer.models.sources import resolve_source
 
-DEFAULT_DATA = Path("/work/shared/data/banking77/train.csv")
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "banking77" / "train.csv"
 
 
 def knn_probs(query: np.ndarray, train: np.ndarray, y: np.ndarray, k: int, n_cls: int, scale: float = 20.0):

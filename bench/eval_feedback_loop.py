@@ -56,7 +56,7 @@ from streamer.settings import Settings
 from streamer.topics import ESCALATIONS, TICKETS_ENRICHED
 from streamer.worker import load_ticket_runtime
 
-DEFAULT_DATA = Path("/work/shared/data/banking77/train.csv")
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "banking77" / "train.csv"
 #: Escalation reasons that come from the intent head (the others, e.g. urgent_negative, do not).
 INTENT_REASONS = frozenset({"low_confidence", "small_margin", "out_of_scope"})
 SELECTIVE_TARGETS = (0.95, 0.97)
