@@ -218,7 +218,7 @@ def main() -> None:
     for r in rows:
         r["vs_torch"] = r["texts_per_s"] / base[r["batch"]] if r["batch"] in base else None
     header = (
-        f"{'backend':<22}{'batch':>6}{'texts/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'RSS MB':>8}{'load s':>8}{'vs torch':>9}"
+        f"{'backend':<22}{'batch':>6}{'texts/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'+RSS MB':>8}{'load s':>8}{'vs torch':>9}"
     )
     print(header)
     for r in rows:

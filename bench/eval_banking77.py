@@ -32,6 +32,8 @@ from streamer.models.heads import class_centroids, softmax, stratified_split, tr
 from streamer.models.sources import resolve_source
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "banking77" / "train.csv"
+LOGHUB = DEFAULT_DATA.parents[1] / "loghub"
+DEFAULT_OOS = [LOGHUB / "Linux" / "Linux_2k.log", LOGHUB / "OpenSSH" / "OpenSSH_2k.log"]
 
 
 def knn_probs(query: np.ndarray, train: np.ndarray, y: np.ndarray, k: int, n_cls: int, scale: float = 20.0):
@@ -63,8 +65,18 @@ def main() -> None:
     ap.add_argument("--poolings", default="mean", help="comma-separated: mean,cls")
     ap.add_argument("--heads", default="logreg,mlp,centroid,knn,ensemble", help="also: logreg-norefit")
     ap.add_argument("--no-bundle", action="store_true", help="skip the end-to-end build_bundle + evaluate")
+    ap.add_argument(
+        "--oos-files",
+        type=Path,
+        nargs="*",
+        default=[p for p in DEFAULT_OOS if p.is_file()],
+        help="text files whose lines are out of scope for banking intents (default: two loghub logs)",
+    )
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    oos_texts = [
+        line.strip() for path in args.oos_files for line in path.read_text(errors="replace").splitlines()[:500]
+    ]
 
     with args.data.open(newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
@@ -115,6 +127,15 @@ def main() -> None:
                         run[kind]["train_s"] = round(time.perf_counter() - t0, 1)
                         run[kind]["temperature"] = round(head.temperature, 3)
                         run[kind]["oos_flagged_test"] = round(float(out.oos.mean()), 4)
+                        if oos_texts:
+                            probe = head.predict(enc.encode(oos_texts))
+                            cut = head.confidence_cutoffs["0.1"]
+                            run[kind]["oos_probe"] = {
+                                "texts": len(oos_texts),
+                                "flagged_oos": round(float(probe.oos.mean()), 4),
+                                "below_10pct_confidence_cut": round(float((probe.confidence < cut).mean()), 4),
+                                "flagged_either": round(float((probe.oos | (probe.confidence < cut)).mean()), 4),
+                            }
                 if "logreg-norefit" in wanted:
                     head = train_head("norefit", xtr, ltr, kind="logreg", refit=False)
                     out = head.predict(xte)
