@@ -8,15 +8,44 @@ its outputs has been acknowledged by the brokers: at-least-once.
 
 from __future__ import annotations
 
+import logging
 import ssl
+import sys
 from pathlib import Path
 from typing import Any
 
 import faust
 from faust.types.auth import CredentialsT
 
-from streamer.kafka.clients import connection_options
+from streamer.errors import KafkaUnavailable
+from streamer.kafka.clients import check_connection, connection_options
 from streamer.settings import Settings
+
+#: Exit status of a worker whose brokers cannot be reached or refuse its credentials (as every CLI error).
+EXIT_KAFKA_UNAVAILABLE = 2
+
+
+class TriageApp(faust.App):  # type: ignore[misc]
+    """Faust's app, plus one check of the brokers (address, TLS, credentials) before anything starts.
+
+    Faust's own clients log an authentication failure, then crash with a generic "unable to bootstrap"
+    and a traceback. Checked first, the worker instead prints one line that says why and names the
+    address (``streamer: error: cannot reach Kafka at ...``) and exits 2; nothing was consumed yet.
+    """
+
+    streamer_settings: Settings | None = None
+    # mode names a subclass' logger after its module; keep Faust's app logs under "faust" (quiet at INFO).
+    logger = logging.getLogger("faust.app.streamer")
+
+    async def on_first_start(self) -> None:
+        if self.streamer_settings is not None:
+            try:
+                await check_connection(self.streamer_settings)
+            except KafkaUnavailable as exc:
+                print(f"streamer: error: {exc}", file=sys.stderr, flush=True)
+                # SystemExit passes through Faust's handlers (they would log a traceback and exit 1).
+                raise SystemExit(EXIT_KAFKA_UNAVAILABLE) from None
+        await super().on_first_start()
 
 
 def faust_credentials(settings: Settings) -> CredentialsT | None:
@@ -55,4 +84,6 @@ def create_app(settings: Settings, *, datadir: Path | None = None, **overrides: 
         "broker_commit_interval": 1.0,
     }
     options.update(overrides)
-    return faust.App(settings.group_id, **options)
+    app = TriageApp(settings.group_id, **options)
+    app.streamer_settings = settings
+    return app

@@ -103,6 +103,23 @@ class DecodeLimits:
 
     max_event_bytes: int = 1_000_000
     max_text_chars: int = 4000
+    #: Deepest nesting of objects and arrays accepted. Outputs embed the input two levels down and orjson
+    #: cannot write more than 254 levels: a deeper ticket would parse, then fail every send of its batch.
+    max_depth: int = 64
+
+
+def nested_too_deep(doc: Any, limit: int) -> str | None:
+    """The top-level field under which ``doc`` nests objects/arrays deeper than ``limit``, else ``None``."""
+    stack: list[tuple[Any, int, str]] = [(doc, 1, "")]
+    while stack:
+        node, depth, top = stack.pop()
+        if depth > limit:
+            return top or "(root)"
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for name, child in items:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1, top or str(name)))
+    return None
 
 
 def _parse_json_object(raw: RawEvent, limits: DecodeLimits) -> dict[str, Any] | DecodeFailure:
@@ -147,6 +164,10 @@ def decode_ticket(raw: RawEvent, validator: Draft202012Validator, limits: Decode
     if isinstance(doc, DecodeFailure):
         return doc
     ticket_id = doc.get("id") if isinstance(doc.get("id"), str) else None
+    deep = nested_too_deep(doc, limits.max_depth)
+    if deep is not None:
+        message = f"{deep}: nested deeper than {limits.max_depth} levels"
+        return DecodeFailure(raw, "schema", message, field=deep, id=ticket_id)
     errors = sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         first = errors[0]

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
 from aiokafka.helpers import create_ssl_context
 
 from streamer.errors import ConfigError, KafkaUnavailable
@@ -39,12 +47,76 @@ def connection_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def unavailable(settings: Settings, exc: BaseException) -> KafkaUnavailable:
+def _without_secrets(settings: Settings, text: str) -> str:
+    for secret in (settings.kafka_sasl_password, settings.kafka_ssl_key_password):
+        if secret is not None and secret.get_secret_value():
+            text = text.replace(secret.get_secret_value(), "***")
+    return text
+
+
+def unavailable(settings: Settings, exc: BaseException | str) -> KafkaUnavailable:
     """A one-line error that names the address, never the credentials."""
-    reason = type(exc).__name__ if not str(exc) else str(exc).splitlines()[0]
+    if isinstance(exc, BaseException):
+        reason = type(exc).__name__ if not str(exc) else str(exc).splitlines()[0]
+    else:
+        reason = exc
     return KafkaUnavailable(
-        f"cannot reach Kafka at {settings.kafka_bootstrap} ({settings.kafka_security_protocol}): {reason}"
+        _without_secrets(
+            settings,
+            f"cannot reach Kafka at {settings.kafka_bootstrap} ({settings.kafka_security_protocol}): {reason}",
+        )
     )
+
+
+def _failure_reason(settings: Settings, exc: BaseException) -> str:
+    """Why one connection attempt failed, in words an operator can act on."""
+    if isinstance(exc, SaslAuthenticationFailed):
+        return (
+            f"authentication failed for user {settings.kafka_sasl_username!r} ({settings.kafka_sasl_mechanism}); "
+            "check STREAMER_KAFKA_SASL_USERNAME and STREAMER_KAFKA_SASL_PASSWORD"
+        )
+    if isinstance(exc, UnsupportedSaslMechanismError):
+        return f"the broker does not offer SASL mechanism {settings.kafka_sasl_mechanism}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted ({exc.verify_message}); check STREAMER_KAFKA_SSL_CAFILE"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed ({exc.reason or exc}); is the listener {settings.kafka_security_protocol}?"
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return f"no answer within {settings.kafka_request_timeout_ms} ms"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def check_connection(settings: Settings) -> None:
+    """Connect to the bootstrap servers the way every client will (TLS, SASL); ``KafkaUnavailable`` if none works.
+
+    aiokafka's own clients log why a connection failed and then raise a generic "unable to bootstrap";
+    this check keeps the reason (refused, certificate, credentials) for a one-line message.
+    """
+    options = connection_options(settings)
+    failures: list[str] = []
+    for server in settings.bootstrap_servers:
+        host, _, port = server.rpartition(":")
+        try:
+            conn = await create_conn(
+                host.strip("[]"),
+                int(port),
+                client_id=settings.kafka_client_id,
+                request_timeout_ms=settings.kafka_request_timeout_ms,
+                ssl_context=options.get("ssl_context"),
+                security_protocol=settings.kafka_security_protocol,
+                sasl_mechanism=options.get("sasl_mechanism"),
+                sasl_plain_username=options.get("sasl_plain_username"),
+                sasl_plain_password=options.get("sasl_plain_password"),
+            )
+        except (OSError, KafkaError, asyncio.TimeoutError, ValueError) as exc:
+            failures.append(_failure_reason(settings, exc))
+            continue
+        conn.close()
+        return
+    raise unavailable(settings, failures[0] if failures else "no bootstrap servers")
 
 
 @asynccontextmanager

@@ -33,7 +33,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "KAFKA_VERSION",
     "Broker",
     "LocalKafkaError",
+    "SaslSslListener",
     "console_tool_cmd",
     "default_data_dir",
     "default_port",
@@ -103,6 +104,44 @@ class LocalKafkaError(RuntimeError):
     """The local broker could not be set up, started or stopped; the message says why (and what to do)."""
 
 
+#: The one SASL mechanism the optional secured listener offers.
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+_SCRAM_FORBIDDEN = frozenset(",[]=\"'\n\r")
+
+
+@dataclass(frozen=True)
+class SaslSslListener:
+    """An extra ``SASL_SSL`` listener: SCRAM-SHA-512 over TLS, beside the PLAINTEXT one.
+
+    Args:
+        port: its port on 127.0.0.1 (the PLAINTEXT listener keeps ``port`` and the controller ``port + 1``).
+        certificate_chain: PEM file with the broker's certificate (first) and any intermediates; its
+            subject alternative names must cover 127.0.0.1 for clients that check the host name.
+        private_key: PEM file with the broker's private key, unencrypted PKCS#8 (``BEGIN PRIVATE KEY``).
+        users: SCRAM-SHA-512 user names and passwords. They are created when the data dir is formatted
+            (``StorageTool format --add-scram``), that is on the first start of a fresh data dir only.
+
+    Both PEM files are copied into ``server.properties`` (``ssl.keystore.type=PEM``, which Kafka reads
+    unencrypted only inline); that file is then written readable by its owner only.
+    """
+
+    port: int
+    certificate_chain: Path
+    private_key: Path
+    users: Mapping[str, str] = field(default_factory=dict)
+
+    def scram_arguments(self) -> list[str]:
+        """``--add-scram`` arguments for ``StorageTool format`` (one per user)."""
+        args: list[str] = []
+        for name, password in self.users.items():
+            if not name or not password or _SCRAM_FORBIDDEN & set(name + password):
+                raise LocalKafkaError(
+                    f"SCRAM user {name!r}: name and password must be non-empty, without , [ ] = quotes or newlines"
+                )
+            args += ["--add-scram", f"{SCRAM_MECHANISM}=[name={name},password={password}]"]
+        return args
+
+
 @dataclass(frozen=True)
 class Broker:
     """A running local broker."""
@@ -114,10 +153,16 @@ class Broker:
     already_running: bool = False
     startup_s: float = 0.0
     ready: bool = True
+    sasl_ssl_port: int | None = None
 
     @property
     def bootstrap_servers(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def sasl_ssl_bootstrap_servers(self) -> str | None:
+        """``host:port`` of the SASL_SSL listener, when the broker was started with one."""
+        return f"{self.host}:{self.sasl_ssl_port}" if self.sasl_ssl_port is not None else None
 
     @property
     def log_file(self) -> Path:
@@ -275,11 +320,13 @@ def server_properties(
     host: str = DEFAULT_HOST,
     auto_create_topics: bool = False,
     extra_properties: Mapping[str, str] | None = None,
+    sasl_ssl: SaslSslListener | None = None,
 ) -> dict[str, str]:
     """server.properties for a combined broker+controller node; ``extra_properties`` wins over defaults.
 
-    Extra listeners (e.g. SASL_SSL later) are added by overriding ``listeners``,
-    ``advertised.listeners`` and ``listener.security.protocol.map`` through ``extra_properties``.
+    ``sasl_ssl`` adds a SASL_SSL listener (SCRAM-SHA-512 over TLS, see ``SaslSslListener``); the
+    brokers and the controller keep talking PLAINTEXT among themselves. Other listeners can be added by
+    overriding ``listeners``, ``advertised.listeners`` and ``listener.security.protocol.map``.
     Auto topic creation is off by default: topics are applied explicitly (topics/), and a typo
     should fail instead of silently creating a 1-partition topic.
     """
@@ -321,9 +368,42 @@ def server_properties(
         "num.io.threads": "4",
         "log.retention.hours": "168",
     }
+    if sasl_ssl is not None:
+        props.update(_sasl_ssl_properties(sasl_ssl, host, port))
     if extra_properties:
         props.update(extra_properties)
     return props
+
+
+def _sasl_ssl_properties(listener: SaslSslListener, host: str, port: int) -> dict[str, str]:
+    sasl_port = _check_port(listener.port)
+    if sasl_port in (port, port + 1):
+        raise LocalKafkaError(f"SASL_SSL port {sasl_port} collides with the PLAINTEXT or controller port")
+    try:
+        chain = Path(listener.certificate_chain).read_text(encoding="ascii").strip()
+        key = Path(listener.private_key).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LocalKafkaError(f"cannot read the SASL_SSL listener's PEM files: {exc}") from None
+    if "BEGIN CERTIFICATE" not in chain:
+        raise LocalKafkaError(f"{listener.certificate_chain} holds no PEM certificate")
+    if "BEGIN PRIVATE KEY" not in key:
+        raise LocalKafkaError(f"{listener.private_key} must be an unencrypted PKCS#8 PEM key (BEGIN PRIVATE KEY)")
+    prefix = "listener.name.sasl_ssl."
+    controller = f"CONTROLLER://{host}:{port + 1}"
+    return {
+        "listeners": f"PLAINTEXT://{host}:{port},{controller},SASL_SSL://{host}:{sasl_port}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{port},{controller},SASL_SSL://{host}:{sasl_port}",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL",
+        "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+        prefix + "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+        prefix + SCRAM_MECHANISM.lower() + ".sasl.jaas.config": (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        ),
+        prefix + "ssl.keystore.type": "PEM",
+        prefix + "ssl.keystore.certificate.chain": chain,
+        prefix + "ssl.keystore.key": key,
+        prefix + "ssl.client.auth": "none",
+    }
 
 
 def _escape_prop(text: str) -> str:
@@ -339,6 +419,8 @@ def write_properties(path: Path, props: Mapping[str, str]) -> None:
         lines.append(f"{safe_key}={_escape_prop(value)}")
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if any(key.endswith("ssl.keystore.key") for key in props):
+        tmp.chmod(0o600)  # it holds a private key
     tmp.replace(path)
 
 
@@ -375,16 +457,17 @@ def is_formatted(data_dir: Path) -> bool:
     return (data_dir / LOG_DIRS_SUBDIR / "meta.properties").is_file()
 
 
-def _format_storage(java: str, libs: Path, props_path: Path) -> None:
+def _format_storage(java: str, libs: Path, props_path: Path, extra_args: Sequence[str] = ()) -> None:
     cmd = [
         java, *TOOL_JVM_OPTS, *_tools_log4j_opts(), "-cp", _classpath(libs), CONSOLE_TOOLS["storage"],
-        "format", "--standalone", "-t", new_cluster_id(), "-c", str(props_path),
+        "format", "--standalone", "-t", new_cluster_id(), "-c", str(props_path), *extra_args,
     ]  # fmt: skip
     res = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
     if res.returncode != 0:
-        raise LocalKafkaError(
-            f"kafka storage format failed (exit {res.returncode}): " + _tail_text(res.stdout + res.stderr, 30)
-        )
+        output = res.stdout + res.stderr
+        for arg in extra_args:  # SCRAM passwords are arguments: never echo them back
+            output = output.replace(arg, "--add-scram ***")
+        raise LocalKafkaError(f"kafka storage format failed (exit {res.returncode}): " + _tail_text(output, 30))
 
 
 # ---------------------------------------------------------------------------------------------- probing
@@ -624,12 +707,14 @@ def start(
     jvm_opts: Sequence[str] | None = None,
     auto_create_topics: bool = False,
     extra_properties: Mapping[str, str] | None = None,
+    sasl_ssl: SaslSslListener | None = None,
 ) -> Broker:
     """Start the local broker (or find the one already running from ``data_dir``) and wait until ready.
 
     Idempotent: a live broker recorded in the PID file that answers on ``port`` is returned at once
     (``already_running=True``). Storage is formatted only on the first start, so topics and offsets
     survive restarts; delete ``data_dir`` for a clean slate. On failure the error carries the log tail.
+    ``sasl_ssl`` adds a SCRAM-SHA-512-over-TLS listener; its users are created when storage is formatted.
     """
     port = _check_port(default_port() if port is None else port)
     root = _resolve_dir(data_dir)
@@ -645,14 +730,15 @@ def start(
                     f"stop it first to use port {port}"
                 )
             _wait_ready(host, port, pid, timeout, root)
-            return Broker(host, port, pid, root, already_running=True)
+            sasl_port = sasl_ssl.port if sasl_ssl is not None else None
+            return Broker(host, port, pid, root, already_running=True, sasl_ssl_port=sasl_port)
 
         java = find_java()
         libs = ensure_jars()
         log4j_cfg = _DEPLOY_DIR / "log4j2.yaml"
         if not log4j_cfg.is_file():
             raise LocalKafkaError(f"{log4j_cfg} not found: run from a streamer checkout")
-        for p in (port, port + 1):
+        for p in (port, port + 1, *([sasl_ssl.port] if sasl_ssl is not None else [])):
             if _port_in_use(host, p):
                 raise LocalKafkaError(
                     f"port {host}:{p} is already in use (another Kafka?); pick another port "
@@ -661,11 +747,16 @@ def start(
         t0 = time.monotonic()
         props_path = root / PROPS_FILE
         props = server_properties(
-            port, root, host=host, auto_create_topics=auto_create_topics, extra_properties=extra_properties
+            port,
+            root,
+            host=host,
+            auto_create_topics=auto_create_topics,
+            extra_properties=extra_properties,
+            sasl_ssl=sasl_ssl,
         )
         write_properties(props_path, props)
         if not is_formatted(root):
-            _format_storage(java, libs, props_path)
+            _format_storage(java, libs, props_path, sasl_ssl.scram_arguments() if sasl_ssl is not None else ())
         cmd = [
             java, *(DEFAULT_JVM_OPTS if jvm_opts is None else jvm_opts), *_BROKER_JVM_FLAGS,
             f"-Dkafka.logs.dir={root}", f"-Dlog4j2.configurationFile={log4j_cfg}",
@@ -680,7 +771,8 @@ def start(
                 _kill(pid, 5.0)
             (root / PID_FILE).unlink(missing_ok=True)
             raise
-        return Broker(host, port, pid, root, startup_s=time.monotonic() - t0)
+        sasl_port = sasl_ssl.port if sasl_ssl is not None else None
+        return Broker(host, port, pid, root, startup_s=time.monotonic() - t0, sasl_ssl_port=sasl_port)
 
 
 def stop(data_dir: str | os.PathLike[str] | None = None, *, timeout: float = DEFAULT_STOP_TIMEOUT_S) -> bool:
