@@ -123,6 +123,7 @@ def nested_too_deep(doc: Any, limit: int) -> str | None:
 
 
 def _parse_json_object(raw: RawEvent, limits: DecodeLimits) -> dict[str, Any] | DecodeFailure:
+    """Size, UTF-8, JSON and object checks, in that order: the cheapest rejection first."""
     value = raw.value
     if value is None:
         return DecodeFailure(raw, "not_an_object", "record has no value (tombstone)")
@@ -158,21 +159,35 @@ def ticket_text(payload: Mapping[str, Any]) -> str:
     return f"{subject}\n{body}" if subject else body
 
 
-def decode_ticket(raw: RawEvent, validator: Draft202012Validator, limits: DecodeLimits) -> Ticket | DecodeFailure:
-    """Bytes to a validated ``Ticket``, or a failure naming the first bad field."""
+def decode_record(
+    raw: RawEvent, validator: Draft202012Validator, limits: DecodeLimits
+) -> dict[str, Any] | DecodeFailure:
+    """Bytes to a JSON object valid against ``validator``, or a failure naming the first bad field.
+
+    Shared by every topic whose values are JSON documents with an ``id`` (tickets, escalations).
+    """
     doc = _parse_json_object(raw, limits)
     if isinstance(doc, DecodeFailure):
         return doc
-    ticket_id = doc.get("id") if isinstance(doc.get("id"), str) else None
+    record_id = doc.get("id") if isinstance(doc.get("id"), str) else None
     deep = nested_too_deep(doc, limits.max_depth)
     if deep is not None:
         message = f"{deep}: nested deeper than {limits.max_depth} levels"
-        return DecodeFailure(raw, "schema", message, field=deep, id=ticket_id)
+        return DecodeFailure(raw, "schema", message, field=deep, id=record_id)
     errors = sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         first = errors[0]
         where = error_path(first.absolute_path)
-        return DecodeFailure(raw, "schema", f"{where}: {first.message}", field=where, id=ticket_id)
+        return DecodeFailure(raw, "schema", f"{where}: {first.message}", field=where, id=record_id)
+    return doc
+
+
+def decode_ticket(raw: RawEvent, validator: Draft202012Validator, limits: DecodeLimits) -> Ticket | DecodeFailure:
+    """Bytes to a validated ``Ticket``, or a failure naming the first bad field."""
+    doc = decode_record(raw, validator, limits)
+    if isinstance(doc, DecodeFailure):
+        return doc
+    ticket_id = doc["id"]
     if not _check_timestamp(doc["created_at"]):
         return DecodeFailure(raw, "schema", "created_at: not an ISO-8601 date-time", field="created_at", id=ticket_id)
     if not doc["body"].strip():

@@ -10,14 +10,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from jsonschema import Draft202012Validator
 
 from streamer.bridge.answers import Answer
 from streamer.bridge.llm import Completion
 from streamer.bridge.prompt import PiiFinding
-from streamer.events import DecodeFailure, Output, RawEvent, dead_letter, encode
-from streamer.topics import DEADLETTER, LLM_RESPONSES, error_path
+from streamer.events import DecodeFailure, DecodeLimits, Output, RawEvent, dead_letter, decode_record, encode
+from streamer.topics import DEADLETTER, LLM_RESPONSES
 from streamer.triage.pii import redact
 
 
@@ -36,26 +35,9 @@ class Escalation:
 
 def decode_escalation(raw: RawEvent, validator: Draft202012Validator, max_bytes: int) -> Escalation | DecodeFailure:
     """Bytes to a checked escalation, or a failure with the dead-letter code and the first bad field."""
-    value = raw.value
-    if value is None:
-        return DecodeFailure(raw, "not_an_object", "record has no value (tombstone)")
-    if len(value) > max_bytes:
-        return DecodeFailure(raw, "oversize", f"value is {len(value)} bytes, more than the limit of {max_bytes}")
-    try:
-        value.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return DecodeFailure(raw, "invalid_utf8", f"not UTF-8 at byte {exc.start}: {exc.reason}")
-    try:
-        doc = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        return DecodeFailure(raw, "invalid_json", f"not valid JSON: {exc}")
-    if not isinstance(doc, dict):
-        return DecodeFailure(raw, "not_an_object", f"expected a JSON object, got {type(doc).__name__}")
-    record_id = doc.get("id") if isinstance(doc.get("id"), str) else None
-    errors = sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        where = error_path(errors[0].absolute_path)
-        return DecodeFailure(raw, "schema", f"{where}: {errors[0].message}", field=where, id=record_id)
+    doc = decode_record(raw, validator, DecodeLimits(max_event_bytes=max_bytes))
+    if isinstance(doc, DecodeFailure):
+        return doc
     return Escalation(id=doc["id"], doc=doc, raw=raw)
 
 
