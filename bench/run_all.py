@@ -117,12 +117,17 @@ def main() -> int:
     quick = args.quick
 
     models_json = RESULTS / f"{args.name}.models.json"
+    from streamer.models.sources import resolve_source
+
+    weights = resolve_source().path  # found here, so an interpreter with torch needs no weights package
     run(
         [
             torch_py,
             "bench/bench_models.py",
+            "--source",
+            str(weights),
             "--texts",
-            "64" if quick else "256",
+            "64" if quick else "128",
             "--repeats",
             "1" if quick else str(args.repeats),
             "--batch-sizes",
