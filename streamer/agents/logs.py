@@ -68,6 +68,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.partitioner import murmur2
 from mode import Service
 
+from streamer.agents.output import log_dead_letter
 from streamer.events import DecodeFailure, DecodeLimits, RawEvent, Source, dead_letter, encode
 from streamer.logs.decode import decode_logs, format_time_ms
 from streamer.logs.triage import IncidentClassifier, LogBatchResult, LogTriageState, triage_logs
@@ -160,15 +161,7 @@ class LogProcessor:
         for failure in failures:
             out[DEADLETTER].append((failure.raw.key, encode(dead_letter(failure, now))))
             batch.dead_letters[failure.code] += 1
-            source = failure.raw.source
-            log.info(
-                "log record dead-lettered",
-                topic=source.topic,
-                partition=source.partition,
-                offset=source.offset,
-                code=failure.code,
-                field=failure.field,
-            )
+            log_dead_letter(failure, "log record dead-lettered")
         batch.records = {topic: recs for topic, recs in out.items() if recs}
         batch.processed = len(out[LOGS_ENRICHED])
         batch.classified = counting.templates

@@ -9,7 +9,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from streamer.events import Output, encode
+from streamer.events import DecodeFailure, Output, encode
 
 log = structlog.get_logger(__name__)
 
@@ -85,3 +85,17 @@ class OutputSender:
                 await producer.stop()
             except (KafkaError, OSError) as exc:
                 log.debug("stopping a failed producer failed too", error=repr(exc))
+
+
+def log_dead_letter(failure: DecodeFailure, event: str = "record dead-lettered") -> None:
+    """Where it came from and why, never the content: the message may quote the input (schema errors do)."""
+    source = failure.raw.source
+    log.info(
+        event,
+        event_id=failure.id,
+        topic=source.topic,
+        partition=source.partition,
+        offset=source.offset,
+        code=failure.code,
+        field=failure.field,
+    )

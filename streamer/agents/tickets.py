@@ -19,7 +19,7 @@ import faust
 import structlog
 from jsonschema import Draft202012Validator
 
-from streamer.agents.output import OutputSender
+from streamer.agents.output import OutputSender, log_dead_letter
 from streamer.events import (
     DecodeFailure,
     DecodeLimits,
@@ -127,17 +127,7 @@ class TicketProcessor:
         key = failure.raw.key
         result.outputs.append(Output(DEADLETTER, key, dead_letter(failure, utc_iso(self.clock()))))
         result.dead_letters[failure.code] += 1
-        # Where it came from and why, never the content: the message may quote the input (schema errors do).
-        source = failure.raw.source
-        log.info(
-            "record dead-lettered",
-            event_id=failure.id,
-            topic=source.topic,
-            partition=source.partition,
-            offset=source.offset,
-            code=failure.code,
-            field=failure.field,
-        )
+        log_dead_letter(failure)
 
 
 def raw_event(event: faust.types.EventT) -> RawEvent:
