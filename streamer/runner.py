@@ -221,6 +221,7 @@ def _demo(args: argparse.Namespace) -> int:
         tickets = list(demo.demo_tickets(args.tickets, seed=args.seed))
         records: list[tuple[bytes | None, bytes]] = []
         expected = set()
+        malformed = 0
         for i, doc in enumerate(tickets):
             doc["id"] = f"{doc['id']}-{run_tag}"
             expected.add(doc["id"])
@@ -228,9 +229,10 @@ def _demo(args: argparse.Namespace) -> int:
             if args.malformed and i % args.malformed == args.malformed - 1:
                 bad_id = f"BAD-{run_tag}-{i}"
                 records.append((bad_id.encode(), b'{"id": "' + bad_id.encode() + b'", "body": 42'))
+                malformed += 1
         began = time.perf_counter()
         asyncio.run(produce_records(settings, settings.topic(TICKETS), records, rate=args.rate, total=len(records)))
-        summary = asyncio.run(_collect(settings, watched, start, expected, run_tag, args.timeout, worker))
+        summary = asyncio.run(_collect(settings, watched, start, expected, malformed, run_tag, args.timeout, worker))
         summary["elapsed_s"] = time.perf_counter() - began
         _print_summary(summary, len(expected))
     finally:
@@ -247,6 +249,7 @@ async def _collect(
     watched: list[str],
     start: dict[Any, int],
     expected: set[str],
+    malformed: int,
     run_tag: str,
     timeout: float,
     worker: subprocess.Popen[bytes],
@@ -281,7 +284,8 @@ async def _collect(
                     summary["agree"] += triage["intent"]["label"] in intended
         elif record is not None and topic.endswith(DEADLETTER) and run_tag in str(record["raw"].get("key")):
             summary["dead"][record["error"]["code"]] += 1
-        if len(enriched) >= len(expected) or time.monotonic() > deadline or worker.poll() is not None:
+        done = len(enriched) >= len(expected) and sum(summary["dead"].values()) >= malformed
+        if done or time.monotonic() > deadline or worker.poll() is not None:
             break
     summary["enriched"] = len(enriched)
     return summary
