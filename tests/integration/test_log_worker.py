@@ -99,8 +99,8 @@ class Cluster:
 
         return asyncio.run(go())
 
-    def read_all(self, topic: str) -> list[tuple[bytes | None, Any]]:
-        """Every record of a topic from the beginning to its current end: (key, decoded value)."""
+    def read_all(self, topic: str, *, decode: bool = True) -> list[tuple[bytes | None, Any]]:
+        """Every record of a topic from the beginning to its current end: (key, decoded or raw value)."""
 
         async def go() -> list[tuple[bytes | None, Any]]:
             consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
@@ -115,7 +115,10 @@ class Cluster:
                 while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
                     assert time.monotonic() < deadline, f"reading {topic} took too long"
                     for messages in (await consumer.getmany(timeout_ms=500)).values():
-                        out.extend((m.key, orjson.loads(m.value) if m.value is not None else None) for m in messages)
+                        out.extend(
+                            (m.key, orjson.loads(m.value) if decode and m.value is not None else m.value)
+                            for m in messages
+                        )
                 return out
             finally:
                 await consumer.stop()
@@ -438,23 +441,7 @@ def test_produce_logs_from_a_file(cluster: Cluster, tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
 
-    async def raw_records() -> list[tuple[bytes | None, bytes]]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=cluster.bootstrap, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            parts = await topic_partitions(consumer, cluster.topic(LOGS))
-            consumer.assign(parts)
-            await consumer.seek_to_beginning(*parts)
-            ends = await consumer.end_offsets(parts)
-            out: list[tuple[bytes | None, bytes]] = []
-            while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
-                for messages in (await consumer.getmany(timeout_ms=500)).values():
-                    out.extend((m.key, m.value) for m in messages if m.value is not None)
-            return out
-        finally:
-            await consumer.stop()
-
-    records = dict((v, k) for k, v in asyncio.run(raw_records()))
+    records = {v: k for k, v in cluster.read_all(LOGS, decode=False) if v is not None}
     assert records[orjson.dumps(doc)] == service.encode()
     assert records[text.encode()] == service.encode()
     assert records[bare.encode()] is None
