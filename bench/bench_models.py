@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamer.models.convert import convert_bert
+from streamer.models.convert import convert_checkpoint
 from streamer.models.encoder import Encoder
 from streamer.models.sources import resolve_source
 
@@ -147,7 +147,7 @@ def main() -> None:
     results: dict[str, Any] = {"texts": len(texts), "repeats": args.repeats, "threads": args.threads, "rows": rows}
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "ct2"
-        convert_bert(src.path, model_dir)
+        convert_checkpoint(src.path, model_dir)
         enc_probe = Encoder(model_dir, src.path / "tokenizer.json", device="cpu", max_length=args.max_length)
         lengths = [len(i) for i in enc_probe.tokenize(texts)]
         results["token_length"] = {

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamer.models.build import HeadSpec, build_bundle
 from streamer.models.bundle import load_bundle
-from streamer.models.convert import convert_bert
+from streamer.models.convert import convert_checkpoint
 from streamer.models.encoder import Encoder
 from streamer.models.evaluate import classification_metrics, evaluate
 from streamer.models.heads import class_centroids, softmax, stratified_split, train_head
@@ -99,7 +99,7 @@ def main() -> None:
     wanted = args.heads.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "ct2"
-        convert_bert(src.path, model_dir)
+        convert_checkpoint(src.path, model_dir)
         for pooling in args.poolings.split(","):
             for max_length in (int(v) for v in args.max_lengths.split(",")):
                 enc = Encoder(

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from streamer.models import bundle as bundle_mod
-from streamer.models.convert import convert_bert
+from streamer.models.convert import convert_checkpoint
 from streamer.models.data import read_examples
 from streamer.models.encoder import DEFAULT_MAX_LENGTH, Encoder, FloatArray
 from streamer.models.errors import DataError, ModelError
@@ -104,7 +104,7 @@ def build_bundle(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        conversion = convert_bert(src.path, staging / bundle_mod.MODEL_DIR)
+        conversion = convert_checkpoint(src.path, staging / bundle_mod.MODEL_DIR)
         if max_length > conversion.max_positions:
             raise ModelError(f"max_length {max_length} exceeds the model's {conversion.max_positions} positions")
         shutil.copy2(src.path / "tokenizer.json", staging / bundle_mod.TOKENIZER)

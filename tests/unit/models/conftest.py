@@ -13,7 +13,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 
 from streamer.models.build import HeadSpec, build_bundle
 from streamer.models.bundle import Bundle, load_bundle
-from streamer.models.convert import convert_bert
+from streamer.models.convert import convert_checkpoint
 from streamer.models.errors import SourceError
 from streamer.models.sources import DEFAULT_PACKAGE, resolve_source
 
@@ -36,7 +36,7 @@ def weights_dir() -> Path:
 @pytest.fixture(scope="session")
 def ct2_model(weights_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ct2") / "model"
-    convert_bert(weights_dir, out)
+    convert_checkpoint(weights_dir, out)
     return out
 
 
@@ -115,5 +115,66 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
     )
+    tok.save(str(root / "tokenizer.json"))
+    return root
+
+
+TINY_MPNET_VOCAB = ["<s>", "<pad>", "</s>", "[UNK]", "hello", "world", "card", "late", "refund", "my", "is"]
+
+
+@pytest.fixture(scope="session")
+def tiny_mpnet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 8-dim MPNet with random weights: absolute positions offset by the padding index plus a
+    relative attention bias shared by all layers, in HF layout."""
+    root = tmp_path_factory.mktemp("tiny_mpnet")
+    rng = np.random.default_rng(11)
+    hidden, inter, layers, vocab, positions, heads = 8, 16, 2, len(TINY_MPNET_VOCAB), 40, 2
+
+    def w(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.3).astype(np.float32)
+
+    tensors = {
+        "embeddings.word_embeddings.weight": w(vocab, hidden),
+        "embeddings.position_embeddings.weight": w(positions, hidden),
+        "embeddings.LayerNorm.weight": 1 + w(hidden),
+        "embeddings.LayerNorm.bias": w(hidden),
+        # Large enough that a wrong bucket or a missing bias changes the output visibly.
+        "encoder.relative_attention_bias.weight": 3 * w(32, heads),
+        "pooler.dense.weight": w(hidden, hidden),
+        "pooler.dense.bias": w(hidden),
+    }
+    for i in range(layers):
+        p = f"encoder.layer.{i}"
+        for name in ("q", "k", "v", "o"):
+            tensors[f"{p}.attention.attn.{name}.weight"] = w(hidden, hidden)
+            tensors[f"{p}.attention.attn.{name}.bias"] = w(hidden)
+        tensors[f"{p}.attention.LayerNorm.weight"] = 1 + w(hidden)
+        tensors[f"{p}.attention.LayerNorm.bias"] = w(hidden)
+        tensors[f"{p}.intermediate.dense.weight"] = w(inter, hidden)
+        tensors[f"{p}.intermediate.dense.bias"] = w(inter)
+        tensors[f"{p}.output.dense.weight"] = w(hidden, inter)
+        tensors[f"{p}.output.dense.bias"] = w(hidden)
+        tensors[f"{p}.output.LayerNorm.weight"] = 1 + w(hidden)
+        tensors[f"{p}.output.LayerNorm.bias"] = w(hidden)
+    save_file(tensors, str(root / "model.safetensors"))
+    config = {
+        "model_type": "mpnet",
+        "architectures": ["MPNetForMaskedLM"],
+        "hidden_size": hidden,
+        "num_attention_heads": heads,
+        "num_hidden_layers": layers,
+        "intermediate_size": inter,
+        "hidden_act": "gelu",
+        "layer_norm_eps": 1e-5,
+        "max_position_embeddings": positions,
+        "relative_attention_num_buckets": 32,
+        "pad_token_id": 1,
+        "vocab_size": vocab,
+    }
+    (root / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(TINY_MPNET_VOCAB)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
     tok.save(str(root / "tokenizer.json"))
     return root

