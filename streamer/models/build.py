@@ -45,6 +45,8 @@ class HeadSpec:
     label_col: str = "label"
     classifier: Literal["logreg", "mlp"] = "logreg"
     l2: float | None = None
+    knn_weight: float | None = None
+    """Share of the nearest-neighbour vote; ``None`` chooses it on the calibration split."""
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -68,6 +70,7 @@ def merge_specs(specs: Sequence[HeadSpec]) -> list[HeadSpec]:
                 prev.label_col,
                 prev.classifier,
                 prev.l2,
+                prev.knn_weight,
                 prev.options,
             )
         else:
@@ -192,7 +195,14 @@ def _build_head(spec: HeadSpec, encoder: Encoder, val_fraction: float, seed: int
         raise DataError(f"head {spec.name!r}: training data has fewer than two labels")
     embeddings = embed_texts(encoder, texts, desc=f"embed {spec.name}", progress=progress)
     return train_head(
-        spec.name, embeddings, labels_, kind=spec.classifier, l2=spec.l2, val_fraction=val_fraction, seed=seed
+        spec.name,
+        embeddings,
+        labels_,
+        kind=spec.classifier,
+        l2=spec.l2,
+        val_fraction=val_fraction,
+        seed=seed,
+        knn_weight=spec.knn_weight,
     )
 
 
@@ -204,6 +214,7 @@ def _spec_json(spec: HeadSpec) -> dict[str, Any]:
         "text_col": spec.text_col,
         "label_col": spec.label_col,
         "classifier": "zeroshot" if spec.zero_shot else spec.classifier,
+        "knn_weight": "auto" if spec.knn_weight is None else spec.knn_weight,
     }
 
 

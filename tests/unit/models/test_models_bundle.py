@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from streamer.models.build import HeadSpec, build_bundle
 from streamer.models.bundle import FORMAT_VERSION, Bundle, load_bundle, read_manifest
 from streamer.models.cli import add_models_commands, run_models_command
 from streamer.models.errors import BundleError, DataError
@@ -204,3 +205,21 @@ def test_cli_rejects_malformed_head_argument(capsys: pytest.CaptureFixture[str])
 def test_empty_batch(bundle: Bundle) -> None:
     out = bundle.predict([])
     assert out["intent"].probs.shape == (0, 3) and out["intent"].top == []
+
+
+def test_neighbour_exemplars_survive_the_round_trip(weights_dir: Path, fixtures_dir: Path, tmp_path: Path) -> None:
+    heads = [HeadSpec("intent", (fixtures_dir / "tiny_intents.csv",), knn_weight=0.5)]
+    out = build_bundle(tmp_path / "knn", "support", "1", heads, max_length=64, progress=False)
+    entry = read_manifest(out)["heads"]["intent"]
+    built_from = sum(1 for _ in (fixtures_dir / "tiny_intents.csv").open()) - 1
+    assert entry["knn_weight"] == 0.5 and entry["exemplars"] == built_from
+    bundle = load_bundle(out, device="cpu")
+    head = bundle.heads["intent"]
+    assert head.exemplars is not None and head.exemplars.dtype == np.float32
+    texts = ["refund please", "where is my order", "my card is late"]
+    emb = bundle.encoder.encode(texts)
+    blended = head.predict(emb).probs
+    head.knn_weight = 0.0
+    linear = head.predict(emb).probs
+    assert not np.allclose(blended, linear, atol=1e-3)  # the stored exemplars take part
+    np.testing.assert_allclose(blended, 0.5 * linear + 0.5 * head.neighbour_probs(emb), atol=1e-6)

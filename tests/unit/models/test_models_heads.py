@@ -12,6 +12,7 @@ from streamer.models.heads import (
     Head,
     expected_calibration_error,
     fit_temperature,
+    knn_probs,
     load_zero_shot_yaml,
     nll,
     softmax,
@@ -155,3 +156,46 @@ def test_head_needs_two_labels() -> None:
     x, _, _ = _clusters(per_class=4)
     with pytest.raises(DataError):
         train_head("h", x, ["same"] * len(x))
+
+
+def _two_blobs_per_class(per_blob: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """Class a around +e0 and -e0, class b around +e1 and -e1: no linear boundary separates them."""
+    rng = np.random.default_rng(seed)
+    dim = 8
+    centers = {"a": [np.eye(dim)[0], -np.eye(dim)[0]], "b": [np.eye(dim)[1], -np.eye(dim)[1]]}
+    xs, labels = [], []
+    for label, blobs in centers.items():
+        for center in blobs:
+            xs.append(center + 0.15 * rng.standard_normal((per_blob, dim)))
+            labels += [label] * per_blob
+    return _unit(np.concatenate(xs)), labels
+
+
+def test_neighbour_vote_is_chosen_where_a_linear_head_cannot_separate() -> None:
+    x, labels = _two_blobs_per_class(40)
+    test_x, test_labels = _two_blobs_per_class(20, seed=1)
+    linear = train_head("xor", x, labels, knn_weight=0.0)
+    auto = train_head("xor", x, labels)
+    assert linear.exemplars is None and linear.knn_weight == 0.0
+    assert auto.knn_weight > 0 and auto.settings["knn_weight"] == auto.knn_weight
+    assert auto.exemplars is not None and len(auto.exemplars) == len(labels)  # refit: every example
+    acc_linear = np.mean(np.array(linear.predict(test_x).top) == np.array(test_labels))
+    acc_auto = np.mean(np.array(auto.predict(test_x).top) == np.array(test_labels))
+    assert acc_linear < 0.8 and acc_auto > 0.95
+    probs = auto.predict(test_x).probs
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_neighbour_vote_is_left_out_where_it_does_not_help() -> None:
+    x, labels, _ = _clusters(per_class=30, noise=0.05)
+    head = train_head("easy", x, labels)
+    # Separable clusters: the linear head alone is already certain, and the log-loss cannot improve.
+    assert head.knn_weight == 0.0 and head.exemplars is None
+
+
+def test_knn_probs_weights_near_neighbours_most() -> None:
+    exemplars = _unit(np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]))
+    labels = np.array([0, 0, 1])
+    probs = knn_probs(_unit(np.array([[1.0, 0.05], [0.05, 1.0]])), exemplars, labels, 2, n_neighbours=2)
+    assert probs[0].argmax() == 0 and probs[0, 0] > 0.99
+    assert probs[1].argmax() == 1 and probs[1, 1] > 0.9
