@@ -63,7 +63,11 @@ def main() -> None:
     ap.add_argument("--compute-type", default="int8")
     ap.add_argument("--max-lengths", default="256", help="comma-separated, e.g. 32,64,256")
     ap.add_argument("--poolings", default="mean", help="comma-separated: mean,cls")
-    ap.add_argument("--heads", default="logreg,mlp,centroid,knn,ensemble", help="also: logreg-norefit")
+    ap.add_argument(
+        "--heads",
+        default="logreg,logreg-knn,mlp,centroid,knn,ensemble",
+        help="also: logreg-norefit (logreg-knn: the build default, neighbour share chosen on held-out data)",
+    )
     ap.add_argument("--no-bundle", action="store_true", help="skip the end-to-end build_bundle + evaluate")
     ap.add_argument(
         "--oos-files",
@@ -120,7 +124,7 @@ def main() -> None:
                 for kind in ("logreg", "mlp"):
                     if kind in wanted or (kind == "logreg" and "ensemble" in wanted):
                         t0 = time.perf_counter()
-                        head = train_head(kind, xtr, ltr, kind=kind)  # type: ignore[arg-type]
+                        head = train_head(kind, xtr, ltr, kind=kind, knn_weight=0.0)  # type: ignore[arg-type]
                         out = head.predict(xte)
                         probs_by[kind] = out.probs
                         run[kind] = summarize(classification_metrics(out.probs, yte, classes))
@@ -136,8 +140,12 @@ def main() -> None:
                                 "below_10pct_confidence_cut": round(float((probe.confidence < cut).mean()), 4),
                                 "flagged_either": round(float((probe.oos | (probe.confidence < cut)).mean()), 4),
                             }
+                if "logreg-knn" in wanted:
+                    head = train_head("auto", xtr, ltr, kind="logreg")
+                    run["logreg_knn"] = summarize(classification_metrics(head.predict(xte).probs, yte, classes))
+                    run["logreg_knn"]["knn_weight"] = head.knn_weight
                 if "logreg-norefit" in wanted:
-                    head = train_head("norefit", xtr, ltr, kind="logreg", refit=False)
+                    head = train_head("norefit", xtr, ltr, kind="logreg", refit=False, knn_weight=0.0)
                     out = head.predict(xte)
                     run["logreg_norefit"] = summarize(classification_metrics(out.probs, yte, classes))
                     run["logreg_norefit"]["temperature"] = round(head.temperature, 3)

@@ -274,9 +274,10 @@ def _summary(manifest: dict[str, Any], path: Path, verified: bool = True) -> str
     for name, head in manifest.get("heads", {}).items():
         metrics = head.get("metrics", {})
         acc = f", held-out accuracy {metrics['accuracy']:.4f}" if "accuracy" in metrics else ""
+        knn = f", neighbour vote {head['knn_weight']} of {head['exemplars']}" if head.get("knn_weight") else ""
         lines.append(
             f"  head {name}: {head['kind']} {head['classifier']}, {len(head['labels'])} labels, "
-            f"T={head['temperature']:.3f}{acc}"
+            f"T={head['temperature']:.3f}{knn}{acc}"
         )
     return "\n".join(lines)
 
