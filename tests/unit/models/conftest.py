@@ -4,6 +4,7 @@ absent), one bundle built per session from tiny fixtures, and a tiny random BERT
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,27 @@ def bundle(bundle_dir: Path) -> Bundle:
     return load_bundle(bundle_dir, device="cpu")
 
 
+def _layer_tensors(
+    w: Callable[..., np.ndarray], layers: int, hidden: int, inter: int, attention: list[str], norm: str
+) -> dict[str, np.ndarray]:
+    """Random weights of post-norm encoder layers: the four attention projections named by ``attention``
+    (query, key, value, output), the attention ``norm``, and the feed-forward block BERT and MPNet share."""
+    tensors: dict[str, np.ndarray] = {}
+    for i in range(layers):
+        p = f"encoder.layer.{i}"
+        for name in attention:
+            tensors[f"{p}.{name}.weight"] = w(hidden, hidden)
+            tensors[f"{p}.{name}.bias"] = w(hidden)
+        for name in (norm, "output.LayerNorm"):
+            tensors[f"{p}.{name}.weight"] = 1 + w(hidden)
+            tensors[f"{p}.{name}.bias"] = w(hidden)
+        tensors[f"{p}.intermediate.dense.weight"] = w(inter, hidden)
+        tensors[f"{p}.intermediate.dense.bias"] = w(inter)
+        tensors[f"{p}.output.dense.weight"] = w(hidden, inter)
+        tensors[f"{p}.output.dense.bias"] = w(hidden)
+    return tensors
+
+
 TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world", "card", "late", "refund", "my", "is"]
 
 
@@ -78,21 +100,8 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "pooler.dense.weight": w(hidden, hidden),
         "pooler.dense.bias": w(hidden),
     }
-    for i in range(layers):
-        p = f"encoder.layer.{i}"
-        for name in ("query", "key", "value"):
-            tensors[f"{p}.attention.self.{name}.weight"] = w(hidden, hidden)
-            tensors[f"{p}.attention.self.{name}.bias"] = w(hidden)
-        tensors[f"{p}.attention.output.dense.weight"] = w(hidden, hidden)
-        tensors[f"{p}.attention.output.dense.bias"] = w(hidden)
-        tensors[f"{p}.attention.output.LayerNorm.weight"] = 1 + w(hidden)
-        tensors[f"{p}.attention.output.LayerNorm.bias"] = w(hidden)
-        tensors[f"{p}.intermediate.dense.weight"] = w(inter, hidden)
-        tensors[f"{p}.intermediate.dense.bias"] = w(inter)
-        tensors[f"{p}.output.dense.weight"] = w(hidden, inter)
-        tensors[f"{p}.output.dense.bias"] = w(hidden)
-        tensors[f"{p}.output.LayerNorm.weight"] = 1 + w(hidden)
-        tensors[f"{p}.output.LayerNorm.bias"] = w(hidden)
+    attention = [f"attention.self.{n}" for n in ("query", "key", "value")] + ["attention.output.dense"]
+    tensors |= _layer_tensors(w, layers, hidden, inter, attention, "attention.output.LayerNorm")
     save_file(tensors, str(root / "model.safetensors"))
     config = {
         "model_type": "bert",
@@ -143,19 +152,8 @@ def tiny_mpnet(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "pooler.dense.weight": w(hidden, hidden),
         "pooler.dense.bias": w(hidden),
     }
-    for i in range(layers):
-        p = f"encoder.layer.{i}"
-        for name in ("q", "k", "v", "o"):
-            tensors[f"{p}.attention.attn.{name}.weight"] = w(hidden, hidden)
-            tensors[f"{p}.attention.attn.{name}.bias"] = w(hidden)
-        tensors[f"{p}.attention.LayerNorm.weight"] = 1 + w(hidden)
-        tensors[f"{p}.attention.LayerNorm.bias"] = w(hidden)
-        tensors[f"{p}.intermediate.dense.weight"] = w(inter, hidden)
-        tensors[f"{p}.intermediate.dense.bias"] = w(inter)
-        tensors[f"{p}.output.dense.weight"] = w(hidden, inter)
-        tensors[f"{p}.output.dense.bias"] = w(hidden)
-        tensors[f"{p}.output.LayerNorm.weight"] = 1 + w(hidden)
-        tensors[f"{p}.output.LayerNorm.bias"] = w(hidden)
+    attention = [f"attention.attn.{n}" for n in ("q", "k", "v", "o")]
+    tensors |= _layer_tensors(w, layers, hidden, inter, attention, "attention.LayerNorm")
     save_file(tensors, str(root / "model.safetensors"))
     config = {
         "model_type": "mpnet",

@@ -22,43 +22,74 @@ def _layer_norm(x: np.ndarray, g: np.ndarray, b: np.ndarray, eps: float = 1e-12)
     return (x - mu) / np.sqrt(var + eps) * g + b
 
 
-def numpy_bert_mean_pooled(root: Path, ids: list[int], heads: int = 2) -> np.ndarray:
-    """Reference BERT forward in float64 (exact erf GELU), mean-pooled and normalised."""
-    t = {k: v.astype(np.float64) for k, v in load_file(str(root / "model.safetensors")).items()}
-    n = len(ids)
-    x = t["embeddings.word_embeddings.weight"][ids] + t["embeddings.position_embeddings.weight"][:n]
-    x = x + t["embeddings.token_type_embeddings.weight"][0]
-    x = _layer_norm(x, t["embeddings.LayerNorm.weight"], t["embeddings.LayerNorm.bias"])
+def _post_norm_layers(
+    t: dict[str, np.ndarray],
+    x: np.ndarray,
+    names: dict[str, str],
+    *,
+    heads: int,
+    eps: float,
+    bias: np.ndarray | None = None,
+) -> np.ndarray:
+    """BERT-style post-norm layers in float64 (exact erf GELU); ``names`` maps the attention tensors of an
+    architecture (query/key/value/output/norm) and ``bias`` is an optional ``(n, n, heads)`` score bias."""
     erf = np.vectorize(math.erf)
     layer = 0
-    while f"encoder.layer.{layer}.attention.self.query.weight" in t:
+    while f"encoder.layer.{layer}.{names['query']}.weight" in t:
         p = f"encoder.layer.{layer}"
 
         def lin(name: str, h: np.ndarray, p: str = p) -> np.ndarray:
             return h @ t[f"{p}.{name}.weight"].T + t[f"{p}.{name}.bias"]
 
-        q, k, v = (lin(f"attention.self.{m}", x) for m in ("query", "key", "value"))
+        q, k, v = (lin(names[m], x) for m in ("query", "key", "value"))
         d = q.shape[-1] // heads
         ctx = np.zeros_like(x)
         for h in range(heads):
             s = slice(h * d, (h + 1) * d)
-            scores = q[:, s] @ k[:, s].T / math.sqrt(d)
+            scores = q[:, s] @ k[:, s].T / math.sqrt(d) + (0.0 if bias is None else bias[:, :, h])
             att = np.exp(scores - scores.max(-1, keepdims=True))
             att /= att.sum(-1, keepdims=True)
             ctx[:, s] = att @ v[:, s]
-        x = _layer_norm(
-            x + lin("attention.output.dense", ctx),
-            t[f"{p}.attention.output.LayerNorm.weight"],
-            t[f"{p}.attention.output.LayerNorm.bias"],
-        )
+        norm = names["norm"]
+        x = _layer_norm(x + lin(names["output"], ctx), t[f"{p}.{norm}.weight"], t[f"{p}.{norm}.bias"], eps)
         inter = lin("intermediate.dense", x)
         inter = 0.5 * inter * (1 + erf(inter / math.sqrt(2)))
         x = _layer_norm(
-            x + lin("output.dense", inter), t[f"{p}.output.LayerNorm.weight"], t[f"{p}.output.LayerNorm.bias"]
+            x + lin("output.dense", inter), t[f"{p}.output.LayerNorm.weight"], t[f"{p}.output.LayerNorm.bias"], eps
         )
         layer += 1
     pooled = x.mean(0)
     return pooled / np.linalg.norm(pooled)
+
+
+_BERT_NAMES = {
+    "query": "attention.self.query",
+    "key": "attention.self.key",
+    "value": "attention.self.value",
+    "output": "attention.output.dense",
+    "norm": "attention.output.LayerNorm",
+}
+_MPNET_NAMES = {
+    "query": "attention.attn.q",
+    "key": "attention.attn.k",
+    "value": "attention.attn.v",
+    "output": "attention.attn.o",
+    "norm": "attention.LayerNorm",
+}
+
+
+def _tensors(root: Path) -> dict[str, np.ndarray]:
+    return {k: v.astype(np.float64) for k, v in load_file(str(root / "model.safetensors")).items()}
+
+
+def numpy_bert_mean_pooled(root: Path, ids: list[int], heads: int = 2) -> np.ndarray:
+    """Reference BERT forward, mean-pooled and normalised."""
+    t = _tensors(root)
+    n = len(ids)
+    x = t["embeddings.word_embeddings.weight"][ids] + t["embeddings.position_embeddings.weight"][:n]
+    x = x + t["embeddings.token_type_embeddings.weight"][0]
+    x = _layer_norm(x, t["embeddings.LayerNorm.weight"], t["embeddings.LayerNorm.bias"])
+    return _post_norm_layers(t, x, _BERT_NAMES, heads=heads, eps=1e-12)
 
 
 def test_tiny_bert_matches_numpy_reference(tiny_bert: Path, tmp_path: Path) -> None:
@@ -88,48 +119,20 @@ def _relative_bucket(relative: int, num_buckets: int = 32, max_distance: int = 1
 
 
 def numpy_mpnet_mean_pooled(root: Path, ids: list[int], heads: int = 2, pad_id: int = 1) -> np.ndarray:
-    """Reference MPNet forward in float64: positions start after the padding index, and one relative
-    attention bias table is added to every layer's scaled scores."""
-    t = {k: v.astype(np.float64) for k, v in load_file(str(root / "model.safetensors")).items()}
+    """Reference MPNet forward: positions start after the padding index, and one relative attention bias
+    table is added to every layer's scaled scores."""
+    t = _tensors(root)
     n = len(ids)
-    x = (
-        t["embeddings.word_embeddings.weight"][ids]
-        + t["embeddings.position_embeddings.weight"][pad_id + 1 : pad_id + 1 + n]
+    positions = t["embeddings.position_embeddings.weight"][pad_id + 1 : pad_id + 1 + n]
+    x = _layer_norm(
+        t["embeddings.word_embeddings.weight"][ids] + positions,
+        t["embeddings.LayerNorm.weight"],
+        t["embeddings.LayerNorm.bias"],
+        1e-5,
     )
-    x = _layer_norm(x, t["embeddings.LayerNorm.weight"], t["embeddings.LayerNorm.bias"], 1e-5)
     table = t["encoder.relative_attention_bias.weight"]
-    bias = np.array([[table[_relative_bucket(j - i)] for j in range(n)] for i in range(n)])  # (n, n, heads)
-    erf = np.vectorize(math.erf)
-    layer = 0
-    while f"encoder.layer.{layer}.attention.attn.q.weight" in t:
-        p = f"encoder.layer.{layer}"
-
-        def lin(name: str, h: np.ndarray, p: str = p) -> np.ndarray:
-            return h @ t[f"{p}.{name}.weight"].T + t[f"{p}.{name}.bias"]
-
-        q, k, v = (lin(f"attention.attn.{m}", x) for m in ("q", "k", "v"))
-        d = q.shape[-1] // heads
-        ctx = np.zeros_like(x)
-        for h in range(heads):
-            s = slice(h * d, (h + 1) * d)
-            scores = q[:, s] @ k[:, s].T / math.sqrt(d) + bias[:, :, h]
-            att = np.exp(scores - scores.max(-1, keepdims=True))
-            att /= att.sum(-1, keepdims=True)
-            ctx[:, s] = att @ v[:, s]
-        x = _layer_norm(
-            x + lin("attention.attn.o", ctx),
-            t[f"{p}.attention.LayerNorm.weight"],
-            t[f"{p}.attention.LayerNorm.bias"],
-            1e-5,
-        )
-        inter = lin("intermediate.dense", x)
-        inter = 0.5 * inter * (1 + erf(inter / math.sqrt(2)))
-        x = _layer_norm(
-            x + lin("output.dense", inter), t[f"{p}.output.LayerNorm.weight"], t[f"{p}.output.LayerNorm.bias"], 1e-5
-        )
-        layer += 1
-    pooled = x.mean(0)
-    return pooled / np.linalg.norm(pooled)
+    bias = np.array([[table[_relative_bucket(j - i)] for j in range(n)] for i in range(n)])
+    return _post_norm_layers(t, x, _MPNET_NAMES, heads=heads, eps=1e-5, bias=bias)
 
 
 def test_tiny_mpnet_matches_numpy_reference(tiny_mpnet: Path, tmp_path: Path) -> None:
