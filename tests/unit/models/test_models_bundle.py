@@ -13,7 +13,7 @@ import pytest
 from streamer.models.build import HeadSpec, build_bundle
 from streamer.models.bundle import FORMAT_VERSION, Bundle, load_bundle, read_manifest
 from streamer.models.cli import add_models_commands, run_models_command
-from streamer.models.errors import BundleError, DataError
+from streamer.models.errors import BundleError, DataError, ModelError
 from streamer.models.evaluate import evaluate, selective_accuracy
 
 
@@ -223,3 +223,22 @@ def test_neighbour_exemplars_survive_the_round_trip(weights_dir: Path, fixtures_
     linear = head.predict(emb).probs
     assert not np.allclose(blended, linear, atol=1e-3)  # the stored exemplars take part
     np.testing.assert_allclose(blended, 0.5 * linear + 0.5 * head.neighbour_probs(emb), atol=1e-6)
+
+
+def test_int8_stored_weights_are_smaller_and_predict_alike(
+    weights_dir: Path, fixtures_dir: Path, tmp_path: Path
+) -> None:
+    heads = [HeadSpec("intent", (fixtures_dir / "tiny_intents.csv",), knn_weight=0.0)]
+    small = build_bundle(tmp_path / "int8", "support", "1", heads, weights="int8", progress=False)
+    full = build_bundle(tmp_path / "f32", "support", "1", heads, progress=False)
+    assert read_manifest(small)["encoder"]["weights"] == "int8"
+    size = (small / "model" / "model.bin").stat().st_size
+    assert size < 0.35 * (full / "model" / "model.bin").stat().st_size
+    texts = ["refund please", "where is my order", "my card is late"]
+    a, b = load_bundle(small, device="cpu"), load_bundle(full, device="cpu")  # both compute in int8
+    np.testing.assert_allclose(a.predict(texts)["intent"].probs, b.predict(texts)["intent"].probs, atol=0.02)
+    # Stored int8, computed float32: CTranslate2 widens the weights at load.
+    c = load_bundle(small, device="cpu", compute_type="float32")
+    assert c.predict(texts)["intent"].top == b.predict(texts)["intent"].top
+    with pytest.raises(ModelError, match="weights"):
+        build_bundle(tmp_path / "bad", "support", "1", heads, weights="int4", progress=False)
