@@ -50,7 +50,7 @@ from streamer.defaults import ensure_default_bundle  # noqa: E402
 from streamer.demo import demo_log_lines  # noqa: E402
 from streamer.events import RawEvent, Source  # noqa: E402
 from streamer.kafka import clients, local  # noqa: E402
-from streamer.kafka.admin import apply_topics  # noqa: E402
+from streamer.kafka.admin import apply_topics, delete_prefixed_topics  # noqa: E402
 from streamer.logs.runtime import LogRuntime, load_log_runtime, log_group_id, log_service  # noqa: E402
 from streamer.runner import log_records  # noqa: E402
 from streamer.settings import Settings  # noqa: E402
@@ -300,11 +300,6 @@ def where_time_goes(prof: cProfile.Profile, parts: dict[str, str], lines: int) -
     return {"us_per_line": {k: round(v, 1) for k, v in table.items()}, "top_own_time": top}
 
 
-async def delete_topics(settings: Settings) -> None:
-    async with clients.admin_client(settings) as admin:
-        await admin.delete_topics([settings.topic(t) for t in TOPICS])
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lines", type=int, default=200_000, help="lines pre-filled (default 200000)")
@@ -370,7 +365,7 @@ def main() -> int:
         outputs = asyncio.run(read_outputs(settings))
     finally:
         if not args.keep:
-            asyncio.run(delete_topics(settings))
+            asyncio.run(delete_prefixed_topics(settings))
 
     enriched = outputs[LOGS_ENRICHED]
     span_s = max((outputs["last_ms"] - outputs["first_ms"]) / 1000, 1e-9)

@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 from streamer.defaults import ensure_default_bundle  # noqa: E402
 from streamer.events import RawEvent, Source  # noqa: E402
 from streamer.kafka import local  # noqa: E402
-from streamer.kafka.admin import apply_topics  # noqa: E402
+from streamer.kafka.admin import apply_topics, delete_prefixed_topics  # noqa: E402
 from streamer.kafka.clients import topic_partitions  # noqa: E402
 from streamer.settings import Settings  # noqa: E402
 from streamer.topics import load_catalog  # noqa: E402
@@ -199,6 +199,8 @@ def main() -> int:
             w.terminate()
         for w in workers:
             w.wait(timeout=60)
+
+    asyncio.run(delete_prefixed_topics(settings))
 
     # The bare core again, after the worker: load from other processes drifts on a shared machine, and
     # measuring it on both sides of the end-to-end run keeps the ratio honest.

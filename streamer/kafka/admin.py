@@ -146,3 +146,27 @@ async def list_topics(settings: Settings, include_internal: bool = False) -> lis
         names = [n for n in await admin.list_topics() if include_internal or not n.startswith("__")]
         states = await describe(admin, sorted(names))
     return [states[n] for n in sorted(states)]
+
+
+async def delete_prefixed_topics(settings: Settings, *, settle_s: float = 1.0, passes: int = 5) -> list[str]:
+    """Delete every topic under ``settings.topic_prefix``: the scratch namespace of a benchmark run.
+
+    A broker's topic list can trail topics created moments before (seconds, right after a burst of
+    creations), so deletion goes in passes until a list taken ``settle_s`` after the last one shows nothing
+    new. Refuses an empty prefix, which would name
+    every topic on the cluster.
+    """
+    prefix = settings.topic_prefix
+    if not prefix:
+        raise ValueError("refusing to delete topics without a topic prefix")
+    deleted: set[str] = set()
+    async with admin_client(settings) as admin:
+        for attempt in range(passes):
+            doomed = {n for n in await admin.list_topics() if n.startswith(prefix)} - deleted
+            if not doomed and attempt > 0:
+                break
+            if doomed:
+                await admin.delete_topics(sorted(doomed), timeout_ms=60_000)
+                deleted |= doomed
+            await asyncio.sleep(settle_s)
+    return sorted(deleted)

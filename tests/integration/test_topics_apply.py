@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 
 import pytest
 
 from streamer.cli import main
-from streamer.kafka.admin import apply_topics, list_topics
+from streamer.kafka.admin import apply_topics, delete_prefixed_topics, list_topics
 from streamer.settings import Settings
 from streamer.topics import load_catalog
 
@@ -66,3 +67,24 @@ def test_wrong_bootstrap_is_one_line_naming_the_address(monkeypatch, capsys) -> 
 
 def replace_prefix(settings: Settings, prefix: str) -> Settings:
     return settings.model_copy(update={"topic_prefix": prefix})
+
+
+def test_delete_prefixed_topics_stays_inside_its_prefix(kafka_settings: Settings, unique_name) -> None:
+    catalog = load_catalog(kafka_settings.topics_file)
+    specs = [catalog["support.tickets.v1"], catalog["streamer.deadletter.v1"]]
+    mine = replace_prefix(kafka_settings, unique_name("mine") + ".")
+    other = replace_prefix(kafka_settings, unique_name("other") + ".")
+    for settings in (mine, other):
+        asyncio.run(apply_topics(settings, specs))
+    expected = sorted(mine.topic(s.name) for s in specs)
+    # The broker lists new topics a moment after creating them (seconds after the other tests' bursts).
+    deadline = time.monotonic() + 60
+    while not set(expected) <= {s.name for s in asyncio.run(list_topics(kafka_settings))}:
+        assert time.monotonic() < deadline, "created topics never listed"
+        time.sleep(0.5)
+    deleted = asyncio.run(delete_prefixed_topics(mine))
+    assert deleted == expected
+    remaining = {s.name for s in asyncio.run(list_topics(kafka_settings))}
+    assert other.topic("support.tickets.v1") in remaining
+    with pytest.raises(ValueError, match="prefix"):
+        asyncio.run(delete_prefixed_topics(replace_prefix(kafka_settings, "")))
