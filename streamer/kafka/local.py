@@ -448,9 +448,13 @@ def _plaintext_port(props: Mapping[str, str]) -> int | None:
 def new_cluster_id() -> str:
     """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (what random-uuid prints).
 
-    Generated here to save a JVM start (~1 s) per fresh data dir.
+    Generated here to save a JVM start (~1 s) per fresh data dir. Like Kafka's own ``Uuid.randomUuid``, it
+    never starts with ``-``: the storage tool would read such an id as an option (1 format in 64 failed).
     """
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def is_formatted(data_dir: Path) -> bool:

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,16 @@ def test_cluster_id_is_kafka_uuid_format() -> None:
     assert len(cid) == 22 and "=" not in cid
     assert len(base64.urlsafe_b64decode(cid + "==")) == 16
     assert cid != local.new_cluster_id()
+
+
+def test_cluster_id_never_looks_like_an_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ids starting with a dash made the storage tool fail ('--cluster-id expected one argument')."""
+    dash_first = uuid.UUID(bytes=b"\xf8" + bytes(15))  # base64 of 0b111110... starts with '-'
+    ordinary = uuid.UUID(bytes=bytes(16))
+    draws = iter([dash_first, ordinary])
+    monkeypatch.setattr(local.uuid, "uuid4", lambda: next(draws))
+    assert base64.urlsafe_b64encode(dash_first.bytes).startswith(b"-")
+    assert local.new_cluster_id() == "AAAAAAAAAAAAAAAAAAAAAA"
 
 
 def test_env_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
