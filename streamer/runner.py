@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
@@ -217,6 +218,9 @@ def _demo(args: argparse.Namespace) -> int:
     env = {**os.environ, "STREAMER_BUNDLE_DIR": str(bundle_dir)}
     worker = subprocess.Popen([sys.executable, "-m", "streamer", "worker"], env=env)
     try:
+        waited = _wait_until_ready(settings, worker, args.timeout)
+        if waited is not None:
+            print(f"worker ready in {waited:.1f} s")
         run_tag = f"{int(time.time()) % 100000:05d}"
         tickets = list(demo.demo_tickets(args.tickets, seed=args.seed))
         records: list[tuple[bytes | None, bytes]] = []
@@ -289,6 +293,27 @@ async def _collect(
             break
     summary["enriched"] = len(enriched)
     return summary
+
+
+def _wait_until_ready(settings: Settings, worker: subprocess.Popen[bytes], timeout: float) -> float | None:
+    """Seconds until the worker's ``/ready`` answers 200 (model loaded, partitions assigned), so the demo's
+    latency measures triage, not start-up. ``None`` when the worker serves no HTTP (metrics port 0) or does
+    not get ready in ``timeout`` s; the demo then sends anyway and the wait shows in its latency."""
+    if not settings.metrics_port:
+        return None
+    url = f"http://127.0.0.1:{settings.metrics_port}/ready"
+    began = time.perf_counter()
+    while time.perf_counter() - began < timeout:
+        if worker.poll() is not None:
+            raise SystemExit(f"streamer: error: the worker exited with code {worker.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as response:
+                if response.status == 200:
+                    return time.perf_counter() - began
+        except (OSError, ValueError):
+            pass  # not listening yet, or 503 while joining the group
+        time.sleep(0.2)
+    return None
 
 
 def _print_summary(s: dict[str, Any], sent: int) -> None:

@@ -3,10 +3,14 @@ PII that real detectors accept (checksummed cards and IBANs), or demos and bench
 
 from __future__ import annotations
 
+import http.server
 import itertools
 import json
 import random
 import re
+import subprocess
+import sys
+import threading
 from collections import Counter
 from datetime import datetime, timezone
 from importlib import resources
@@ -18,6 +22,8 @@ import pytest
 import yaml
 
 from streamer.demo import demo_log_lines, demo_tickets, valid_iban, valid_luhn_card
+from streamer.runner import _wait_until_ready
+from streamer.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 CHANNELS = {"email", "chat", "web", "phone", "api"}
@@ -271,3 +277,32 @@ def test_shipped_data_loads_with_enough_examples_per_label(name: str, minimum: i
         spec = yaml.safe_load(resources.files("streamer").joinpath(f"resources/data/{name}.yaml").read_text())
         assert set(spec) == set(counts)
         assert all(isinstance(v["description"], str) and len(v["examples"]) == 3 for v in spec.values())
+
+
+def test_demo_waits_for_the_worker_ready_endpoint() -> None:
+    """The demo sends traffic only once /ready answers 200, so its latency figure is not start-up time."""
+    answers = iter([503, 503, 200])
+
+    class Ready(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(next(answers, 200))
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ready)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        settings = Settings(metrics_port=server.server_address[1])
+        waited = _wait_until_ready(settings, worker, timeout=10)
+        assert waited is not None and waited >= 0.4  # two 503s, 0.2 s apart
+        assert _wait_until_ready(Settings(metrics_port=0), worker, timeout=10) is None
+    finally:
+        worker.kill()
+        server.shutdown()
+    dead = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    dead.wait()
+    with pytest.raises(SystemExit, match="exited with code 3"):
+        _wait_until_ready(Settings(metrics_port=1), dead, timeout=10)
