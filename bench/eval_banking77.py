@@ -28,21 +28,12 @@ from streamer.models.bundle import load_bundle
 from streamer.models.convert import convert_checkpoint
 from streamer.models.encoder import Encoder
 from streamer.models.evaluate import classification_metrics, evaluate
-from streamer.models.heads import class_centroids, softmax, stratified_split, train_head
+from streamer.models.heads import class_centroids, knn_probs, softmax, stratified_split, train_head
 from streamer.models.sources import resolve_source
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "banking77" / "train.csv"
 LOGHUB = DEFAULT_DATA.parents[1] / "loghub"
 DEFAULT_OOS = [LOGHUB / "Linux" / "Linux_2k.log", LOGHUB / "OpenSSH" / "OpenSSH_2k.log"]
-
-
-def knn_probs(query: np.ndarray, train: np.ndarray, y: np.ndarray, k: int, n_cls: int, scale: float = 20.0):
-    sims = query @ train.T
-    top = np.argpartition(-sims, k, axis=1)[:, :k]
-    votes = np.zeros((len(query), n_cls))
-    rows = np.arange(len(query))[:, None]
-    np.add.at(votes, (np.repeat(rows, k, 1), y[top]), np.exp(scale * (sims[rows, top] - 1)))
-    return votes / votes.sum(1, keepdims=True)
 
 
 def summarize(m: dict[str, Any]) -> dict[str, Any]:
@@ -153,7 +144,7 @@ def main() -> None:
                     cent = class_centroids(xtr, ytr, len(classes))
                     run["centroid"] = summarize(classification_metrics(softmax(20 * xte @ cent.T), yte, classes))
                 if "knn" in wanted or "ensemble" in wanted:
-                    probs_by["knn"] = knn_probs(xte, xtr, ytr, 10, len(classes))
+                    probs_by["knn"] = knn_probs(xte, xtr, ytr, len(classes))
                     run["knn"] = summarize(classification_metrics(probs_by["knn"], yte, classes))
                 if "ensemble" in wanted:
                     ens = 0.5 * probs_by["logreg"] + 0.5 * probs_by["knn"]

@@ -304,7 +304,7 @@ def knn_probs(
     q = np.asarray(query, dtype=np.float32)
     sims = q @ exemplars.T
     m = min(n_neighbours, sims.shape[1])
-    top = np.argpartition(-sims, m - 1, axis=1)[:, :m] if m < sims.shape[1] else np.tile(np.arange(m), (len(q), 1))
+    top = np.argpartition(-sims, m - 1, axis=1)[:, :m]
     rows = np.arange(len(q))[:, None]
     weights = np.exp(np.float32(KNN_SCALE) * (sims[rows, top] - 1.0))
     votes = np.zeros((len(q), k), dtype=np.float32)

