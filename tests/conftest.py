@@ -28,41 +28,28 @@ def kafka_bootstrap() -> Iterator[str]:
         yield configured
         return
     from streamer.kafka import local
+    from streamer.kafka.admin import delete_topics_where
 
     broker = local.start()
-    before = asyncio.run(_test_topics(broker.bootstrap_servers))
+    settings = Settings(kafka_bootstrap=broker.bootstrap_servers)
+    before = asyncio.run(_topic_names(settings))
     try:
         yield broker.bootstrap_servers
     finally:
-        # Every test makes topics of its own; left behind, thousands of them pile up on the development
-        # broker over many runs and its next start has to load them all.
-        asyncio.run(_test_topics(broker.bootstrap_servers, delete_all_but=before))
+        # Every test makes topics of its own (``t.`` prefix); left behind, thousands of them pile up on the
+        # development broker over many runs and its next start has to load them all.
+        asyncio.run(
+            delete_topics_where(settings, lambda name: name.startswith("t.") and name not in before, settle_s=2.0)
+        )
         if not broker.already_running:
             local.stop(broker.data_dir)
 
 
-async def _test_topics(bootstrap: str, delete_all_but: set[str] | None = None) -> set[str]:
-    """Names of test topics (``t.`` prefix) on ``bootstrap``; with ``delete_all_but``, delete the others.
-
-    The broker's topic list was seen to leave out topics created seconds earlier, so deletion goes in
-    passes until a list two seconds after the last pass shows nothing new.
-    """
+async def _topic_names(settings: Settings) -> set[str]:
     from streamer.kafka.clients import admin_client
 
-    async with admin_client(Settings(kafka_bootstrap=bootstrap)) as admin:
-        names = {name for name in await admin.list_topics() if name.startswith("t.")}
-        if delete_all_but is None:
-            return names
-        deleted: set[str] = set()
-        for _ in range(5):
-            doomed = names - delete_all_but - deleted
-            if not doomed:
-                break
-            await admin.delete_topics(sorted(doomed), timeout_ms=60_000)
-            deleted |= doomed
-            await asyncio.sleep(2.0)
-            names = {name for name in await admin.list_topics() if name.startswith("t.")}
-    return names
+    async with admin_client(settings) as admin:
+        return set(await admin.list_topics())
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -148,25 +148,34 @@ async def list_topics(settings: Settings, include_internal: bool = False) -> lis
     return [states[n] for n in sorted(states)]
 
 
-async def delete_prefixed_topics(settings: Settings, *, settle_s: float = 1.0, passes: int = 5) -> list[str]:
-    """Delete every topic under ``settings.topic_prefix``: the scratch namespace of a benchmark run.
+async def delete_topics_where(
+    settings: Settings, doomed: Callable[[str], bool], *, settle_s: float = 1.0, passes: int = 5
+) -> list[str]:
+    """Delete every topic whose name ``doomed`` accepts; returns the names deleted.
 
     A broker's topic list can trail topics created moments before (seconds, right after a burst of
     creations), so deletion goes in passes until a list taken ``settle_s`` after the last one shows nothing
-    new. Refuses an empty prefix, which would name
-    every topic on the cluster.
+    new.
+    """
+    deleted: set[str] = set()
+    async with admin_client(settings) as admin:
+        for attempt in range(passes):
+            names = {n for n in await admin.list_topics() if doomed(n)} - deleted
+            if not names and attempt > 0:
+                break
+            if names:
+                await admin.delete_topics(sorted(names), timeout_ms=60_000)
+                deleted |= names
+            await asyncio.sleep(settle_s)
+    return sorted(deleted)
+
+
+async def delete_prefixed_topics(settings: Settings) -> list[str]:
+    """Delete every topic under ``settings.topic_prefix``: the scratch namespace of a benchmark run.
+
+    Refuses an empty prefix, which would name every topic on the cluster.
     """
     prefix = settings.topic_prefix
     if not prefix:
         raise ValueError("refusing to delete topics without a topic prefix")
-    deleted: set[str] = set()
-    async with admin_client(settings) as admin:
-        for attempt in range(passes):
-            doomed = {n for n in await admin.list_topics() if n.startswith(prefix)} - deleted
-            if not doomed and attempt > 0:
-                break
-            if doomed:
-                await admin.delete_topics(sorted(doomed), timeout_ms=60_000)
-                deleted |= doomed
-            await asyncio.sleep(settle_s)
-    return sorted(deleted)
+    return await delete_topics_where(settings, lambda name: name.startswith(prefix))
