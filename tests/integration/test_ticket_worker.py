@@ -247,9 +247,12 @@ def test_clients_we_did_not_write_in_and_out(cluster: Cluster, worker: subproces
     producer = console_tool_cmd(
         "console-producer",
         [
-            "--bootstrap-server", cluster.bootstrap,
-            "--topic", cluster.topic("support.tickets.v1"),
-            "--property", "parse.key=true",
+            "--bootstrap-server",
+            cluster.bootstrap,
+            "--topic",
+            cluster.topic("support.tickets.v1"),
+            "--property",
+            "parse.key=true",
         ],
     )
     subprocess.run(producer, input=line.encode(), check=True, timeout=90, capture_output=True)
@@ -257,11 +260,15 @@ def test_clients_we_did_not_write_in_and_out(cluster: Cluster, worker: subproces
     consumer = console_tool_cmd(
         "console-consumer",
         [
-            "--bootstrap-server", cluster.bootstrap,
-            "--topic", cluster.topic("support.tickets.enriched.v1"),
+            "--bootstrap-server",
+            cluster.bootstrap,
+            "--topic",
+            cluster.topic("support.tickets.enriched.v1"),
             "--from-beginning",
-            "--property", "print.key=true",
-            "--timeout-ms", "60000",
+            "--property",
+            "print.key=true",
+            "--timeout-ms",
+            "60000",
         ],
     )
     with subprocess.Popen(consumer, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as proc:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from streamer import paths
 from streamer.kafka import local
 
 
@@ -199,15 +200,29 @@ def test_console_tool_cmd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         local.console_tool_cmd("nope", [])
 
 
-def test_module_imports_only_stdlib() -> None:
-    """local.py must work before the project's dependencies are installed."""
-    tree = ast.parse(Path(local.__file__).read_text())
-    imported = {
-        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
-    }
+def _top_level_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {
-        node.module.split(".")[0]
-        for node in ast.walk(tree)
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+        node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
     }
-    assert imported - {"__future__"} <= set(sys.stdlib_module_names), imported
+    return imported - {"__future__"}
+
+
+def test_module_imports_only_stdlib() -> None:
+    """local.py must work before the project's dependencies are installed: stdlib, plus stdlib-only
+    ``streamer.paths`` (the cache root it shares with the model weights)."""
+    imported = _top_level_imports(Path(local.__file__))
+    assert {"streamer.paths"} <= imported
+    assert {name.split(".")[0] for name in imported - {"streamer.paths"}} <= set(sys.stdlib_module_names), imported
+    paths_imports = _top_level_imports(Path(paths.__file__))
+    assert {name.split(".")[0] for name in paths_imports} <= set(sys.stdlib_module_names), paths_imports
+
+
+def test_jars_and_weights_share_one_cache_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from streamer.models.sources import weights_cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("STREAMER_KAFKA_HOME", raising=False)
+    assert local.kafka_home("4.1.0") == tmp_path / "streamer" / "kafka" / "4.1.0"
+    assert weights_cache() == tmp_path / "streamer" / "weights"

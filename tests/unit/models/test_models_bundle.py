@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamer.models.build import HeadSpec, build_bundle
+from streamer.models.build import WEIGHT_TYPES, HeadSpec, build_bundle
 from streamer.models.bundle import FORMAT_VERSION, Bundle, load_bundle, read_manifest
 from streamer.models.cli import add_models_commands, run_models_command
 from streamer.models.errors import BundleError, DataError, ModelError
@@ -141,6 +141,21 @@ def _cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="streamer")
     add_models_commands(parser.add_subparsers(dest="command", required=True))
     return run_models_command(parser.parse_args(argv))
+
+
+def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    sub: argparse.ArgumentParser = action.choices[name]
+    return sub
+
+
+def test_cli_weights_choices_are_the_builds() -> None:
+    """The CLI lists the storage types literally (``--help`` must not load the converter); keep them in step."""
+    parser = argparse.ArgumentParser(prog="streamer")
+    add_models_commands(parser.add_subparsers(dest="command", required=True))
+    build = _subcommand(_subcommand(parser, "models"), "build")
+    weights = next(a for a in build._actions if a.dest == "weights")
+    assert weights.choices is not None and tuple(weights.choices) == WEIGHT_TYPES
 
 
 def test_cli_build_info_eval(
