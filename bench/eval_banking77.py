@@ -47,11 +47,10 @@ def summarize(m: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def split_variance(emb: np.ndarray, labels: list[str], seeds: list[int]) -> dict[str, Any]:
+def split_variance(
+    emb: np.ndarray, labels: list[str], y: np.ndarray, classes: list[str], seeds: list[int]
+) -> dict[str, Any]:
     """The build-default head on the 20% split of each seed, with the mean and range of each figure."""
-    classes = sorted(set(labels))
-    index = {c: i for i, c in enumerate(classes)}
-    y = np.array([index[c] for c in labels])
     per_seed: dict[str, dict[str, Any]] = {}
     for seed in seeds:
         train_idx, test_idx = stratified_split(labels, 0.2, seed=seed)
@@ -179,7 +178,9 @@ def main() -> None:
                     ens = 0.5 * probs_by["logreg"] + 0.5 * probs_by["knn"]
                     run["ensemble_logreg_knn"] = summarize(classification_metrics(ens, yte, classes))
                 if args.split_seeds:
-                    run["split_seeds"] = split_variance(emb, labels, [int(v) for v in args.split_seeds.split(",")])
+                    run["split_seeds"] = split_variance(
+                        emb, labels, y, classes, [int(v) for v in args.split_seeds.split(",")]
+                    )
                 print(json.dumps(run), flush=True)
                 results["runs"].append(run)
 

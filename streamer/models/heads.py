@@ -385,8 +385,10 @@ def train_head(
     threshold = float(np.quantile(val_oos, oos_quantile))
     probs_raw = softmax(val_logits)
     probs = softmax(val_logits / np.float32(temperature))
-    neighbours = knn_probs(emb[held], emb[keep], y[keep], k)
-    weight, probs = _choose_knn_weight(probs, neighbours, y[held], knn_weight)
+    weight = 0.0
+    if knn_weight != 0:  # a fixed share of 0 needs no neighbour search
+        neighbours = knn_probs(emb[held], emb[keep], y[keep], k)
+        weight, probs = _choose_knn_weight(probs, neighbours, y[held], knn_weight)
     settings["knn_weight"] = weight
     pred = probs.argmax(axis=1)
     metrics = {
