@@ -1,7 +1,8 @@
 """Shared fixtures: a real Kafka broker for the session, and names no two tests share.
 
-The broker is ``STREAMER_KAFKA_BOOTSTRAP`` when set; otherwise the project's local broker is started for
-the session (and stopped at the end only if this session started it).
+The broker is ``STREAMER_KAFKA_BOOTSTRAP`` when set; otherwise a broker of this session's own is started on a
+free pair of ports with a temporary data dir, and stopped at the end: a Kafka that already holds 9092 (a
+user's own, or a second checkout's tests) is never touched.
 """
 
 from __future__ import annotations
@@ -21,35 +22,20 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Bootstrap servers of a real broker for this test session."""
     configured = os.environ.get("STREAMER_KAFKA_BOOTSTRAP")
     if configured:
         yield configured
         return
     from streamer.kafka import local
-    from streamer.kafka.admin import delete_topics_where
 
-    broker = local.start()
-    settings = Settings(kafka_bootstrap=broker.bootstrap_servers)
-    before = asyncio.run(_topic_names(settings))
+    data_dir = tmp_path_factory.mktemp("session-kafka")
+    broker = local.start(local.free_port_pair(), data_dir, timeout=120)
     try:
         yield broker.bootstrap_servers
     finally:
-        # Every test makes topics of its own (``t.`` prefix); left behind, thousands of them pile up on the
-        # development broker over many runs and its next start has to load them all.
-        asyncio.run(
-            delete_topics_where(settings, lambda name: name.startswith("t.") and name not in before, settle_s=2.0)
-        )
-        if not broker.already_running:
-            local.stop(broker.data_dir)
-
-
-async def _topic_names(settings: Settings) -> set[str]:
-    from streamer.kafka.clients import admin_client
-
-    async with admin_client(settings) as admin:
-        return set(await admin.list_topics())
+        local.stop(data_dir)
 
 
 @pytest.fixture

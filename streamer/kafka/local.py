@@ -50,6 +50,7 @@ __all__ = [
     "default_data_dir",
     "default_port",
     "ensure_jars",
+    "free_port_pair",
     "kafka_home",
     "kafka_version",
     "main",
@@ -568,6 +569,20 @@ def _port_in_use(host: str, port: int) -> bool:
         except OSError:
             return True
     return False
+
+
+def free_port_pair(host: str = DEFAULT_HOST) -> int:
+    """A port ``p`` free right now with ``p + 1`` free too (the broker's controller listens on ``p + 1``).
+
+    Why: a broker for tests or a second checkout must not collide with a Kafka that already holds 9092.
+    """
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port < 65534 and not _port_in_use(host, port + 1):
+            return port
+    raise LocalKafkaError(f"no free pair of ports on {host}")
 
 
 # -------------------------------------------------------------------------------------------- processes

@@ -21,7 +21,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -72,23 +71,6 @@ def rng(request: pytest.FixtureRequest) -> random.Random:
     seed = env_int("SEED", random.SystemRandom().randrange(1 << 30))
     print(f"\n{request.node.name}: STREAMER_FAULTS_SEED={seed}", flush=True)
     return random.Random(seed)
-
-
-def free_port_pair() -> int:
-    """A free port ``p`` with ``p + 1`` free too (the local broker's controller listens on ``p + 1``)."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port >= 65534:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free pair of ports")
 
 
 # ------------------------------------------------------------------------------------------- topics

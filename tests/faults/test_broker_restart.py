@@ -27,7 +27,6 @@ from .conftest import (
     Tally,
     WorkerProcess,
     env_int,
-    free_port_pair,
     make_cluster,
     report,
 )
@@ -40,7 +39,7 @@ RECOVERY_LIMIT_S = 90.0
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     """A broker of this test's own: (port, data dir); stopped at the end whatever happened."""
-    port, data_dir = free_port_pair(), tmp_path / "kafka"
+    port, data_dir = local.free_port_pair(), tmp_path / "kafka"
     local.start(port=port, data_dir=data_dir, timeout=120)
     try:
         yield port, data_dir

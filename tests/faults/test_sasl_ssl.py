@@ -31,7 +31,7 @@ from streamer.kafka.admin import apply_topics
 from streamer.settings import Settings
 from streamer.topics import load_catalog
 
-from .conftest import ENRICHED, REPO, Cluster, Tally, WorkerProcess, free_port_pair, report
+from .conftest import ENRICHED, REPO, Cluster, Tally, WorkerProcess, report
 
 pytestmark = [
     pytest.mark.faults,
@@ -127,7 +127,7 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBr
     listener = local.SaslSslListener(free_port(), chain, key, {USER: PASSWORD})
     data_dir = root / "kafka"
     began = time.monotonic()
-    broker = local.start(port=free_port_pair(), data_dir=data_dir, sasl_ssl=listener, timeout=120)
+    broker = local.start(port=local.free_port_pair(), data_dir=data_dir, sasl_ssl=listener, timeout=120)
     try:
         yield SecureBroker(broker, ca, time.monotonic() - began)
     finally:

@@ -8,8 +8,8 @@ the same jars as an independent implementation of the protocol.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
-import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -26,17 +26,6 @@ pytestmark = pytest.mark.kafka
 BIG = 10 * 1024 * 1024
 
 
-def _free_port_pair() -> int:
-    """A port p with p and p + 1 (the controller listener) both free right now."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port < 65534 and not local._port_in_use("127.0.0.1", port + 1):
-            return port
-    raise RuntimeError("no free port pair")
-
-
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.Broker]:
     if shutil.which("java") is None:
@@ -46,7 +35,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.Broker]:
     except local.LocalKafkaError as exc:
         pytest.skip(f"kafka jars unavailable: {exc}")
     data_dir = tmp_path_factory.mktemp("local-kafka")
-    started = local.start(_free_port_pair(), data_dir, timeout=120)
+    started = local.start(local.free_port_pair(), data_dir, timeout=120)
     try:
         yield started
     finally:
@@ -215,3 +204,13 @@ async def test_restart_keeps_topics_and_records(broker: local.Broker) -> None:
     assert (Path(broker.data_dir) / "data" / "meta.properties").is_file()
     assert topic in await _list_topics(broker.bootstrap_servers)
     assert await _read_all(broker.bootstrap_servers, topic, 1) == [(b"k", b"survives")]
+
+
+def test_session_broker_leaves_the_default_port_alone(kafka_bootstrap: str) -> None:
+    """The tests' own broker takes free ports, so they pass beside a Kafka that already holds 9092."""
+    if os.environ.get("STREAMER_KAFKA_BOOTSTRAP"):
+        pytest.skip("the session reuses the broker STREAMER_KAFKA_BOOTSTRAP names")
+    host, _, port = kafka_bootstrap.rpartition(":")
+    assert (host, int(port)) != (local.DEFAULT_HOST, local.DEFAULT_PORT)
+    development = local.status()
+    assert development is None or development.port != int(port)  # not the development broker either

@@ -129,18 +129,22 @@ def test_stop_and_status_without_broker(tmp_path: Path) -> None:
     assert local.main(["stop", "--data-dir", str(tmp_path)]) == 0
 
 
-def _free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port < 65534 and not local._port_in_use("127.0.0.1", port + 1):
-            return port
-    raise RuntimeError("no free port pair")
+def test_free_port_pair_gives_two_bindable_ports() -> None:
+    port = local.free_port_pair()
+    assert 0 < port < 65535
+    assert not local._port_in_use("127.0.0.1", port)
+    assert not local._port_in_use("127.0.0.1", port + 1)
+
+
+def test_free_port_pair_skips_a_held_port() -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        taken = int(held.getsockname()[1])
+        assert all(local.free_port_pair() not in (taken, taken - 1) for _ in range(20))
 
 
 def test_probe_false_when_nothing_listens() -> None:
-    assert local.probe("127.0.0.1", _free_port_pair(), timeout=0.5) is False
+    assert local.probe("127.0.0.1", local.free_port_pair(), timeout=0.5) is False
 
 
 def test_probe_false_on_non_kafka_server() -> None:
