@@ -350,12 +350,12 @@ class BatchSender:
             for partition, items in by_partition.items():
                 batch = producer.create_batch()
                 for key, value, headers in items:
-                    if batch.append(key=key, value=value, timestamp=None, headers=headers) is not None:
+                    if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is not None:
                         continue
                     if batch.record_count():
                         pending.append(await producer.send_batch(batch, topic, partition=partition))
                         batch = producer.create_batch()
-                        if batch.append(key=key, value=value, timestamp=None, headers=headers) is not None:
+                        if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is not None:
                             continue
                     # Larger than a whole batch: let the producer's own checks take it (or refuse it).
                     pending.append(
