@@ -41,6 +41,9 @@ def _worker(args: argparse.Namespace) -> int:
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop_before_start)
+    # Both paths' clients (Faust's and the log consumer's) would log an unreachable broker with a
+    # traceback and exit 1; one check first turns it into the one-line error and exit 2 of every command.
+    asyncio.run(clients.check_connection(settings))
     worker = build_worker(settings, only=only)
     worker.execute_from_commandline()
     return 0
