@@ -10,6 +10,9 @@ from pathlib import Path
 
 from streamer.errors import StreamerError
 
+#: Exit status of a bridge that stopped with escalations unanswered (the worker's shutdown-timeout status).
+EXIT_ABANDONED = 1
+
 _FEEDBACK_EPILOG = """\
 The file holds one {"text", "label", "source": "large-model"} object per line: redacted ticket texts
 labelled with the large model's intent ("other" answers are left out). Train the next bundle with it:
@@ -67,6 +70,15 @@ def _run_bridge(args: argparse.Namespace) -> int:
         await bridge.run()
 
     asyncio.run(serve())
+    if bridge.abandoned:
+        # Like a worker past its shutdown deadline: not a clean stop, so not exit 0.
+        print(
+            f"streamer: error: bridge stopped with {bridge.abandoned} escalation(s) unanswered after the "
+            f"{settings.shutdown_timeout_s:g} s grace period (STREAMER_SHUTDOWN_TIMEOUT_S); they are read "
+            "again on the next start",
+            file=sys.stderr,
+        )
+        return EXIT_ABANDONED
     return 0
 
 
