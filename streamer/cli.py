@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.set_defaults(handler=_topics_list)
 
     kafka = commands.add_parser("kafka", help="start or stop the local single-node broker (development)")
-    kafka.add_argument("kafka_action", choices=["start", "stop", "status"])
+    kafka.add_argument("kafka_action", choices=["start", "stop", "status"], help="start, stop or status")
     kafka.set_defaults(handler=_kafka)
 
     settings = commands.add_parser("settings", help="print the effective settings (secrets masked)")

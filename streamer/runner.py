@@ -356,7 +356,7 @@ def add_runtime_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     worker.set_defaults(handler=_worker)
 
     produce = commands.add_parser("produce", help="send tickets or log lines from a file or generated demo traffic")
-    produce.add_argument("kind", choices=["tickets", "logs"])
+    produce.add_argument("kind", choices=["tickets", "logs"], help="what to send: tickets or log lines")
     source = produce.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--file", help="tickets: JSON Lines, one ticket per line; logs: JSON objects or plain text, one per line"
@@ -373,6 +373,6 @@ def add_runtime_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     demo.add_argument("--tickets", type=int, default=300, help="demo tickets to send (default 300)")
     demo.add_argument("--rate", type=float, default=None, help="tickets per second (default: as fast as possible)")
     demo.add_argument("--malformed", type=int, default=50, help="add one malformed record every N (0: none)")
-    demo.add_argument("--seed", type=int, default=11)
+    demo.add_argument("--seed", type=int, default=11, help="seed of the demo tickets (default 11)")
     demo.add_argument("--timeout", type=float, default=300.0, help="give up waiting after this many seconds")
     demo.set_defaults(handler=_demo)
