@@ -41,10 +41,13 @@ def _worker(args: argparse.Namespace) -> int:
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop_before_start)
+    from streamer.metrics import listening_socket
+
+    metrics_socket = listening_socket(settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
     # Both paths' clients (Faust's and the log consumer's) would log an unreachable broker with a
     # traceback and exit 1; one check first turns it into the one-line error and exit 2 of every command.
     asyncio.run(clients.check_connection(settings))
-    worker = build_worker(settings, only=only)
+    worker = build_worker(settings, only=only, metrics_socket=metrics_socket)
     worker.execute_from_commandline()
     return 0
 

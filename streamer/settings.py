@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     )
     metrics_host: str = Field(
         "0.0.0.0",  # noqa: S104 - a container's probes and scrapers reach the pod's address, not loopback
-        description="Address the metrics and health server binds to.",
+        description="Address the metrics and health server binds to (the bridge's /metrics too).",
     )
 
     @field_validator("escalate_vip_tiers", "supported_languages", mode="before")

@@ -61,7 +61,13 @@ def _run_bridge(args: argparse.Namespace) -> int:
     if settings.bridge_metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(settings.bridge_metrics_port, registry=bridge.metrics.registry)
+        from streamer.metrics import cannot_listen
+
+        host, port = settings.metrics_host, settings.bridge_metrics_port
+        try:  # binds here, before Kafka: a port in use is one line and exit 2, not a traceback
+            start_http_server(port, addr=host, registry=bridge.metrics.registry)
+        except OSError as exc:
+            raise cannot_listen(host, port, "STREAMER_BRIDGE_METRICS_PORT", exc) from None
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()
