@@ -48,6 +48,23 @@ class Settings(BaseSettings):
     kafka_client_id: str = Field("streamer", description="Client id sent to the brokers.")
     kafka_request_timeout_ms: int = Field(15000, ge=1000, description="Broker request timeout.")
     group_id: str = Field("streamer-triage", description="Consumer group of the triage workers.")
+    group_instance_id: str | None = Field(
+        None,
+        description=(
+            "Static group membership: a stable id per worker process, unique in the group (e.g. the pod name "
+            "of a StatefulSet). A restarted worker takes its partitions back at once instead of after the "
+            "session timeout; a worker stopped for good keeps them until the session timeout."
+        ),
+    )
+    kafka_session_timeout_ms: int = Field(
+        45000,
+        ge=6000,
+        le=1_800_000,
+        description=(
+            "How long a worker that stopped heartbeating (killed, frozen) keeps its partitions before the "
+            "group gives them to others; heartbeats every third of it, at most every 3 s."
+        ),
+    )
     topic_prefix: str = Field("", description="Prefix for every topic name (e.g. staging.), to share a cluster.")
 
     # Topics and rules
@@ -121,6 +138,11 @@ class Settings(BaseSettings):
                 "STREAMER_KAFKA_SASL_USERNAME and STREAMER_KAFKA_SASL_PASSWORD"
             )
         return self
+
+    @property
+    def heartbeat_interval_ms(self) -> int:
+        """A third of the session timeout (the usual ratio), at most 3 s (the clients' default)."""
+        return min(3000, self.kafka_session_timeout_ms // 3)
 
     @cached_property
     def bootstrap_servers(self) -> list[str]:
