@@ -62,7 +62,7 @@ def _topics_list(args: argparse.Namespace) -> int:
 def _kafka(args: argparse.Namespace) -> int:
     from streamer.kafka import local
 
-    return local.main([args.kafka_action])
+    return local.main([args.kafka_action, *(["--brokers", str(args.brokers)] if args.brokers != 1 else [])])
 
 
 def _settings_show(args: argparse.Namespace) -> int:
@@ -101,8 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--all", action="store_true", help="include internal topics (__consumer_offsets)")
     listing.set_defaults(handler=_topics_list)
 
-    kafka = commands.add_parser("kafka", help="start or stop the local single-node broker (development)")
+    kafka = commands.add_parser("kafka", help="start or stop the local broker or three-broker cluster (development)")
     kafka.add_argument("kafka_action", choices=["start", "stop", "status"], help="start, stop or status")
+    kafka.add_argument(
+        "--brokers",
+        type=int,
+        choices=[1, 3],
+        default=1,
+        help="1 (default), or a three-node KRaft cluster with replication 3 and min.insync.replicas 2",
+    )
     kafka.set_defaults(handler=_kafka)
 
     settings = commands.add_parser("settings", help="print the effective settings (secrets masked)")

@@ -77,3 +77,21 @@ def test_static_membership_and_session_timeout_reach_both_consumers(monkeypatch:
     monkeypatch.setenv("STREAMER_KAFKA_SESSION_TIMEOUT_MS", "1000")
     with pytest.raises(ConfigError, match="STREAMER_KAFKA_SESSION_TIMEOUT_MS"):
         load_settings()
+
+
+def test_topic_replication_settings_shape_what_topics_apply_creates() -> None:
+    from streamer.kafka.admin import deployed_spec
+    from streamer.topics import load_catalog
+
+    spec = load_catalog(REPO / "topics" / "topics.yaml")["support.tickets.v1"]
+    plain = deployed_spec(Settings(topic_prefix="p."), spec)
+    assert (plain.name, plain.replication_factor, dict(plain.config)) == (
+        "p.support.tickets.v1",
+        spec.replication_factor,
+        dict(spec.config),
+    )
+    replicated = deployed_spec(Settings(topic_replication_factor=3, topic_min_insync_replicas=2), spec)
+    assert replicated.replication_factor == 3 and replicated.config["min.insync.replicas"] == "2"
+    assert replicated.config["retention.ms"] == spec.config["retention.ms"]
+    with pytest.raises(ConfigError, match="exceeds"):
+        load_settings(topic_replication_factor=1, topic_min_insync_replicas=2)
