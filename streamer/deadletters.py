@@ -24,15 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamer.errors import ConfigError
 from streamer.kafka import clients
 from streamer.settings import Settings
 from streamer.topics import DEADLETTER
-
-log = structlog.get_logger(__name__)
 
 #: Codes whose ``raw`` is not the input record (the model's answer; a redacted copy): never resent from it.
 RAW_IS_NOT_THE_INPUT = frozenset({"invalid_answer", "unredacted_pii"})
@@ -253,7 +250,6 @@ async def resend_dead_letters(
             report.resent += 1
     finally:
         await producer.stop()
-    log.info("dead letters resent", resent=report.resent, codes=sorted(codes), topics=dict(report.to_topics))
     return report
 
 
@@ -311,11 +307,9 @@ def add_dlq_commands(subparsers: argparse._SubParsersAction) -> None:  # type: i
 def _resend_command(args: argparse.Namespace) -> int:
     import asyncio
 
-    from streamer.observability import configure_logging
     from streamer.settings import load_settings
 
     settings = load_settings()
-    configure_logging(settings)  # log lines to stderr; the summary alone on stdout
     report = asyncio.run(
         resend_dead_letters(
             settings,
