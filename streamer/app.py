@@ -82,6 +82,12 @@ def create_app(settings: Settings, *, datadir: Path | None = None, **overrides: 
         "datadir": str(datadir or Path("var") / "faust"),
         "stream_wait_empty": True,
         "broker_commit_interval": 1.0,
+        # Faust's own BROKER_SESSION_TIMEOUT / BROKER_HEARTBEAT_INTERVAL / CONSUMER_GROUP_INSTANCE_ID
+        # environment variables still win over these, as Faust documents.
+        "broker_session_timeout": settings.kafka_session_timeout_ms / 1000,
+        "broker_heartbeat_interval": settings.heartbeat_interval_ms / 1000,
+        "broker_request_timeout": max(90.0, settings.kafka_session_timeout_ms / 1000 + 30),
+        "consumer_group_instance_id": settings.group_instance_id,
     }
     options.update(overrides)
     app = TriageApp(settings.group_id, **options)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from streamer import __version__
 from streamer.bridge.cli import add_bridge_commands
+from streamer.deadletters import add_dlq_commands
 from streamer.errors import StreamerError
 from streamer.models.cli import add_models_commands
 from streamer.replay.cli import add_replay_commands
@@ -90,7 +91,7 @@ def _topics_asyncapi(args: argparse.Namespace) -> int:
 def _kafka(args: argparse.Namespace) -> int:
     from streamer.kafka import local
 
-    return local.main([args.kafka_action])
+    return local.main([args.kafka_action, *(["--brokers", str(args.brokers)] if args.brokers != 1 else [])])
 
 
 def _settings_show(args: argparse.Namespace) -> int:
@@ -141,8 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
     asyncapi.add_argument("--check", action="store_true", help="exit 1 when FILE differs from what would be written")
     asyncapi.set_defaults(handler=_topics_asyncapi)
 
-    kafka = commands.add_parser("kafka", help="start or stop the local single-node broker (development)")
-    kafka.add_argument("kafka_action", choices=["start", "stop", "status"])
+    kafka = commands.add_parser("kafka", help="start or stop the local broker or three-broker cluster (development)")
+    kafka.add_argument("kafka_action", choices=["start", "stop", "status"], help="start, stop or status")
+    kafka.add_argument(
+        "--brokers",
+        type=int,
+        choices=[1, 3],
+        default=1,
+        help="1 (default), or a three-node KRaft cluster with replication 3 and min.insync.replicas 2",
+    )
     kafka.set_defaults(handler=_kafka)
 
     settings = commands.add_parser("settings", help="print the effective settings (secrets masked)")
@@ -152,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_runtime_commands(commands)
     add_replay_commands(commands)
     add_bridge_commands(commands)
+    add_dlq_commands(commands)
     return parser
 
 

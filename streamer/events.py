@@ -9,6 +9,7 @@ delivery and anyone can trace a decision back to its offset.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -146,12 +147,24 @@ def _parse_json_object(raw: RawEvent, limits: DecodeLimits) -> dict[str, Any] | 
     return doc
 
 
-def _check_timestamp(value: str) -> bool:
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def timestamp_problem(value: str) -> str | None:
+    """Why ``value`` is not an RFC 3339 date-time (what ``ticket.v1.json`` declares), or ``None``.
+
+    A date alone or a time without a zone is refused, not guessed: read as UTC it would be hours off for
+    a platform that meant local time, and the record written out would not be what the schema promises.
+    """
+    if _DATE_ONLY.match(value):
+        return "a date without a time; send a date-time with its zone, e.g. 2026-11-27T10:00:00Z"
     try:
-        datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
-        return False
-    return True
+        return "not an ISO-8601 date-time"
+    if moment.tzinfo is None:
+        return "no time zone; add Z (UTC) or an offset such as +02:00"
+    return None
 
 
 def ticket_text(payload: Mapping[str, Any]) -> str:
@@ -179,8 +192,16 @@ def decode_record(
     errors = sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         first = errors[0]
-        where = error_path(first.absolute_path)
-        return DecodeFailure(raw, "schema", f"{where}: {first.message}", field=where, id=record_id)
+        path = list(first.absolute_path)
+        message = first.message
+        if first.validator == "required" and isinstance(first.instance, dict):
+            # jsonschema reports a missing property at its parent (``$`` for a top-level one): name it.
+            missing = [name for name in first.validator_value if name not in first.instance]
+            if missing:
+                path.append(missing[0])
+                message = "is required and missing"
+        where = error_path(path)
+        return DecodeFailure(raw, "schema", f"{where}: {message}", field=where, id=record_id)
     return doc
 
 
@@ -190,8 +211,9 @@ def decode_ticket(raw: RawEvent, validator: Draft202012Validator, limits: Decode
     if isinstance(doc, DecodeFailure):
         return doc
     ticket_id = doc["id"]
-    if not _check_timestamp(doc["created_at"]):
-        return DecodeFailure(raw, "schema", "created_at: not an ISO-8601 date-time", field="created_at", id=ticket_id)
+    problem = timestamp_problem(doc["created_at"])
+    if problem is not None:
+        return DecodeFailure(raw, "schema", f"created_at: {problem}", field="created_at", id=ticket_id)
     if not doc["body"].strip():
         return DecodeFailure(raw, "schema", "body: is blank", field="body", id=ticket_id)
     text = ticket_text(doc)

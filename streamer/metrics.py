@@ -16,7 +16,9 @@ the group's committed offsets of the partitions this worker owns. A successful r
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import socket
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Mapping
@@ -30,6 +32,7 @@ from mode import Service
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
+from streamer.errors import ConfigError
 from streamer.settings import Settings
 
 if TYPE_CHECKING:
@@ -304,6 +307,36 @@ class LagProbe:
             await consumer.stop()
 
 
+def listening_socket(host: str, port: int, *, setting: str = "STREAMER_METRICS_PORT") -> socket.socket:
+    """A socket already listening on ``host:port``, or ``ConfigError`` with one line saying which setting to change.
+
+    Bound at start-up, before Kafka or the model: a second process on the same port used to run on
+    without ``/metrics``, ``/health`` and ``/ready`` (a worker) or crash with a traceback (the bridge).
+    Listening at once matters: on Linux two sockets with ``SO_REUSEADDR`` may both bind a port that
+    neither listens on yet.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart must not wait for TIME_WAIT
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise cannot_listen(host, port, setting, exc) from None
+    sock.setblocking(False)
+    return sock
+
+
+def cannot_listen(host: str, port: int, setting: str, exc: OSError) -> ConfigError:
+    """The one-line error of a metrics port that cannot be bound, naming the setting to change."""
+    reason = "address already in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+    return ConfigError(
+        f"cannot serve /metrics on {host}:{port}: {reason} (another streamer process on this host?); "
+        f"give each process its own {setting}, or 0 for no server"
+    )
+
+
 class OpsService(Service):  # type: ignore[misc]
     """The worker's operations side, inside its event loop: the HTTP server and the lag poller.
 
@@ -311,6 +344,7 @@ class OpsService(Service):  # type: ignore[misc]
         app: the Faust app; its partition signals keep ``readiness.assigned`` current.
         metrics, readiness: what the endpoints serve.
         host, port: where to listen (``STREAMER_METRICS_HOST``, ``STREAMER_METRICS_PORT``; port 0: no server).
+        sock: a socket already listening (``listening_socket``), used instead of binding ``host:port`` here.
         probe: the lag probe (default: none, and so no lag metrics or broker check).
         lag_interval_s: seconds between lag measurements (default 5).
         request_timeout_s: limit on one measurement (default 15).
@@ -330,9 +364,11 @@ class OpsService(Service):  # type: ignore[misc]
         probe: LagProbe | None = None,
         lag_interval_s: float = LAG_INTERVAL_S,
         request_timeout_s: float = 15.0,
+        sock: socket.socket | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.sock = sock
         self.metrics = metrics
         self.readiness = readiness
         self.host = host
@@ -361,14 +397,19 @@ class OpsService(Service):  # type: ignore[misc]
             log.info("partitions revoked", partitions=[f"{t}:{p}" for t, p in sorted(gone)])
 
     async def on_start(self) -> None:
-        if self.port:
+        if self.sock is not None or self.port:
             runner = web.AppRunner(ops_routes(self.metrics, self.readiness), access_log=None)
             await runner.setup()
             try:
-                await web.TCPSite(runner, self.host, self.port).start()
+                site = (
+                    web.SockSite(runner, self.sock)
+                    if self.sock is not None
+                    else web.TCPSite(runner, self.host, self.port)
+                )
+                await site.start()
             except OSError as exc:
-                # Triage goes on without the endpoints (a readiness probe will say so); a worker that
-                # stopped working because a port was taken would be the worse failure.
+                # Only without a socket bound up front (``build_worker`` called in-process): ``streamer
+                # worker`` binds before it starts and stops with one line; here triage goes on without.
                 await runner.cleanup()
                 log.error(
                     "metrics server cannot listen; running without /metrics, /health and /ready",

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+import time
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import structlog
@@ -37,6 +38,52 @@ def add_process_fields(logger: Any, method: str, event: MutableMapping[str, Any]
     for name, value in _process_fields.items():
         event.setdefault(name, value)
     return event
+
+
+class RepeatFilter(logging.Filter):
+    """Lets through at most ``burst`` lines of one kind per ``interval_s``; the next one after a quiet
+    stretch says how many were held back (``repeats_suppressed``).
+
+    A kind is the logger, the level and the message before its arguments are filled in: aiokafka's
+    "Unable connect to %r" is one kind whatever the address. While a broker is away the clients retry
+    every few milliseconds and log each failure; unfiltered that was ~1,500 error lines in 7 s, which
+    buries the line that matters and costs real CPU. Lines below WARNING are not limited.
+    """
+
+    def __init__(self, *, burst: int = 3, interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self.burst = burst
+        self.interval_s = interval_s
+        self._clock = clock
+        self._windows: dict[tuple[str, int, str], list[float | int]] = {}  # kind -> [start, passed, held]
+
+    @staticmethod
+    def kind(record: logging.LogRecord) -> tuple[str, int, str]:
+        message = record.msg.get("event", "") if isinstance(record.msg, dict) else record.msg
+        return record.name, record.levelno, str(message)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        now = self._clock()
+        key = self.kind(record)
+        window = self._windows.get(key)
+        if window is None or now - window[0] >= self.interval_s:
+            held = int(window[2]) if window is not None else 0
+            if len(self._windows) > 1000:  # bounded: old kinds are forgotten
+                self._windows = {k: w for k, w in self._windows.items() if now - w[0] < self.interval_s}
+            self._windows[key] = [now, 1, 0]
+            if held:
+                if isinstance(record.msg, dict):
+                    record.msg["repeats_suppressed"] = held
+                else:
+                    record.repeats_suppressed = held
+            return True
+        if window[1] < self.burst:
+            window[1] += 1
+            return True
+        window[2] += 1
+        return False
 
 
 def configure_logging(settings: Settings) -> None:
@@ -73,6 +120,7 @@ def configure_logging(settings: Settings) -> None:
             ],
         )
     )
+    handler.addFilter(RepeatFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())

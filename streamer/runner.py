@@ -41,7 +41,13 @@ def _worker(args: argparse.Namespace) -> int:
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop_before_start)
-    worker = build_worker(settings, only=only)
+    from streamer.metrics import listening_socket
+
+    metrics_socket = listening_socket(settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
+    # Both paths' clients (Faust's and the log consumer's) would log an unreachable broker with a
+    # traceback and exit 1; one check first turns it into the one-line error and exit 2 of every command.
+    asyncio.run(clients.check_connection(settings))
+    worker = build_worker(settings, only=only, metrics_socket=metrics_socket)
     worker.execute_from_commandline()
     return 0
 
@@ -353,7 +359,7 @@ def add_runtime_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     worker.set_defaults(handler=_worker)
 
     produce = commands.add_parser("produce", help="send tickets or log lines from a file or generated demo traffic")
-    produce.add_argument("kind", choices=["tickets", "logs"])
+    produce.add_argument("kind", choices=["tickets", "logs"], help="what to send: tickets or log lines")
     source = produce.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--file", help="tickets: JSON Lines, one ticket per line; logs: JSON objects or plain text, one per line"
@@ -370,6 +376,6 @@ def add_runtime_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     demo.add_argument("--tickets", type=int, default=300, help="demo tickets to send (default 300)")
     demo.add_argument("--rate", type=float, default=None, help="tickets per second (default: as fast as possible)")
     demo.add_argument("--malformed", type=int, default=50, help="add one malformed record every N (0: none)")
-    demo.add_argument("--seed", type=int, default=11)
+    demo.add_argument("--seed", type=int, default=11, help="seed of the demo tickets (default 11)")
     demo.add_argument("--timeout", type=float, default=300.0, help="give up waiting after this many seconds")
     demo.set_defaults(handler=_demo)

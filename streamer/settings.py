@@ -48,7 +48,39 @@ class Settings(BaseSettings):
     kafka_client_id: str = Field("streamer", description="Client id sent to the brokers.")
     kafka_request_timeout_ms: int = Field(15000, ge=1000, description="Broker request timeout.")
     group_id: str = Field("streamer-triage", description="Consumer group of the triage workers.")
+    group_instance_id: str | None = Field(
+        None,
+        description=(
+            "Static group membership: a stable id per worker process, unique in the group (e.g. the pod name "
+            "of a StatefulSet). A restarted worker takes its partitions back at once instead of after the "
+            "session timeout; a worker stopped for good keeps them until the session timeout."
+        ),
+    )
+    kafka_session_timeout_ms: int = Field(
+        45000,
+        ge=6000,
+        le=1_800_000,
+        description=(
+            "How long a worker that stopped heartbeating (killed, frozen) keeps its partitions before the "
+            "group gives them to others; heartbeats every third of it, at most every 3 s."
+        ),
+    )
     topic_prefix: str = Field("", description="Prefix for every topic name (e.g. staging.), to share a cluster.")
+    topic_replication_factor: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Replicas of every topic `topics apply` creates, instead of topics.yaml's (3 on a three-broker cluster)."
+        ),
+    )
+    topic_min_insync_replicas: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "min.insync.replicas of every topic `topics apply` creates (2 with 3 replicas: an acknowledged "
+            "record is on two brokers)."
+        ),
+    )
 
     # Topics and rules
     topics_dir: Path = Field(
@@ -101,7 +133,7 @@ class Settings(BaseSettings):
     )
     metrics_host: str = Field(
         "0.0.0.0",  # noqa: S104 - a container's probes and scrapers reach the pod's address, not loopback
-        description="Address the metrics and health server binds to.",
+        description="Address the metrics and health server binds to (the bridge's /metrics too).",
     )
 
     @field_validator("escalate_vip_tiers", "supported_languages", mode="before")
@@ -110,6 +142,13 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip().lower() for part in value.split(",") if part.strip())
         return value
+
+    @model_validator(mode="after")
+    def _check_replicas(self) -> Settings:
+        rf, isr = self.topic_replication_factor, self.topic_min_insync_replicas
+        if rf is not None and isr is not None and isr > rf:
+            raise ValueError(f"topic_min_insync_replicas={isr} exceeds topic_replication_factor={rf}")
+        return self
 
     @model_validator(mode="after")
     def _check_security(self) -> Settings:
@@ -121,6 +160,11 @@ class Settings(BaseSettings):
                 "STREAMER_KAFKA_SASL_USERNAME and STREAMER_KAFKA_SASL_PASSWORD"
             )
         return self
+
+    @property
+    def heartbeat_interval_ms(self) -> int:
+        """A third of the session timeout (the usual ratio), at most 3 s (the clients' default)."""
+        return min(3000, self.kafka_session_timeout_ms // 3)
 
     @cached_property
     def bootstrap_servers(self) -> list[str]:

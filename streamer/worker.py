@@ -18,6 +18,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable
@@ -213,6 +214,7 @@ def build_worker(
     only: Collection[str] = PATHS,
     log_runtime: LogRuntime | None = None,
     on_log_batch: Callable[[LogBatch], None] | None = None,
+    metrics_socket: socket.socket | None = None,
 ) -> TriageWorker:
     """A ready-to-run worker process (``worker.execute_from_commandline()`` runs it until SIGTERM).
 
@@ -225,6 +227,8 @@ def build_worker(
         only: the paths to run, of ``PATHS`` (default: both, in one process; the bundle is loaded once).
         log_runtime: the log runtime (default: loaded from ``settings``, sharing the ticket path's bundle).
         on_log_batch: called with each ``LogBatch`` once its outputs are acknowledged and its offsets committed.
+        metrics_socket: a socket already listening for ``/metrics`` (``metrics.listening_socket``), so a
+            port in use is found before anything starts; default: bind ``STREAMER_METRICS_PORT`` later.
     """
     paths = set(only)
     if not paths or not paths <= set(PATHS):
@@ -291,6 +295,7 @@ def build_worker(
         probe=lag_probe(probe_settings),
         request_timeout_s=settings.kafka_request_timeout_ms / 1000,
         loop=loop,
+        sock=metrics_socket,
     )
     services: list[Any] = [ops]
     if log_runtime is not None:

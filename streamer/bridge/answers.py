@@ -8,6 +8,7 @@ downstream consumers and the feedback export never see a label the models do not
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +21,10 @@ from streamer.bridge.prompt import OTHER
 SUMMARY_MAX_CHARS = 1000
 REPLY_MAX_CHARS = 4000
 
-_FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*\n?(.*?)\n?```\s*$", re.DOTALL)
+_FENCE = re.compile(r"```[a-zA-Z]*[ \t]*\n?(.*?)\n?```", re.DOTALL)
+#: Most ``{`` positions tried when looking for an object inside prose (bounded work on hostile text).
+MAX_OBJECT_STARTS = 50
+_DECODER = json.JSONDecoder()
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,21 +61,50 @@ def _label(value: Any, allowed: Sequence[str], field: str) -> str | InvalidAnswe
     return found
 
 
+def find_object(text: str) -> dict[str, Any] | None:
+    """The JSON object a model wrapped in words: the first in a Markdown code fence, else the first
+    ``{...}`` in the text that parses as an object (one with an ``intent`` preferred). ``None`` if none."""
+    for block in _FENCE.finditer(text):
+        try:
+            doc = orjson.loads(block.group(1).strip())
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(doc, dict):
+            return doc
+    first: dict[str, Any] | None = None
+    start = text.find("{")
+    tries = 0
+    while start != -1 and tries < MAX_OBJECT_STARTS:
+        tries += 1
+        try:
+            doc, end = _DECODER.raw_decode(text, start)
+        except (ValueError, RecursionError):  # no JSON value starts here, or it nests too deep
+            start = text.find("{", start + 1)
+            continue
+        if isinstance(doc, dict):
+            if "intent" in doc:
+                return doc
+            first = first or doc
+        start = text.find("{", end)
+    return first
+
+
 def parse_answer(content: str, labels: Sequence[str], priorities: Sequence[str]) -> Answer | InvalidAnswer:
     """The answer in ``content`` checked against the labels it was offered; never raises.
 
-    Accepted leniently: a JSON object wrapped in a Markdown code fence, labels differing in case, spaces
-    or dashes, extra fields (ignored), a missing ``suggested_reply`` (empty). Refused: anything that is not
-    a JSON object, an unknown intent or priority, a blank or over-long summary, an over-long reply.
+    Accepted leniently: a JSON object inside a Markdown code fence or after (or between) sentences of
+    prose, labels differing in case, spaces or dashes, extra fields (ignored), a missing
+    ``suggested_reply`` (empty). Refused: an answer holding no JSON object, an unknown intent or priority,
+    a blank or over-long summary, an over-long reply.
     """
     text = content.strip()
-    fenced = _FENCE.match(text)
-    if fenced:
-        text = fenced.group(1).strip()
     try:
         doc = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        return InvalidAnswer(f"not valid JSON: {exc}")
+        found = find_object(text)
+        if found is None:
+            return InvalidAnswer(f"not valid JSON: {exc}")
+        doc = found
     if not isinstance(doc, dict):
         return InvalidAnswer(f"expected a JSON object, got {type(doc).__name__}")
     intent = _label(doc.get("intent"), [*labels, OTHER] if OTHER not in labels else list(labels), "intent")

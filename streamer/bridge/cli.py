@@ -10,6 +10,9 @@ from pathlib import Path
 
 from streamer.errors import StreamerError
 
+#: Exit status of a bridge that stopped with escalations unanswered (the worker's shutdown-timeout status).
+EXIT_ABANDONED = 1
+
 _FEEDBACK_EPILOG = """\
 The file holds one {"text", "label", "source": "large-model"} object per line: redacted ticket texts
 labelled with the large model's intent ("other" answers are left out). Train the next bundle with it:
@@ -58,7 +61,13 @@ def _run_bridge(args: argparse.Namespace) -> int:
     if settings.bridge_metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(settings.bridge_metrics_port, registry=bridge.metrics.registry)
+        from streamer.metrics import cannot_listen
+
+        host, port = settings.metrics_host, settings.bridge_metrics_port
+        try:  # binds here, before Kafka: a port in use is one line and exit 2, not a traceback
+            start_http_server(port, addr=host, registry=bridge.metrics.registry)
+        except OSError as exc:
+            raise cannot_listen(host, port, "STREAMER_BRIDGE_METRICS_PORT", exc) from None
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()
@@ -67,6 +76,15 @@ def _run_bridge(args: argparse.Namespace) -> int:
         await bridge.run()
 
     asyncio.run(serve())
+    if bridge.abandoned:
+        # Like a worker past its shutdown deadline: not a clean stop, so not exit 0.
+        print(
+            f"streamer: error: bridge stopped with {bridge.abandoned} escalation(s) unanswered after the "
+            f"{settings.shutdown_timeout_s:g} s grace period (STREAMER_SHUTDOWN_TIMEOUT_S); they are read "
+            "again on the next start",
+            file=sys.stderr,
+        )
+        return EXIT_ABANDONED
     return 0
 
 

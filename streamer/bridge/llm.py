@@ -7,6 +7,10 @@ the provider's quota, a semaphore bounds requests in flight, retries back off ex
 calling an endpoint that keeps failing and probes it again after a cool-down, so a dead endpoint costs
 one request per cool-down instead of a storm.
 
+A 429 is rate limiting, not a failure: it never counts towards opening the circuit, and its Retry-After
+holds back every request of the client, not only the one that got it. A 200 whose body is not JSON (an
+HTML page from a proxy in front of the endpoint) is an outage to retry, not an answer to dead-letter.
+
 The API key is sent as a bearer token and appears nowhere else: not in logs, not in exception messages
 (the ``repr`` of some aiohttp errors carries the request headers, so only their text is used), and anything
 the endpoint echoes back is scrubbed of it.
@@ -344,6 +348,9 @@ class LLMClient:
         self._clock = clock
         self._sleep = sleep
         self._session: aiohttp.ClientSession | None = None
+        #: No new request before this time (``clock``): a 429's Retry-After holds back every request, not
+        #: only the one that got it.
+        self._not_before = 0.0
         #: Answers received so far (a caller compares it before and after a failure: did others get through?)
         self.successes = 0
         self.metrics.circuit_state.set(0)
@@ -399,6 +406,9 @@ class LLMClient:
         last, outcome = "no attempt made", ""
         wait_hint: float | None = None
         for attempt in range(self.options.max_retries + 1):
+            pause = self._not_before - self._clock()
+            if not attempt and pause > 0:  # another request was told to wait; so is this one
+                await self._sleep(pause)
             if attempt:
                 delay = backoff_delay(
                     attempt - 1, self.options.backoff_initial_s, self.options.backoff_max_s, self._rng
@@ -418,7 +428,14 @@ class LLMClient:
             try:
                 return await self._attempt(payload, attempt + 1, headers)
             except _Retryable as exc:
-                self.breaker.record_failure()
+                if exc.outcome == "rate_limited":
+                    # The endpoint is up and asks us to slow down: pace, but do not count it as a failure
+                    # (five 429s used to open the circuit for its whole cool-down, far past Retry-After).
+                    self.breaker.release_probe()
+                    if exc.wait_s is not None:
+                        self._not_before = max(self._not_before, self._clock() + exc.wait_s)
+                else:
+                    self.breaker.record_failure()
                 self.metrics.requests.labels(outcome=exc.outcome).inc()
                 last, outcome, wait_hint = str(exc), exc.outcome, exc.wait_s
             except BaseException:
@@ -452,9 +469,16 @@ class LLMClient:
                 raise _Retryable(self.scrub(f"{type(exc).__name__}: {exc}"), "connection") from None
             latency = self._clock() - started
         self.metrics.request_seconds.observe(latency)
-        if status == 200:
-            return self._completion(text, latency, attempt)
         snippet = self.scrub(text[:300])
+        if status == 200:
+            try:
+                doc = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                # Not an API answer at all (a proxy's or gateway's error page sent as 200): the endpoint
+                # was not reached, so this is an outage to retry, not a bad answer to dead-letter.
+                kind = headers.get("Content-Type", "no content type").split(";")[0].strip()
+                raise _Retryable(f"HTTP 200 with a body that is not JSON ({kind}): {snippet}", "not_json") from None
+            return self._completion(doc, text, latency, attempt)
         if status in RETRY_STATUSES or status >= 500:
             outcome = "rate_limited" if status == 429 else f"http_{status // 100}xx"
             raise _Retryable(f"HTTP {status}: {snippet}", outcome, retry_after_s(headers))
@@ -465,15 +489,14 @@ class LLMClient:
         self.metrics.requests.labels(outcome="rejected").inc()
         raise LLMRejected(f"HTTP {status}: {snippet}", status, self.scrub(text))
 
-    def _completion(self, text: str, latency: float, attempt: int) -> Completion:
+    def _completion(self, doc: Any, text: str, latency: float, attempt: int) -> Completion:
         self.breaker.record_success()
         try:
-            doc = orjson.loads(text)
             message = doc["choices"][0]["message"]
             content = message.get("content")
             if not isinstance(content, str):
                 raise TypeError("message content is not a string")
-        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
             self.metrics.requests.labels(outcome="malformed").inc()
             raise MalformedCompletion(f"not a chat completion: {exc}", self.scrub(text)) from None
         usage = doc.get("usage") if isinstance(doc.get("usage"), dict) else {}

@@ -30,7 +30,9 @@ class Escalation:
 
     @property
     def key(self) -> bytes:
-        return self.id.encode()
+        """The key of every record written for it: the escalation's own key (the worker gave it the
+        ticket's input key), or the id when it has none. The same rule as the worker's outputs."""
+        return self.raw.key if self.raw.key is not None else self.id.encode()
 
 
 def decode_escalation(raw: RawEvent, validator: Draft202012Validator, max_bytes: int) -> Escalation | DecodeFailure:

@@ -9,8 +9,8 @@ has no use for. Here the consumer fetches while fewer than ``max_in_flight`` rec
 per record calls the endpoint (the client bounds concurrency and rate), and the committed position of a
 partition is its lowest unfinished offset. When the endpoint is down, records wait (the circuit breaker
 paces the probes), fetching pauses, and nothing is committed past them: whether the endpoint or the
-bridge dies, an unanswered escalation is read again. Delivery is therefore at least once; answers are
-keyed by the escalation id for consumers to drop duplicates.
+bridge dies, an unanswered escalation is read again. Delivery is therefore at least once; answers carry
+the escalation's id and source for consumers to drop duplicates, and keep its key (the id when it has none).
 """
 
 from __future__ import annotations
@@ -154,6 +154,8 @@ class Bridge:
         self._committed: dict[TopicPartition, int] = {}
         self._stopping = asyncio.Event()  # binds to a loop on first use, so it may be made here
         self._failure: BaseException | None = None
+        #: Records still unanswered when the shutdown grace period ended (read again on the next start).
+        self.abandoned = 0
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
@@ -231,6 +233,14 @@ class Bridge:
         if tasks:
             log.info("bridge stopping; waiting for open records", open=len(tasks))
             await asyncio.wait(tasks, timeout=self.settings.shutdown_timeout_s)
+        # Offsets still open: records given up (waiting out an outage) or not answered in time.
+        self.abandoned = len(self._tracker)
+        if self.abandoned:
+            log.error(
+                "bridge stopping with escalations unanswered; they will be read again",
+                abandoned=self.abandoned,
+                timeout_s=self.settings.shutdown_timeout_s,
+            )
         try:
             await self._commit(consumer)
         finally:

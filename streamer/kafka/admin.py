@@ -100,12 +100,26 @@ def drift_of(spec: TopicSpec, state: TopicState) -> list[Drift]:
     return out
 
 
+def deployed_spec(settings: Settings, spec: TopicSpec) -> TopicSpec:
+    """A declared topic as this deployment creates it: the prefix, and the replication settings when set."""
+    config = dict(spec.config)
+    if settings.topic_min_insync_replicas is not None:
+        config["min.insync.replicas"] = str(settings.topic_min_insync_replicas)
+    return replace(
+        spec,
+        name=settings.topic(spec.name),
+        replication_factor=settings.topic_replication_factor or spec.replication_factor,
+        config=config,
+    )
+
+
 async def apply_topics(settings: Settings, specs: Iterable[TopicSpec]) -> ApplyReport:
     """Create missing topics with their declared configs; report drift of the existing ones.
 
-    Names get ``settings.topic_prefix``; the report uses the cluster's (prefixed) names.
+    Names get ``settings.topic_prefix``, replication ``STREAMER_TOPIC_REPLICATION_FACTOR`` and
+    ``STREAMER_TOPIC_MIN_INSYNC_REPLICAS`` when set; the report uses the cluster's (prefixed) names.
     """
-    specs = [replace(s, name=settings.topic(s.name)) for s in specs]
+    specs = [deployed_spec(settings, s) for s in specs]
     report = ApplyReport()
     async with admin_client(settings) as admin:
         existing = await describe(admin, [s.name for s in specs])

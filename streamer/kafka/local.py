@@ -1,4 +1,4 @@
-"""Run a real Apache Kafka 4.x broker (one node, KRaft) on this machine, without Docker.
+"""Run a real Apache Kafka 4.x broker (one node, KRaft) or a three-node cluster on this machine, without Docker.
 
 Why: the pipeline's integration tests and local runs need a real broker (consumer groups, transactions,
 10 MB records), and Docker is not always available. Kafka is plain Java, so its jars are fetched once from
@@ -11,6 +11,7 @@ The module is stdlib-only on purpose: it must work before (and without) the proj
     python -m streamer.kafka.local status
     python -m streamer.kafka.local stop
     python -m streamer.kafka.local console-consumer --topic t --from-beginning
+    python -m streamer.kafka.local start --brokers 3   # nodes on 9092, 9094, 9096 (var/kafka-cluster)
 
 Environment overrides: STREAMER_LOCAL_KAFKA_PORT, STREAMER_LOCAL_KAFKA_DIR (data dir),
 STREAMER_KAFKA_HOME (jar cache holding ``libs/``), STREAMER_KAFKA_VERSION.
@@ -33,7 +34,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from streamer.paths import cache_root
@@ -44,21 +45,29 @@ __all__ = [
     "DEFAULT_PORT",
     "KAFKA_VERSION",
     "Broker",
+    "LocalCluster",
     "LocalKafkaError",
     "SaslSslListener",
+    "cluster_status",
     "console_tool_cmd",
     "default_data_dir",
     "default_port",
     "ensure_jars",
+    "free_cluster_ports",
     "free_port_pair",
     "kafka_home",
     "kafka_version",
+    "live_brokers",
     "main",
     "probe",
     "server_properties",
     "start",
+    "start_cluster",
+    "start_node",
     "status",
     "stop",
+    "stop_cluster",
+    "stop_node",
 ]
 
 KAFKA_VERSION = "4.1.1"
@@ -463,10 +472,18 @@ def is_formatted(data_dir: Path) -> bool:
     return (data_dir / LOG_DIRS_SUBDIR / "meta.properties").is_file()
 
 
-def _format_storage(java: str, libs: Path, props_path: Path, extra_args: Sequence[str] = ()) -> None:
+def _format_storage(
+    java: str,
+    libs: Path,
+    props_path: Path,
+    extra_args: Sequence[str] = (),
+    *,
+    cluster_id: str | None = None,
+    quorum_args: Sequence[str] = ("--standalone",),
+) -> None:
     cmd = [
         java, *TOOL_JVM_OPTS, *_tools_log4j_opts(), "-cp", _classpath(libs), CONSOLE_TOOLS["storage"],
-        "format", "--standalone", "-t", new_cluster_id(), "-c", str(props_path), *extra_args,
+        "format", *quorum_args, "-t", cluster_id or new_cluster_id(), "-c", str(props_path), *extra_args,
     ]  # fmt: skip
     res = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
     if res.returncode != 0:
@@ -516,6 +533,12 @@ def _api_versions(sock: socket.socket) -> dict[int, tuple[int, int]]:
 
 def _metadata_has_broker(sock: socket.socket, version: int) -> bool:
     """Metadata (v1..v8, no topics): true once the broker lists a live broker and a controller id."""
+    brokers, controller_id = _metadata_brokers(sock, version)
+    return bool(brokers > 0 and controller_id >= 0)
+
+
+def _metadata_brokers(sock: socket.socket, version: int) -> tuple[int, int]:
+    """Metadata (v1..v8, no topics): how many live brokers the answering broker lists, and the controller id."""
     body = struct.pack(">i", 0)  # empty topic list = no topics (v1+)
     if version >= 4:
         body += b"\x00"  # allow_auto_topic_creation
@@ -535,7 +558,7 @@ def _metadata_has_broker(sock: socket.socket, version: int) -> bool:
         (cluster_len,) = struct.unpack_from(">h", data, off)
         off += 2 + max(cluster_len, 0)
     (controller_id,) = struct.unpack_from(">i", data, off)
-    return bool(n_brokers > 0 and controller_id >= 0)
+    return n_brokers, controller_id
 
 
 def probe(host: str = DEFAULT_HOST, port: int | None = None, timeout: float = 2.0) -> bool:
@@ -559,6 +582,22 @@ def probe(host: str = DEFAULT_HOST, port: int | None = None, timeout: float = 2.
             return _metadata_has_broker(sock, version)
     except (OSError, ValueError, struct.error):
         return False
+
+
+def live_brokers(host: str, port: int, timeout: float = 2.0) -> int:
+    """How many live brokers the broker on host:port lists in its metadata (0: none, or no answer)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            versions = _api_versions(sock)
+            lo, hi = versions.get(3, (0, -1))
+            version = max(lo, 1)
+            if version > min(hi, 8):
+                return 0
+            brokers, controller_id = _metadata_brokers(sock, version)
+            return brokers if controller_id >= 0 else 0
+    except (OSError, ValueError, struct.error):
+        return 0
 
 
 def _port_in_use(host: str, port: int) -> bool:
@@ -821,6 +860,293 @@ def status(data_dir: str | os.PathLike[str] | None = None) -> Broker | None:
     return Broker(DEFAULT_HOST, port, pid, root, already_running=True, ready=probe(DEFAULT_HOST, port))
 
 
+# ---------------------------------------------------------------------------------------------- cluster
+
+#: Heap of each node of a local cluster: three JVMs share the machine.
+CLUSTER_JVM_OPTS: tuple[str, ...] = ("-Xmx384m", "-Xms128m")
+CLUSTER_SUFFIX = "-cluster"
+
+
+@dataclass(frozen=True)
+class LocalCluster:
+    """A local KRaft cluster: ``nodes[i]`` is node ``i + 1``, a combined broker and controller in
+    ``data_dir/node-<i + 1>``; the nodes are the controller quorum's voters."""
+
+    nodes: tuple[Broker, ...]
+    data_dir: Path
+    startup_s: float = 0.0
+    already_running: bool = False
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(node.bootstrap_servers for node in self.nodes)
+
+    def node(self, node_id: int) -> Broker:
+        return self.nodes[node_id - 1]
+
+
+def node_dir(data_dir: str | os.PathLike[str], node_id: int) -> Path:
+    return Path(data_dir) / f"node-{node_id}"
+
+
+def is_cluster_dir(data_dir: str | os.PathLike[str]) -> bool:
+    return node_dir(data_dir, 1).is_dir()
+
+
+def cluster_size(data_dir: str | os.PathLike[str]) -> int:
+    count = 0
+    while node_dir(data_dir, count + 1).is_dir():
+        count += 1
+    return count
+
+
+def free_cluster_ports(brokers: int, host: str = DEFAULT_HOST) -> list[int]:
+    """Client ports for ``brokers`` nodes, each free with its controller port (+ 1), all distinct."""
+    ports: list[int] = []
+    for _ in range(100 * brokers):
+        port = free_port_pair(host)
+        if not {port, port + 1} & ({p for p in ports} | {p + 1 for p in ports}):
+            ports.append(port)
+        if len(ports) == brokers:
+            return ports
+    raise LocalKafkaError(f"no {brokers} free pairs of ports on {host}")
+
+
+def cluster_ports(base: int, brokers: int) -> list[int]:
+    """Client ports of ``brokers`` nodes from ``base``: ``base``, ``base + 2``, ... (controllers on each + 1)."""
+    return [_check_port(base + 2 * i) for i in range(brokers)]
+
+
+def cluster_properties(
+    node_id: int,
+    ports: Sequence[int],
+    data_dir: str | os.PathLike[str],
+    *,
+    host: str = DEFAULT_HOST,
+    extra_properties: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """server.properties of node ``node_id`` (1-based) of a cluster whose client ports are ``ports``.
+
+    Every node is broker and controller; the controllers form a static quorum (``controller.quorum.voters``).
+    Topics default to ``min(3, nodes)`` replicas and ``min.insync.replicas`` of 2 (1 on two nodes), the
+    internal topics too, so an acknowledged record (acks=all) is on two nodes and one node may fail.
+    """
+    n = len(ports)
+    if not 1 <= node_id <= n:
+        raise LocalKafkaError(f"node {node_id} is not one of 1..{n}")
+    replicas, in_sync = str(min(3, n)), str(min(2, max(1, n - 1)))
+    props = server_properties(ports[node_id - 1], node_dir(data_dir, node_id), host=host)
+    del props["controller.quorum.bootstrap.servers"]
+    props.update(
+        {
+            "node.id": str(node_id),
+            "controller.quorum.voters": ",".join(f"{i}@{host}:{p + 1}" for i, p in enumerate(ports, 1)),
+            "default.replication.factor": replicas,
+            "min.insync.replicas": in_sync,
+            "offsets.topic.replication.factor": replicas,
+            "transaction.state.log.replication.factor": replicas,
+            "transaction.state.log.min.isr": in_sync,
+            "share.coordinator.state.topic.replication.factor": replicas,
+            "share.coordinator.state.topic.min.isr": in_sync,
+            "unclean.leader.election.enable": "false",  # a lagging replica never becomes leader: no loss
+            "auto.leader.rebalance.enable": "true",  # leadership goes back to a node that returns
+            "leader.imbalance.check.interval.seconds": "10",
+        }
+    )
+    if extra_properties:
+        props.update(extra_properties)
+    return props
+
+
+def _cluster_id_of(data_dir: Path, brokers: int) -> str | None:
+    """The cluster id a formatted node of the cluster already has (all nodes must share it)."""
+    for node_id in range(1, brokers + 1):
+        meta = node_dir(data_dir, node_id) / LOG_DIRS_SUBDIR / "meta.properties"
+        if meta.is_file():
+            cluster_id = read_properties(meta).get("cluster.id")
+            if cluster_id:
+                return cluster_id
+    return None
+
+
+def _node_broker(root: Path, node_id: int, pid: int, **fields: object) -> Broker:
+    where = node_dir(root, node_id)
+    port = _configured_port(where)
+    assert port is not None, f"{where} has no server.properties"
+    return Broker(DEFAULT_HOST, port, pid, where, **fields)  # type: ignore[arg-type]
+
+
+def _wait_cluster(root: Path, nodes: Sequence[Broker], brokers: int, timeout: float) -> None:
+    """Until every node answers and lists ``brokers`` live brokers (the quorum formed, all registered)."""
+    deadline = time.monotonic() + timeout
+    for node in nodes:
+        _wait_ready(node.host, node.port, node.pid, max(deadline - time.monotonic(), 1.0), node.data_dir)
+    while not all(live_brokers(n.host, n.port) >= brokers for n in nodes):
+        if time.monotonic() >= deadline:
+            seen = {n.port: live_brokers(n.host, n.port) for n in nodes}
+            raise LocalKafkaError(f"cluster in {root} not formed after {timeout:.0f} s (live brokers per port: {seen})")
+        time.sleep(0.2)
+
+
+def start_cluster(
+    ports: Sequence[int] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    brokers: int = 3,
+    timeout: float = 2 * DEFAULT_START_TIMEOUT_S,
+    jvm_opts: Sequence[str] | None = None,
+    extra_properties: Mapping[str, str] | None = None,
+) -> LocalCluster:
+    """Start a local KRaft cluster of ``brokers`` nodes (or the part of it that is down) and wait until
+    every node lists all of them.
+
+    ``ports`` are the nodes' client ports (each controller takes port + 1; default: from
+    ``STREAMER_LOCAL_KAFKA_PORT``/9092 in steps of 2). Storage is formatted once with one cluster id;
+    topics and offsets survive restarts. Nodes already running are kept (``already_running`` when all are).
+    """
+    if brokers < 2:
+        raise LocalKafkaError("a cluster has at least 2 brokers (use start() for one)")
+    ports = list(ports) if ports is not None else cluster_ports(default_port(), brokers)
+    if len(ports) != brokers or len(set(ports) | {p + 1 for p in ports}) != 2 * brokers:
+        raise LocalKafkaError(f"need {brokers} client ports p with p and p + 1 all distinct; got {ports}")
+    root = Path(data_dir).expanduser().resolve() if data_dir is not None else _default_cluster_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    with _locked(root / LOCK_FILE):
+        existing = cluster_size(root)
+        if existing and existing != brokers:
+            raise LocalKafkaError(f"{root} holds a cluster of {existing} nodes, not {brokers}")
+        java = find_java()
+        libs = ensure_jars()
+        log4j_cfg = _DEPLOY_DIR / "log4j2.yaml"
+        if not log4j_cfg.is_file():
+            raise LocalKafkaError(f"{log4j_cfg} not found: run from a streamer checkout")
+        t0 = time.monotonic()
+        cluster_id = _cluster_id_of(root, brokers)
+        if cluster_id is None:
+            cluster_id = new_cluster_id()
+        else:  # a formed cluster keeps its ports: they are its controller quorum's addresses
+            ports = [_configured_port(node_dir(root, i)) or port for i, port in enumerate(ports, 1)]
+        nodes: list[Broker] = []
+        launched = 0
+        for node_id in range(1, brokers + 1):
+            where = node_dir(root, node_id)
+            where.mkdir(parents=True, exist_ok=True)
+            pid = _running_pid(where)
+            if pid is not None:
+                nodes.append(_node_broker(root, node_id, pid, already_running=True))
+                continue
+            node = _launch_node(java, libs, log4j_cfg, root, node_id, ports, cluster_id, jvm_opts, extra_properties)
+            nodes.append(node)
+            launched += 1
+        try:
+            _wait_cluster(root, nodes, brokers, timeout)
+        except BaseException:
+            if launched:
+                stop_cluster(root, timeout=10.0)
+            raise
+        return LocalCluster(tuple(nodes), root, startup_s=time.monotonic() - t0, already_running=not launched)
+
+
+def _launch_node(
+    java: str,
+    libs: Path,
+    log4j_cfg: Path,
+    root: Path,
+    node_id: int,
+    ports: Sequence[int],
+    cluster_id: str,
+    jvm_opts: Sequence[str] | None,
+    extra_properties: Mapping[str, str] | None,
+) -> Broker:
+    where = node_dir(root, node_id)
+    port = ports[node_id - 1]
+    for p in (port, port + 1):
+        if _port_in_use(DEFAULT_HOST, p):
+            raise LocalKafkaError(f"port {DEFAULT_HOST}:{p} of node {node_id} is already in use (another Kafka?)")
+    props_path = where / PROPS_FILE
+    write_properties(props_path, cluster_properties(node_id, ports, root, extra_properties=extra_properties))
+    if not is_formatted(where):
+        _format_storage(java, libs, props_path, cluster_id=cluster_id, quorum_args=())
+    cmd = [
+        java, *(CLUSTER_JVM_OPTS if jvm_opts is None else jvm_opts), *_BROKER_JVM_FLAGS,
+        f"-Dkafka.logs.dir={where}", f"-Dlog4j2.configurationFile={log4j_cfg}",
+        "-cp", _classpath(libs), "kafka.Kafka", str(props_path),
+    ]  # fmt: skip
+    pid = _launch(cmd, where / OUT_FILE)
+    (where / PID_FILE).write_text(f"{pid}\n")
+    return Broker(DEFAULT_HOST, port, pid, where)
+
+
+def start_node(
+    data_dir: str | os.PathLike[str], node_id: int, *, timeout: float = DEFAULT_START_TIMEOUT_S
+) -> Broker:
+    """Start one stopped (or killed) node of an existing cluster again and wait until it answers."""
+    root = Path(data_dir).expanduser().resolve()
+    where = node_dir(root, node_id)
+    if not (where / PROPS_FILE).is_file():
+        raise LocalKafkaError(f"{where} is not a node of a cluster started before")
+    with _locked(root / LOCK_FILE):
+        pid = _running_pid(where)
+        if pid is not None:
+            return _node_broker(root, node_id, pid, already_running=True)
+        brokers = cluster_size(root)
+        ports = [_configured_port(node_dir(root, i)) or 0 for i in range(1, brokers + 1)]
+        log4j_cfg = _DEPLOY_DIR / "log4j2.yaml"
+        t0 = time.monotonic()
+        cluster_id = _cluster_id_of(root, brokers) or new_cluster_id()
+        node = _launch_node(find_java(), ensure_jars(), log4j_cfg, root, node_id, ports, cluster_id, None, None)
+        _wait_ready(node.host, node.port, node.pid, timeout, where)
+        return replace(node, startup_s=time.monotonic() - t0)
+
+
+def stop_node(
+    data_dir: str | os.PathLike[str], node_id: int, *, kill: bool = False, timeout: float = DEFAULT_STOP_TIMEOUT_S
+) -> bool:
+    """Stop one node: SIGTERM (a controlled shutdown), or SIGKILL at once with ``kill``. False if not running."""
+    root = Path(data_dir).expanduser().resolve()
+    where = node_dir(root, node_id)
+    with _locked(root / LOCK_FILE):
+        pid = _running_pid(where)
+        if pid is None:
+            return False
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10.0
+            while _pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        else:
+            _kill(pid, timeout)
+        (where / PID_FILE).unlink(missing_ok=True)
+        return True
+
+
+def stop_cluster(data_dir: str | os.PathLike[str] | None = None, *, timeout: float = DEFAULT_STOP_TIMEOUT_S) -> int:
+    """Stop every node of a cluster (SIGTERM to all at once, SIGKILL past ``timeout``); how many ran."""
+    root = Path(data_dir).expanduser().resolve() if data_dir is not None else _default_cluster_dir()
+    pids = [pid for i in range(1, cluster_size(root) + 1) if (pid := _running_pid(node_dir(root, i))) is not None]
+    for pid in pids:  # all at once: a node waiting for the others' controlled shutdown would wait in vain
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        _kill(pid, max(deadline - time.monotonic(), 0.1))
+    for i in range(1, cluster_size(root) + 1):
+        (node_dir(root, i) / PID_FILE).unlink(missing_ok=True)
+    return len(pids)
+
+
+def cluster_status(data_dir: str | os.PathLike[str] | None = None) -> list[Broker | None]:
+    """Per node of the cluster in ``data_dir``: the running broker (``ready``: it answers), or None."""
+    root = Path(data_dir).expanduser().resolve() if data_dir is not None else _default_cluster_dir()
+    return [status(node_dir(root, i)) for i in range(1, cluster_size(root) + 1)]
+
+
+def _default_cluster_dir() -> Path:
+    base = default_data_dir().resolve()
+    return base.with_name(base.name + CLUSTER_SUFFIX)
+
+
 # ------------------------------------------------------------------------------------------------- CLI
 
 
@@ -834,6 +1160,33 @@ def _run_tool(tool: str, args: list[str], data_dir: Path | None) -> int:
         return subprocess.call(console_tool_cmd(tool, args))
     except KeyboardInterrupt:
         return 130
+
+
+def _cluster_command(ns: argparse.Namespace) -> int:
+    root = Path(ns.data_dir).expanduser().resolve() if ns.data_dir else _default_cluster_dir()
+    try:
+        if ns.command == "start":
+            base = ns.port if ns.port is not None else default_port()
+            cluster = start_cluster(cluster_ports(base, ns.brokers), root, brokers=ns.brokers, timeout=2 * ns.timeout)
+            state = "already running" if cluster.already_running else f"ready (started in {cluster.startup_s:.1f} s)"
+            print(f"kafka cluster of {len(cluster.nodes)} {state}: {cluster.bootstrap_servers} ({root})")
+            return 0
+        if ns.command == "stop":
+            stopped = stop_cluster(root, timeout=ns.timeout)
+            print(f"kafka cluster stopped ({stopped} nodes)" if stopped else f"kafka cluster not running ({root})")
+            return 0
+        nodes = cluster_status(root)
+        if not any(nodes):
+            print(f"kafka cluster not running ({root})")
+            return 3
+        for i, node in enumerate(nodes, 1):
+            state = "down" if node is None else ("running" if node.ready else "running but NOT answering")
+            where = f" on {node.bootstrap_servers} (pid {node.pid})" if node is not None else ""
+            print(f"node {i}: {state}{where}")
+        return 0 if all(node is not None and node.ready for node in nodes) else 1
+    except LocalKafkaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -865,7 +1218,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("fetch", help="download the Kafka jars (Maven) if not cached")
     for p in (p_start, p_stop, p_status):
         p.add_argument("--data-dir", default=None, help="broker state dir (default: <repo>/var/kafka / env)")
+        p.add_argument(
+            "--brokers",
+            type=int,
+            default=1,
+            help="nodes: 1, or a cluster of 3 (replication 3, min.insync.replicas 2) in <data dir>-cluster; "
+            "node i listens on port + 2(i - 1)",
+        )
     ns = parser.parse_args(args_in)
+    if ns.command in ("start", "stop", "status") and (ns.brokers > 1 or (ns.data_dir and is_cluster_dir(ns.data_dir))):
+        return _cluster_command(ns)
 
     try:
         if ns.command == "fetch":

@@ -210,6 +210,10 @@ def log_consumer(settings: Settings, **overrides: Any) -> AIOKafkaConsumer:
         "client_id": f"{settings.kafka_client_id}-logs",
         "auto_offset_reset": "earliest",
         "max_partition_fetch_bytes": 4 * 1024 * 1024,
+        "session_timeout_ms": settings.kafka_session_timeout_ms,
+        "heartbeat_interval_ms": settings.heartbeat_interval_ms,
+        # Static membership per group: the same id serves the ticket group and this one.
+        "group_instance_id": settings.group_instance_id,
     }
     options.update(overrides)
     return clients.consumer(settings, **options)

@@ -7,8 +7,8 @@ import datetime as dt
 import importlib.metadata as md
 import json
 import platform
+import secrets
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,7 +115,10 @@ def build_bundle(
         raise ModelError("a bundle needs at least one head")
     src: WeightsSource = resolve_source(source)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    # Not mkdtemp: its 0700 would make the bundle unreadable to a worker running as another user; mkdir
+    # gives what the umask allows, like every other folder.
+    staging = out.parent / f".{out.name}.{secrets.token_hex(6)}"
+    staging.mkdir()
     try:
         conversion = convert_checkpoint(
             src.path, staging / bundle_mod.MODEL_DIR, quantization=None if weights == "float32" else weights

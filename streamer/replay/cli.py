@@ -13,7 +13,8 @@ from streamer.topics import TICKETS, TICKETS_ENRICHED
 _EPILOG = """\
 Offsets come from --from/--to (offsets_for_times, checked against each partition's first and end
 offsets; --to and --to-offset are exclusive) and/or --from-offset/--to-offset, which narrow them.
-A --from after the last record replays nothing. The replay joins no consumer group and commits
+Without one of these, --all must say that the whole topic is meant (a missing window is an error, not
+everything). A --from after the last record replays nothing. The replay joins no consumer group and commits
 nothing, so live workers are unaffected; it writes enriched records to <topic>.replay.<run-id>
 (one-day retention) unless --dry-run.
 
@@ -52,6 +53,9 @@ def add_replay_commands(subparsers: argparse._SubParsersAction) -> None:  # type
     replay.add_argument("--to", dest="to_ms", type=time_arg, metavar="TIME", help="window end (exclusive)")
     replay.add_argument("--from-offset", type=int, metavar="N", help="first offset, in every chosen partition")
     replay.add_argument("--to-offset", type=int, metavar="M", help="end offset (exclusive), in every chosen partition")
+    replay.add_argument(
+        "--all", dest="whole_topic", action="store_true", help="replay the whole topic (no window given)"
+    )
     replay.add_argument("--partitions", type=partitions_arg, metavar="LIST", help="only these partitions, e.g. 0,2")
     replay.add_argument(
         "--bundle", type=Path, metavar="DIR", help="bundle to replay with (default: STREAMER_BUNDLE_DIR)"
@@ -72,6 +76,19 @@ def add_replay_commands(subparsers: argparse._SubParsersAction) -> None:  # type
     replay.set_defaults(handler=run_replay_command)
 
 
+def check_window_given(args: argparse.Namespace) -> None:
+    """A replay reads and copies what its window holds: without a window that is the whole topic, so it
+    must be asked for with ``--all``, never reached by forgetting ``--from``."""
+    bounds = [args.from_ms, args.to_ms, args.from_offset, args.to_offset]
+    given = any(bound is not None for bound in bounds)
+    if args.whole_topic and given:
+        raise ConfigError("--all replays the whole topic; leave out --from/--to/--from-offset/--to-offset")
+    if not args.whole_topic and not given:
+        raise ConfigError(
+            "replay needs a window: --from/--to (time), --from-offset/--to-offset, or --all for the whole topic"
+        )
+
+
 def run_replay_command(args: argparse.Namespace) -> int:
     """Load the bundle and the worker's processor, replay, print the table, write the reports."""
     from aiokafka.errors import KafkaError
@@ -84,6 +101,7 @@ def run_replay_command(args: argparse.Namespace) -> int:
     from streamer.settings import load_settings
     from streamer.worker import load_ticket_runtime
 
+    check_window_given(args)
     settings = load_settings()
     if args.bundle is not None:
         settings = settings.model_copy(update={"bundle_dir": args.bundle})

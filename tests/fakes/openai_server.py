@@ -9,6 +9,7 @@ Answers are decided by the ticket text the prompt carries:
 * ``SLOW``: the answer waits ``slow_s`` seconds first.
 
 Failures are scripted with ``fail_next(status, count)`` (applied to the next requests, in order),
+``page_next(count)`` (an HTML error page with status 200, as some proxies send),
 ``hang_s`` (every request waits), ``down()``/``up()`` (the port stops/starts listening) and ``api_key``
 (requests without that bearer token get a 401 that echoes what they sent, as real providers do).
 """
@@ -48,6 +49,11 @@ class Seen:
 class _Failure:
     status: int
     headers: dict[str, str] = field(default_factory=dict)
+    page: str | None = None  # an HTML body instead of a JSON error
+
+
+#: What a proxy in front of an endpoint sends when the endpoint is away (some send it with status 200).
+PROXY_PAGE = "<!DOCTYPE html><html><head><title>Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
 
 
 class FakeOpenAI:
@@ -96,6 +102,12 @@ class FakeOpenAI:
             for _ in range(count):
                 self._failures.append(_Failure(status, {k.replace("_", "-"): v for k, v in headers.items()}))
 
+    def page_next(self, count: int = 1, status: int = 200) -> None:
+        """The next ``count`` requests get a proxy's HTML error page, with ``status`` (200 by default)."""
+        with self._lock:
+            for _ in range(count):
+                self._failures.append(_Failure(status, page=PROXY_PAGE))
+
     def count(self, status: int | None = None) -> int:
         with self._lock:
             return sum(1 for r in self.requests if status is None or r.status == status)
@@ -133,6 +145,9 @@ class FakeOpenAI:
             seen.status = 401
             sent = request.headers.get("Authorization", "")
             return web.json_response({"error": {"message": f"Incorrect API key provided: {sent}"}}, status=401)
+        if failure is not None and failure.page is not None:
+            seen.status = failure.status
+            return web.Response(text=failure.page, status=failure.status, content_type="text/html")
         if failure is not None:
             seen.status = failure.status
             return web.json_response(

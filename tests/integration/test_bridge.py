@@ -378,3 +378,47 @@ def test_a_killed_bridge_loses_nothing(env: Env, tmp_path: Path) -> None:
         assert second.wait(60) == 0
     for log in logs:
         assert KEY not in log.read_text()
+
+
+def test_a_bridge_stopping_with_records_unanswered_exits_1_and_says_how_many(env: Env, tmp_path: Path) -> None:
+    """SIGTERM while two answers hang past the grace period: not a clean stop, so not exit 0."""
+    s = env.settings
+    variables = {
+        "STREAMER_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+        "STREAMER_TOPIC_PREFIX": s.topic_prefix,
+        "STREAMER_BUNDLE_DIR": str(env.bundle_dir),
+        "STREAMER_BRIDGE_GROUP_ID": s.bridge_group_id,
+        "STREAMER_LLM_BASE_URL": s.llm_base_url,
+        "STREAMER_LLM_API_KEY": KEY,
+        "STREAMER_LLM_RATE_PER_S": "0",
+        "STREAMER_BRIDGE_METRICS_PORT": "0",
+        "STREAMER_SHUTDOWN_TIMEOUT_S": "2",
+        "STREAMER_LOG_FORMAT": "json",
+    }
+    env.fake.slow_s = 120
+    docs = [escalation(f"h-slow-{i}", f"SLOW ticket {i}. want: bug_report") for i in range(2)] + tickets("h", 3)
+    log = tmp_path / "bridge.err"
+    with log.open("w") as err:
+        bridge = subprocess.Popen(
+            [sys.executable, "-m", "streamer", "bridge"],
+            env={**os.environ, **variables},
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    try:
+        asyncio.run(produce(s, docs))  # type: ignore[arg-type]
+        answered = asyncio.run(consume(s, LLM_RESPONSES, 3, timeout=120))
+        assert {a["id"] for _, a in answered} == {d["id"] for d in docs[2:]}, log.read_text()[-3000:]
+        deadline = time.monotonic() + 30
+        while sum("SLOW" in r.user_text for r in env.fake.requests) < 2:
+            assert time.monotonic() < deadline, "the slow requests never reached the endpoint"
+            time.sleep(0.1)
+        bridge.send_signal(signal.SIGTERM)
+        code = bridge.wait(60)
+    finally:
+        if bridge.poll() is None:
+            bridge.kill()
+            bridge.wait()
+    lines = log.read_text().splitlines()
+    assert code == 1, lines[-20:]
+    assert lines[-1].startswith("streamer: error: bridge stopped with 2 escalation(s) unanswered after the 2 s")

@@ -84,3 +84,25 @@ def test_long_invented_label_is_shortened_in_the_message() -> None:
 @given(st.text(max_size=300))
 def test_never_raises(content: str) -> None:
     assert isinstance(parse_answer(content, LABELS, PRIORITIES), (Answer, InvalidAnswer))
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "Here is my answer:\n" + answer(),
+        "Sure. {not json} The result: " + answer() + "\nHope this helps {really}.",
+        "I looked at the ticket.\n\n```json\n" + answer() + "\n```\nLet me know if you need more.",
+        "```\n" + answer() + "\n```",
+        'Context: {"note": "no intent here"} and the answer ' + answer(),
+    ],
+)
+def test_json_after_prose_or_in_a_fence_anywhere_is_extracted(content: str) -> None:
+    got = parse_answer(content, LABELS, PRIORITIES)
+    assert isinstance(got, Answer), got
+    assert (got.intent, got.priority) == ("refund_request", "high")
+
+
+def test_prose_with_only_broken_or_nested_braces_is_still_invalid() -> None:
+    for content in ("It is {refund_request} I think", "{" * 5000, "Answer: {'intent': 'refund_request'}"):
+        got = parse_answer(content, LABELS, PRIORITIES)
+        assert isinstance(got, InvalidAnswer) and "not valid JSON" in got.message

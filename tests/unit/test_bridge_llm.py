@@ -377,3 +377,39 @@ async def test_api_key_never_logged_nor_in_errors(fake: FakeOpenAI) -> None:
     settings = Settings(llm_api_key=wrong)  # type: ignore[arg-type]
     assert wrong not in repr(settings) and wrong not in str(settings)
     assert ClientOptions.from_settings(settings).api_key == wrong
+
+
+async def test_a_200_with_an_html_page_is_an_outage_retried_not_a_bad_answer(fake: FakeOpenAI) -> None:
+    fake.page_next(2)
+    async with LLMClient(options(fake, circuit_failures=5)) as client:
+        completion = await client.complete(MESSAGES)
+        sample = client.metrics.registry.get_sample_value
+        assert sample("streamer_llm_requests_total", {"outcome": "not_json"}) == 2
+    assert completion.attempts == 3 and '"intent"' in completion.content
+    fake.page_next(10)
+    async with LLMClient(options(fake, max_retries=2, circuit_failures=3)) as client:
+        with pytest.raises(LLMUnavailable) as failed:
+            await client.complete(MESSAGES)
+        assert client.breaker.state is CircuitState.OPEN  # a proxy page in place of the endpoint is an outage
+    assert failed.value.last_outcome == "not_json" and "text/html" in str(failed.value)
+
+
+async def test_429_is_rate_limiting_that_paces_every_request_and_never_opens_the_circuit(fake: FakeOpenAI) -> None:
+    """Five 429s used to open the circuit for its 30 s cool-down: answers came long after Retry-After."""
+    fake.fail_next(429, 4, Retry_After="0.3")
+    opts = options(fake, circuit_failures=2, circuit_reset_s=30, max_retries=6)
+    async with LLMClient(opts) as client:
+        began = asyncio.get_running_loop().time()
+        first = asyncio.create_task(client.complete(MESSAGES))
+        sample = client.metrics.registry.get_sample_value
+        while not sample("streamer_llm_requests_total", {"outcome": "rate_limited"}):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # until the first 429 is back
+        second = asyncio.create_task(client.complete(MESSAGES))  # told to wait too, though it got no 429
+        answers = await asyncio.gather(first, second)
+        elapsed = asyncio.get_running_loop().time() - began
+        assert client.breaker.state is CircuitState.CLOSED
+    assert all('"intent"' in a.content for a in answers)
+    assert 0.6 <= elapsed < 5.0  # waits of 0.3 s (two requests at a time), not a 30 s cool-down
+    assert fake.count(429) == 4
+    after_first_429 = next(r.at for r in fake.requests if r.status == 429) + 0.25
+    assert all(r.at >= after_first_429 for r in fake.requests[1:])

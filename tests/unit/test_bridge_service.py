@@ -63,9 +63,9 @@ def escalation(record_id: str, text: str, **fields: Any) -> dict[str, Any]:
     return doc
 
 
-def raw(doc: dict[str, Any] | bytes, offset: int = 3) -> RawEvent:
+def raw(doc: dict[str, Any] | bytes, offset: int = 3, key: bytes | None = b"k") -> RawEvent:
     value = doc if isinstance(doc, bytes) else orjson.dumps(doc)
-    return RawEvent(value=value, source=Source("llm.escalations.v1", 2, offset, 1_700_000_000_000), key=b"k")
+    return RawEvent(value=value, source=Source("llm.escalations.v1", 2, offset, 1_700_000_000_000), key=key)
 
 
 @pytest.fixture
@@ -96,7 +96,7 @@ async def test_answer_record(fake: FakeOpenAI) -> None:
     await bridge.client.close()
     assert outcome == "answered"
     [out] = outputs
-    assert out.topic == LLM_RESPONSES and out.key == b"TCK-1"
+    assert out.topic == LLM_RESPONSES and out.key == b"k"  # the escalation's key, as the worker's outputs
     record = dict(out.value)
     assert REGISTRY.errors("llm_response.v1.json", record) == []
     assert record["id"] == "TCK-1" and record["intent"] == "order_status" and record["priority"] == "normal"
@@ -119,6 +119,18 @@ async def test_answer_record(fake: FakeOpenAI) -> None:
     assert b"streamer_llm_circuit_state 0.0" in bridge.metrics.exposition()
 
 
+async def test_outputs_keep_the_escalations_key_and_fall_back_to_the_id(fake: FakeOpenAI) -> None:
+    """One rule for every output of the project: the input record's key; its id when it has none."""
+    bridge = make_bridge(fake)
+    [keyed], _ = await bridge.process(raw(escalation("TCK-10", "want: order_status"), key=b"customer-77"))
+    [unkeyed], _ = await bridge.process(raw(escalation("TCK-11", "want: order_status"), key=None))
+    [refused], _ = await bridge.process(raw(escalation("TCK-12", "mail jane.doe@example.org"), key=b"customer-78"))
+    await bridge.client.close()
+    assert (keyed.topic, keyed.key) == (LLM_RESPONSES, b"customer-77")
+    assert (unkeyed.topic, unkeyed.key) == (LLM_RESPONSES, b"TCK-11")
+    assert (refused.topic, refused.key) == (DEADLETTER, b"customer-78")
+
+
 async def test_invalid_answers_are_dead_letters_with_the_raw_answer(fake: FakeOpenAI) -> None:
     bridge = make_bridge(fake)
     prose, _ = await bridge.process(raw(escalation("TCK-2", "MALFORMED please")))
@@ -126,7 +138,7 @@ async def test_invalid_answers_are_dead_letters_with_the_raw_answer(fake: FakeOp
     await bridge.client.close()
     assert outcome == "invalid_answer"
     for out, record_id in ((prose[0], "TCK-2"), (unknown[0], "TCK-3")):
-        assert out.topic == DEADLETTER and out.key == record_id.encode()
+        assert out.topic == DEADLETTER and out.key == b"k"
         record = dict(out.value)
         assert REGISTRY.errors("deadletter.v1.json", record) == []
         assert record["error"]["code"] == "invalid_answer" and record["id"] == record_id

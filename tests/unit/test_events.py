@@ -62,9 +62,17 @@ def test_long_text_is_cut_for_the_model_and_flagged_but_kept() -> None:
         (
             orjson.dumps({k: v for k, v in GOOD.items() if k != "created_at"}),
             "schema",
-            "$",
-            "'created_at' is a required",
+            "created_at",
+            "created_at: is required and missing",
         ),
+        (
+            orjson.dumps({**GOOD, "customer": {"tier": "vip"}}),
+            "schema",
+            "customer.id",
+            "customer.id: is required and missing",
+        ),
+        (orjson.dumps({**GOOD, "created_at": "2026-11-27"}), "schema", "created_at", "a date without a time"),
+        (orjson.dumps({**GOOD, "created_at": "2026-11-27T10:00:00"}), "schema", "created_at", "no time zone"),
         (orjson.dumps({**GOOD, "customer": {"id": "C", "tier": 5}}), "schema", "customer.tier", "not of type"),
         (orjson.dumps({**GOOD, "created_at": "yesterday"}), "schema", "created_at", "ISO-8601"),
         (orjson.dumps({**GOOD, "body": "   "}), "schema", "body", "blank"),
@@ -78,6 +86,11 @@ def test_failures_name_the_problem(value: bytes | None, code: str, field: str | 
     assert failure.code == code
     assert failure.field == field
     assert message in failure.message
+
+
+@pytest.mark.parametrize("stamp", ["2026-11-27T10:00:00Z", "2026-11-27T10:00:00.123+02:00", "2026-11-27T10:00z"])
+def test_created_at_with_a_time_and_a_zone_is_accepted(stamp: str) -> None:
+    assert isinstance(decode(orjson.dumps({**GOOD, "created_at": stamp})), Ticket)
 
 
 def test_dead_letter_keeps_raw_bytes_base64_when_not_utf8_and_validates() -> None:

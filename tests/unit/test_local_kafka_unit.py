@@ -38,6 +38,35 @@ def test_server_properties_single_node_kraft(tmp_path: Path) -> None:
     assert int(props["replica.fetch.max.bytes"]) >= int(props["message.max.bytes"])
 
 
+def test_cluster_properties_three_voters_replication_3_min_isr_2(tmp_path: Path) -> None:
+    ports = [19092, 19094, 19096]
+    props = [local.cluster_properties(i, ports, tmp_path) for i in (1, 2, 3)]
+    assert [p["node.id"] for p in props] == ["1", "2", "3"]
+    voters = "1@127.0.0.1:19093,2@127.0.0.1:19095,3@127.0.0.1:19097"
+    assert {p["controller.quorum.voters"] for p in props} == {voters}
+    assert all("controller.quorum.bootstrap.servers" not in p for p in props)
+    assert props[1]["listeners"] == "PLAINTEXT://127.0.0.1:19094,CONTROLLER://127.0.0.1:19095"
+    assert props[2]["log.dirs"] == str(tmp_path / "node-3" / "data")
+    for p in props:
+        assert p["default.replication.factor"] == p["offsets.topic.replication.factor"] == "3"
+        assert p["min.insync.replicas"] == p["transaction.state.log.min.isr"] == "2"
+        assert p["unclean.leader.election.enable"] == "false"
+    two = local.cluster_properties(1, ports[:2], tmp_path)
+    assert (two["default.replication.factor"], two["min.insync.replicas"]) == ("2", "1")
+    with pytest.raises(local.LocalKafkaError):
+        local.cluster_properties(4, ports, tmp_path)
+    assert local.cluster_ports(9092, 3) == [9092, 9094, 9096]
+
+
+def test_free_cluster_ports_are_distinct_pairs() -> None:
+    ports = local.free_cluster_ports(3)
+    taken = ports + [p + 1 for p in ports]
+    assert len(set(taken)) == 6
+    for port in taken:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
+
+
 def test_server_properties_extra_properties_win(tmp_path: Path) -> None:
     props = local.server_properties(
         9092,

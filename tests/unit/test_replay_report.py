@@ -158,3 +158,24 @@ def test_run_ids_and_output_topic() -> None:
     assert output_spec(settings, ReplayRequest(window=window, run_id="r1", output="mine")).name == "mine"
     with pytest.raises(ConfigError, match="live topic"):
         output_spec(settings, ReplayRequest(window=window, run_id="r1", output="support.tickets.enriched.v1"))
+
+
+def test_replay_without_a_window_is_a_one_line_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """No window used to replay and copy the whole topic; now it needs --all, checked before Kafka or a bundle."""
+    from streamer.cli import main
+
+    unreachable = {"STREAMER_KAFKA_BOOTSTRAP": "127.0.0.1:9", "STREAMER_BUNDLE_DIR": str(tmp_path / "none")}
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in unreachable.items():
+            env.setenv(key, value)
+        assert main(["replay", "--dry-run"]) == 2
+        first = capsys.readouterr().err
+        assert main(["replay", "--all", "--from-offset", "3", "--dry-run"]) == 2
+        both = capsys.readouterr().err
+    assert first.splitlines() == [
+        "streamer: error: replay needs a window: --from/--to (time), --from-offset/--to-offset, "
+        "or --all for the whole topic"
+    ]
+    assert both.startswith("streamer: error: --all replays the whole topic") and both.count("\n") == 1
+    args = parser().parse_args(["replay", "--all"])
+    assert args.whole_topic and args.from_ms is None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,3 +51,47 @@ def test_readme_documents_every_setting() -> None:
 
 def test_topic_prefix() -> None:
     assert Settings(topic_prefix="staging.").topic("support.tickets.v1") == "staging.support.tickets.v1"
+
+
+def test_static_membership_and_session_timeout_reach_both_consumers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """STREAMER_GROUP_INSTANCE_ID and the session timeout, in Faust's consumer and the log path's."""
+    from streamer.app import create_app
+    from streamer.logs.runtime import log_consumer
+
+    for name in ("BROKER_SESSION_TIMEOUT", "BROKER_HEARTBEAT_INTERVAL", "CONSUMER_GROUP_INSTANCE_ID"):
+        monkeypatch.delenv(name, raising=False)  # Faust's own variables would win
+    monkeypatch.setenv("STREAMER_GROUP_INSTANCE_ID", "worker-0")
+    monkeypatch.setenv("STREAMER_KAFKA_SESSION_TIMEOUT_MS", "20000")
+    settings = load_settings()
+    conf = create_app(settings).conf
+    assert conf.consumer_group_instance_id == "worker-0"
+    assert (conf.broker_session_timeout, conf.broker_heartbeat_interval) == (20.0, 3.0)
+    assert conf.broker_request_timeout >= conf.broker_session_timeout
+    async def make() -> Any:
+        return log_consumer(settings)  # aiokafka wants a running loop; it connects only on start()
+
+    consumer = asyncio.run(make())
+    coordinator_options = (consumer._group_instance_id, consumer._session_timeout_ms, consumer._heartbeat_interval_ms)
+    assert coordinator_options == ("worker-0", 20000, 3000)
+    assert Settings(kafka_session_timeout_ms=6000).heartbeat_interval_ms == 2000
+    monkeypatch.setenv("STREAMER_KAFKA_SESSION_TIMEOUT_MS", "1000")
+    with pytest.raises(ConfigError, match="STREAMER_KAFKA_SESSION_TIMEOUT_MS"):
+        load_settings()
+
+
+def test_topic_replication_settings_shape_what_topics_apply_creates() -> None:
+    from streamer.kafka.admin import deployed_spec
+    from streamer.topics import load_catalog
+
+    spec = load_catalog(REPO / "topics" / "topics.yaml")["support.tickets.v1"]
+    plain = deployed_spec(Settings(topic_prefix="p."), spec)
+    assert (plain.name, plain.replication_factor, dict(plain.config)) == (
+        "p.support.tickets.v1",
+        spec.replication_factor,
+        dict(spec.config),
+    )
+    replicated = deployed_spec(Settings(topic_replication_factor=3, topic_min_insync_replicas=2), spec)
+    assert replicated.replication_factor == 3 and replicated.config["min.insync.replicas"] == "2"
+    assert replicated.config["retention.ms"] == spec.config["retention.ms"]
+    with pytest.raises(ConfigError, match="exceeds"):
+        load_settings(topic_replication_factor=1, topic_min_insync_replicas=2)

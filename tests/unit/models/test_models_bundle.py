@@ -257,3 +257,15 @@ def test_int8_stored_weights_are_smaller_and_predict_alike(
     assert c.predict(texts)["intent"].top == b.predict(texts)["intent"].top
     with pytest.raises(ModelError, match="weights"):
         build_bundle(tmp_path / "bad", "support", "1", heads, weights="int4", progress=False)
+
+
+def test_built_bundle_folders_are_as_readable_as_any_new_folder(bundle_dir: Path) -> None:
+    """A worker running as another user must be able to read the bundle: no mkdtemp 0700 left behind."""
+    import stat
+
+    probe = bundle_dir.parent / "probe"
+    probe.mkdir()
+    expected = stat.S_IMODE(probe.stat().st_mode)
+    for folder in (bundle_dir, *[p for p in bundle_dir.rglob("*") if p.is_dir()]):
+        assert stat.S_IMODE(folder.stat().st_mode) == expected, folder
+    assert expected & 0o005 == 0o005  # the tests' umask lets others in, so the check above means something

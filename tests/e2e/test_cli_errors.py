@@ -1,0 +1,86 @@
+"""Errors meant for people, from the commands as processes: one line ``streamer: error: ...`` and exit 2."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def closed_port() -> int:
+    """A port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_streamer(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streamer", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_worker_with_kafka_unreachable_prints_one_line_and_exits_2(test_bundle: Path) -> None:
+    """Both paths (the default): the log consumer used to fail first, with a traceback and exit 1."""
+    port = closed_port()
+    done = run_streamer(
+        "worker",
+        env={
+            "STREAMER_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}",
+            "STREAMER_BUNDLE_DIR": str(test_bundle),
+            "STREAMER_METRICS_PORT": "0",
+            "STREAMER_LOG_FORMAT": "json",
+        },
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines() == [
+        f"streamer: error: cannot reach Kafka at 127.0.0.1:{port} (PLAINTEXT): connection refused"
+    ], done.stderr[-3000:]
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port another process (here: this one) already serves on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        yield int(s.getsockname()[1])
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize(
+    ("command", "setting"),
+    [(("worker", "--only", "tickets"), "STREAMER_METRICS_PORT"), (("bridge",), "STREAMER_BRIDGE_METRICS_PORT")],
+)
+def test_a_metrics_port_in_use_is_one_line_and_exit_2(
+    command: tuple[str, ...], setting: str, taken_port: int, kafka_bootstrap: str, test_bundle: Path
+) -> None:
+    """A second worker used to run on without /metrics, /health and /ready; the bridge crashed with a traceback."""
+    env = {
+        "STREAMER_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "STREAMER_BUNDLE_DIR": str(test_bundle),
+        "STREAMER_METRICS_HOST": "127.0.0.1",
+        "STREAMER_METRICS_PORT": "0",
+        "STREAMER_BRIDGE_METRICS_PORT": "0",
+        setting: str(taken_port),
+        "STREAMER_LOG_FORMAT": "json",
+    }
+    try:
+        done = run_streamer(*command, env=env, timeout=60)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"still running after 60 s with port {taken_port} taken") from exc
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines() == [
+        f"streamer: error: cannot serve /metrics on 127.0.0.1:{taken_port}: address already in use (another "
+        f"streamer process on this host?); give each process its own {setting}, or 0 for no server"
+    ], done.stderr[-3000:]
