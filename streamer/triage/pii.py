@@ -55,11 +55,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["KINDS", "PiiSpan", "Redaction", "find_pii", "placeholder", "redact"]
+__all__ = ["KINDS", "PiiSpan", "Redaction", "find_pii", "normalise", "placeholder", "redact", "redact_all"]
 
 #: Every kind ``find_pii`` can report, in the order overlaps are resolved (earlier wins).
 KINDS: Final = ("CREDENTIAL", "EMAIL", "IBAN", "CARD", "NATIONAL_ID", "IP", "PHONE")
@@ -112,22 +112,32 @@ _NUM_LA: Final = r"(?!\w)(?![.,/\-][0-9])"
 
 # --- emails and URL credentials ------------------------------------------------------------------
 
-_EMAIL_LOCAL_CHARS: Final = frozenset(".%+-_")
+_EMAIL_LOCAL_CHARS: Final = frozenset(".%+-_'")
 _EMAIL_MAX_LOCAL: Final = 128
+# Host labels, then a top-level domain of letters (any script) or its punycode form ('xn--p1ai').
+_EMAIL_DOMAIN: Final = r"(?:[^\W_](?:[\w\-]{0,61}[^\W_])?\.)+(?:xn--[A-Za-z0-9\-]{1,59}|[^\W\d_]{2,63})(?![\w\-])"
 _EMAIL_RE: Final = re.compile(
     r"(?<![\w.%+\-])"
-    r"[\w%+\-]{1,64}(?:\.[\w%+\-]{1,64}){0,15}"  # bounded, so a long run costs linear time, not quadratic
-    r"(?:@|%40)"
-    r"(?:[^\W_](?:[\w\-]{0,61}[^\W_])?\.)+[^\W\d_]{2,63}"
-    r"(?![\w\-])"
+    # bounded, so a long run costs linear time, not quadratic; an apostrophe joins like a dot (o'brien)
+    r"[\w%+\-]{1,64}(?:[.'][\w%+\-]{1,64}){0,15}"
+    r"(?:@|%40)" + _EMAIL_DOMAIN
 )
+# A quoted local part ('"john doe"@example.com'), which the walk back from '@' cannot cross.
+_QUOTED_EMAIL_RE: Final = re.compile(r'"[^"\n\\]{1,64}"(?:@|%40)' + _EMAIL_DOMAIN)
 _AT_RE: Final = re.compile(r"@|%40")
 _CREDENTIAL_RE: Final = re.compile(r"://([^\s/?#@\[\]:]+:[^\s/?#@\[\]]+)(?=@[^\s/?#@\[\]]+)")
 
 # --- payment cards -------------------------------------------------------------------------------
 
-_DIGIT_RUN_RE: Final = re.compile(r"[0-9](?<!\w[0-9])(?<![0-9][.,][0-9])[0-9]*(?:[ \-][0-9]+)*(?!\w)")
+# Groups joined by a space or a dash, or by a line break where a wrapped text split the number.
+_LINE_BREAK: Final = r"[ \t]*\r?\n[ \t]*"
+_DIGIT_RUN_RE: Final = re.compile(
+    r"[0-9](?<!\w[0-9])(?<![0-9][.,][0-9])[0-9]*(?:(?:[ \-]|" + _LINE_BREAK + r")[0-9]+)*(?!\w)"
+)
 _GROUP_RE: Final = re.compile(r"[0-9]+")
+_CARD_WORDS: Final = _wordset(
+    "card cards cc pan visa mastercard amex maestro discover credit debit kreditkarte carte tarjeta"
+)
 
 # --- IBAN ----------------------------------------------------------------------------------------
 
@@ -143,7 +153,8 @@ _IBAN_LENGTHS: Final = {
     "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
 }  # fmt: skip
 # The two check digits, preceded by the country letters (checked in code, with the boundary).
-_IBAN_CHECK_RE: Final = re.compile(r"[0-9](?<=[A-Za-z]{2}[0-9])[0-9](?=[ ]?[A-Za-z0-9])")
+_IBAN_CHECK_RE: Final = re.compile(r"[0-9](?<=[A-Za-z]{2}[0-9])[0-9](?=[ \-\n]?[A-Za-z0-9])")
+_IBAN_SEPARATORS: Final = frozenset(" -\t\r\n")
 
 # --- national ids --------------------------------------------------------------------------------
 
@@ -190,7 +201,8 @@ _VERSION_CONTEXT_RE: Final = re.compile(
 
 # '+CC ...': country code, an optional '(0)', then up to seven groups, some maybe in parentheses.
 _PHONE_INTL_RE: Final = re.compile(
-    r"\+(?<![\w+]\+)[1-9][0-9]{0,3}(?:[ .\-]?\(0\))?(?:[ .\-/]?(?:\([0-9]{1,5}\)|[0-9]{1,6}+)){1,7}" + _NUM_LA
+    r"\+(?<![\w+]\+)[1-9][0-9]{0,3}(?:[ .\-]?\(0\))?"
+    r"(?:(?:[ .\-/]|" + _LINE_BREAK + r")?(?:\([0-9]{1,5}\)|[0-9]{1,6}+)){1,7}" + _NUM_LA
 )
 _EXT: Final = r"(?:\s?(?:x|ext\.?|extension)\s?[0-9]{1,5})?"
 _NANP_PAREN: Final = r"\([0-9]{3}\)[ .\-]?[0-9]{3}[ .\-]?"
@@ -350,6 +362,11 @@ def _labelled_not_phone(text: str, start: int) -> bool:
     return i >= 0 and tokens[i] in _NOT_PHONE_LABELS
 
 
+def _card_word_near(text: str, start: int) -> bool:
+    """'card 41111 11111 111111': a card written in odd groups, said to be a card."""
+    return any(w.lower() in _CARD_WORDS for w in _LETTERS_RE.findall(_before(text, start)))
+
+
 def _phone_word_near(text: str, start: int) -> bool:
     return any(w.lower() in _PHONE_WORDS for w in _LETTERS_RE.findall(_before(text, start)))
 
@@ -373,9 +390,18 @@ def _emails(text: str) -> Iterator[_Cand]:
     last_end = 0
     for at in _AT_RE.finditer(text):
         start = at.start()
+        if start > last_end and text[start - 1] == '"':
+            opening = text.rfind('"', max(last_end, start - 66), start - 1)
+            quoted = _QUOTED_EMAIL_RE.match(text, opening) if opening >= 0 else None
+            if quoted is not None:
+                last_end = quoted.end()
+                yield quoted.start(), quoted.end(), "EMAIL"
+                continue
         floor = max(last_end, start - _EMAIL_MAX_LOCAL)
         while start > floor and (text[start - 1].isalnum() or text[start - 1] in _EMAIL_LOCAL_CHARS):
             start -= 1
+        while start < at.start() and text[start] in ".'":  # a quote opening the address is not part of it
+            start += 1
         found = _EMAIL_RE.match(text, start)
         if found is not None and found.end() > at.start():
             last_end = found.end()
@@ -398,7 +424,11 @@ def _cards(text: str) -> Iterator[_Cand]:
                 if len(digits) > 19:
                     break
                 sizes = [e - s for s, e in groups[i : j + 1]]
-                if _card_grouping_ok(sizes) and _card_shape_ok(digits) and _luhn_ok(digits):
+                if (
+                    _card_shape_ok(digits)
+                    and _luhn_ok(digits)
+                    and (_card_grouping_ok(sizes) or _card_word_near(text, base + groups[i][0]))
+                ):
                     best = j
             if best >= 0:
                 yield base + groups[i][0], base + groups[best][1], "CARD"
@@ -423,8 +453,16 @@ def _ibans(text: str) -> Iterator[_Cand]:
             if ch.isascii() and ch.isalnum():
                 chars.append(ch.upper())
                 pos += 1
-            elif ch == " " and chars and pos + 1 < end and text[pos + 1].isascii() and text[pos + 1].isalnum():
-                pos += 1
+            elif ch in _IBAN_SEPARATORS and chars:
+                # one space or dash between groups, or a line break (with spaces) where the text wrapped
+                gap = pos
+                while gap < end and gap - pos < 4 and text[gap] in _IBAN_SEPARATORS:
+                    gap += 1
+                sep = text[pos:gap]
+                ok_gap = sep in (" ", "-") or (sep.count("\n") == 1 and sep.strip(" \t\r") == "\n")
+                if not ok_gap or gap >= end or not (text[gap].isascii() and text[gap].isalnum()):
+                    break
+                pos = gap
             else:
                 break
         if len(chars) != length or _is_word_char(text, pos):
@@ -520,7 +558,11 @@ def _phones(text: str) -> Iterator[_Cand]:
         return
     if "+" in text:
         for m in _PHONE_INTL_RE.finditer(text):
-            n = _trim_digits(m.group(), 8, 15, skip_trunk_zero=True)
+            cand = m.group()
+            wrapped = cand.find("\n")
+            if wrapped >= 0 and _trim_digits(cand[:wrapped], 8, 15, skip_trunk_zero=True):
+                cand = cand[:wrapped]  # complete before the line break: the next line is not part of it
+            n = _trim_digits(cand, 8, 15, skip_trunk_zero=True)
             if n:
                 yield m.start(), m.start() + n, "PHONE"
     for m in _PHONE_NANP_RE.finditer(text):
@@ -626,8 +668,8 @@ def find_pii(text: str) -> list[PiiSpan]:
     return [PiiSpan(kind, start, end, text[start:end]) for start, end, kind in spans]
 
 
-def _normalise(kind: str, value: str) -> str:
-    """The identity used for numbering: two spellings of one value share a placeholder."""
+def normalise(kind: str, value: str) -> str:
+    """The identity of a value: two spellings of one value share a placeholder (and a pseudonym)."""
     if kind == "EMAIL":
         return value.replace("%40", "@").casefold()
     if kind in ("PHONE", "CARD"):
@@ -644,30 +686,46 @@ def _normalise(kind: str, value: str) -> str:
 
 def redact(text: str) -> Redaction:
     """Replace every span ``find_pii`` reports with its numbered placeholder."""
-    spans = find_pii(text)
-    if not spans:
-        return Redaction(text=text, spans=[], counts={}, placeholders=[])
+    return redact_all((text,))[0]
+
+
+def redact_all(texts: Sequence[str]) -> list[Redaction]:
+    """Redact several fields of one record with one numbering: a value is the same ``[KIND_N]`` in each.
+
+    The subject and body of a ticket are numbered together, so ``[EMAIL_1]`` names one address wherever
+    it appears in the record. Placeholders already present in any field are skipped over, as in ``redact``.
+    """
+    found = [find_pii(text) for text in texts]
+    if not any(found):
+        return [Redaction(text=text, spans=[], counts={}, placeholders=[]) for text in texts]
     next_number: dict[str, int] = {}
-    if "[" in text:
-        for m in _PLACEHOLDER_RE.finditer(text):
-            next_number[m.group(1)] = max(next_number.get(m.group(1), 0), int(m.group(2)))
+    for text in texts:
+        if "[" in text:
+            for m in _PLACEHOLDER_RE.finditer(text):
+                next_number[m.group(1)] = max(next_number.get(m.group(1), 0), int(m.group(2)))
     numbers: dict[tuple[str, str], int] = {}
-    counts: dict[str, int] = {}
-    placeholders: list[str] = []
-    parts: list[str] = []
-    pos = 0
-    for span in spans:
-        key = (span.kind, _normalise(span.kind, span.value))
-        number = numbers.get(key)
-        if number is None:
-            number = next_number.get(span.kind, 0) + 1
-            next_number[span.kind] = number
-            numbers[key] = number
-        token = placeholder(span.kind, number)
-        placeholders.append(token)
-        counts[span.kind] = counts.get(span.kind, 0) + 1
-        parts.append(text[pos : span.start])
-        parts.append(token)
-        pos = span.end
-    parts.append(text[pos:])
-    return Redaction(text="".join(parts), spans=spans, counts=counts, placeholders=placeholders)
+    out: list[Redaction] = []
+    for text, spans in zip(texts, found, strict=True):
+        if not spans:
+            out.append(Redaction(text=text, spans=[], counts={}, placeholders=[]))
+            continue
+        counts: dict[str, int] = {}
+        placeholders: list[str] = []
+        parts: list[str] = []
+        pos = 0
+        for span in spans:
+            key = (span.kind, normalise(span.kind, span.value))
+            number = numbers.get(key)
+            if number is None:
+                number = next_number.get(span.kind, 0) + 1
+                next_number[span.kind] = number
+                numbers[key] = number
+            token = placeholder(span.kind, number)
+            placeholders.append(token)
+            counts[span.kind] = counts.get(span.kind, 0) + 1
+            parts.append(text[pos : span.start])
+            parts.append(token)
+            pos = span.end
+        parts.append(text[pos:])
+        out.append(Redaction(text="".join(parts), spans=spans, counts=counts, placeholders=placeholders))
+    return out
