@@ -69,9 +69,10 @@ from aiokafka.partitioner import murmur2
 from mode import Service
 
 from streamer.agents.output import log_dead_letter
-from streamer.events import DecodeFailure, DecodeLimits, RawEvent, Source, dead_letter, encode
+from streamer.events import DecodeFailure, DecodeLimits, RawEvent, Source, encode
 from streamer.logs.decode import decode_logs, format_time_ms
 from streamer.logs.triage import IncidentClassifier, LogBatchResult, LogTriageState, triage_logs
+from streamer.privacy import Privacy
 from streamer.topics import ALERTS, DEADLETTER, ESCALATIONS, LOG_TEMPLATES, LOGS, LOGS_ENRICHED
 from streamer.triage.outputs import ModelInfo
 
@@ -130,6 +131,8 @@ class LogProcessor:
     model_info: ModelInfo
     limits: DecodeLimits
     clock: Callable[[], float] = time.time
+    #: Applied to every record just before it is encoded (default: everything masked, raw dead letters).
+    privacy: Privacy = field(default_factory=Privacy)
     _keys: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
 
     def __call__(self, raws: Sequence[RawEvent]) -> LogBatch:
@@ -159,7 +162,7 @@ class LogProcessor:
         for result in results:
             self._encode(result, out, batch)
         for failure in failures:
-            out[DEADLETTER].append((failure.raw.key, encode(dead_letter(failure, now))))
+            out[DEADLETTER].append((failure.raw.key, encode(self.privacy.dead_letter(failure, now))))
             batch.dead_letters[failure.code] += 1
             log_dead_letter(failure, "log record dead-lettered")
         batch.records = {topic: recs for topic, recs in out.items() if recs}
@@ -179,8 +182,12 @@ class LogProcessor:
 
     def _encode(self, result: LogBatchResult, out: Records, batch: LogBatch) -> None:
         enriched = out[LOGS_ENRICHED]
-        for record in result.enriched:
-            enriched.append((self._key(record["service"]), encode(record)))
+        if result.pii and self.privacy.actions(LOGS_ENRICHED):
+            for record, values in zip(result.enriched, result.pii, strict=True):
+                enriched.append((self._key(record["service"]), encode(self.privacy.log_record(record, values))))
+        else:
+            for record in result.enriched:
+                enriched.append((self._key(record["service"]), encode(record)))
         for alert in result.alerts:
             out[ALERTS].append((self._key(alert["service"]), encode(alert)))
             batch.alerts[alert["kind"]] += 1

@@ -27,9 +27,9 @@ from streamer.events import (
     RawEvent,
     Source,
     Ticket,
-    dead_letter,
     decode_ticket,
 )
+from streamer.privacy import Privacy
 from streamer.topics import DEADLETTER, TICKETS
 from streamer.triage.escalation import EscalationPolicy
 from streamer.triage.outputs import ModelInfo, ticket_outputs
@@ -70,6 +70,8 @@ class TicketProcessor:
     validator: Draft202012Validator
     limits: DecodeLimits
     clock: Callable[[], float] = time.time
+    #: Applied to every record just before it leaves (default: everything masked, raw dead letters).
+    privacy: Privacy = field(default_factory=Privacy)
 
     def __call__(self, raws: Sequence[RawEvent]) -> BatchResult:
         result = BatchResult(size=len(raws))
@@ -114,7 +116,8 @@ class TicketProcessor:
         for ticket, decision in pairs:
             sent_ms = ticket.source.timestamp_ms
             latency_ms = (now * 1000 - sent_ms) if sent_ms is not None else 0.0
-            result.outputs.extend(ticket_outputs(ticket, decision, self.model_info, stamp, latency_ms))
+            outputs = ticket_outputs(ticket, decision, self.model_info, stamp, latency_ms)
+            result.outputs.extend(self.privacy.ticket_outputs(outputs, decision.pii_values))
             result.processed += 1
             result.intents[decision.intent.label] += 1
             for route in decision.routes:
@@ -125,7 +128,7 @@ class TicketProcessor:
 
     def _dead(self, result: BatchResult, failure: DecodeFailure) -> None:
         key = failure.raw.key
-        result.outputs.append(Output(DEADLETTER, key, dead_letter(failure, utc_iso(self.clock()))))
+        result.outputs.append(Output(DEADLETTER, key, self.privacy.dead_letter(failure, utc_iso(self.clock()))))
         result.dead_letters[failure.code] += 1
         log_dead_letter(failure)
 
