@@ -43,6 +43,7 @@ from streamer.topics import (
     LOGS,
     LOGS_ENRICHED,
     TICKETS,
+    TICKETS_ENRICHED,
 )
 from streamer.triage.pii import KINDS, normalise, redact_all
 
@@ -118,13 +119,15 @@ class PrivacyPolicy:
     deadletter_raw: str = "keep"
 
     def for_topic(self, topic: str) -> TopicPolicy:
-        """A topic's policy; a replay topic (``<topic>.replay.<run>``) follows the topic it replays."""
+        """A topic's policy. A replay topic (``<topic>.replay.<run>``) carries the enriched records of
+        the tickets it replays, so it follows ``support.tickets.enriched.v1``."""
         found = self.topics.get(topic)
         if found is not None:
             return found
         replay = _REPLAY_RE.match(topic)
-        if replay is not None and replay.group("source") in self.topics:
-            return self.topics[replay.group("source")]
+        if replay is not None:
+            source = replay.group("source")
+            return self.for_topic(TICKETS_ENRICHED if source == TICKETS else source)
         return TopicPolicy(topic)
 
     def table(self, topics: Sequence[str]) -> list[tuple[str, dict[str, str]]]:

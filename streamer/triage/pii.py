@@ -684,6 +684,27 @@ def normalise(kind: str, value: str) -> str:
     return value
 
 
+def _with_repeats(text: str, spans: list[PiiSpan], values: dict[str, str]) -> list[PiiSpan]:
+    """``spans`` plus every other literal occurrence in ``text`` of a value found in another field.
+
+    Such an occurrence displaces weaker spans inside it: '05054 647548' alone looks like a phone, but not
+    where the body showed '55899 05054 647548' to be a card.
+    """
+    out = list(spans)
+    for value, kind in sorted(values.items(), key=lambda kv: (_RANK[kv[1]], -len(kv[0]))):
+        pos = text.find(value)
+        while pos >= 0:
+            end = pos + len(value)
+            inside = [s for s in out if s.start < end and pos < s.end]
+            if all(s.start >= pos and s.end <= end and _RANK[s.kind] >= _RANK[kind] for s in inside) and not any(
+                (s.start, s.end, s.kind) == (pos, end, kind) for s in inside
+            ):
+                out = [s for s in out if s not in inside]
+                out.append(PiiSpan(kind, pos, end, value))
+            pos = text.find(value, end)
+    return sorted(out, key=lambda s: s.start)
+
+
 def redact(text: str) -> Redaction:
     """Replace every span ``find_pii`` reports with its numbered placeholder."""
     return redact_all((text,))[0]
@@ -698,6 +719,9 @@ def redact_all(texts: Sequence[str]) -> list[Redaction]:
     found = [find_pii(text) for text in texts]
     if not any(found):
         return [Redaction(text=text, spans=[], counts={}, placeholders=[]) for text in texts]
+    if len(texts) > 1:  # a value known in one field is personal data in every field ('Urgent - 51881 ...')
+        values = {span.value: span.kind for spans in found for span in spans}
+        found = [_with_repeats(text, spans, values) for text, spans in zip(texts, found, strict=True)]
     next_number: dict[str, int] = {}
     for text in texts:
         if "[" in text:
