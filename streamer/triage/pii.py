@@ -8,9 +8,9 @@ Placeholder format: ``[KIND_N]``, e.g. ``[EMAIL_1]``, ``[PHONE_2]``. ``N`` numbe
 of one kind within one text, in order of first appearance, starting at 1: the same address written
 twice is ``[EMAIL_1]`` both times, a second address is ``[EMAIL_2]``. Values are compared after a
 light normalisation (emails case-folded, phone/card digits only, IBANs without spaces, IPs in
-canonical form). Numbers are local to one text on purpose, so nothing links two tickets. If the input
-already carries placeholders of a kind (text redacted upstream), numbering continues after the
-highest one present instead of reusing it.
+canonical form). Numbers are local to one text (``redact``) or one record's fields (``redact_all``) on
+purpose, so nothing links two tickets. If the input already carries placeholders of a kind (text
+redacted upstream), numbering continues after the highest one present instead of reusing it.
 
 Kinds: ``EMAIL``, ``PHONE``, ``CARD``, ``IBAN``, ``NATIONAL_ID``, ``IP`` and ``CREDENTIAL`` (the
 ``user:password`` part of a URL such as ``https://bob:hunter2@ftp.example.com``).
@@ -32,7 +32,9 @@ Decisions on ambiguous shapes:
   single spaces or dashes, a known issuer prefix/length and a passing Luhn check. Anything failing
   Luhn is not a card (order and tracking numbers). An unbroken run of more than 19 digits is an id
   or a hash, never a card; in a spaced run (``4111 1111 1111 1111 123``) the card is found on group
-  boundaries.
+  boundaries. Other groupings (``41111 11111 111111``) are cards only with a card word just before
+  (card, visa, cc...). Cards, IBANs (also dashed) and international phones may be split by a line break
+  where a text was wrapped.
 * Phones: ``+CC ...`` and formatted national numbers (``(555) 123-4567``, ``555-123-4567``,
   ``07700 900123``, ``030/1234567``, ``01 23 45 67 89``) are phones by shape. Bare digit runs
   (``5551234567``, ``07700900123``) and 7-digit locals (``555-1234``) need a phone word nearby
@@ -43,6 +45,8 @@ Decisions on ambiguous shapes:
   1.2.3.4``, ``build 10.0.0.1``, ``fw: 2.0.0.1``, ``Chrome/120.0.0.0``); "updated to 8.8.8.8" stays
   an address, since resolvers and gateways get updated too. IPv6 needs at least four hex digits, so
   ``::1`` and ``a::b`` are left alone; times and MAC addresses fail validation.
+* Emails may have apostrophes (``mark.o'brien@...``), quoted local parts (``"john doe"@...``), IDN
+  hosts in any script and punycode top-level domains (``xn--p1ai``); an opening quote is not part of one.
 * Emails inside URLs (``?email=a@b.com``, ``a%40b.com``) are redacted. ``https://alice@example.com/``
   is redacted as an email (a login that looks like an address is personal); ``https://deploy@host/``
   (no dot in the host) is not; ``https://user:secret@host/`` redacts ``user:secret`` as CREDENTIAL.

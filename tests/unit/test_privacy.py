@@ -239,3 +239,18 @@ def test_a_consumer_with_the_original_ticket_fills_the_reply_back() -> None:
         "We refunded 4111 1111 1111 1111 and wrote to mark.o'brien@example.com and ANNA@example.com; "
         "[EMAIL_9] is not theirs."
     )
+
+
+def test_readme_table_is_the_shipped_policy() -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Privacy", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    header = next(line for line in section.splitlines() if line.startswith("| topic |"))
+    kinds = [cell.strip() for cell in header.strip("|").split("|")][1:]
+    words = {"clear": "keep", "pseudonym": "pseudonymise", "mask": "mask"}
+    table = {}
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        table[cells[0].strip("`")] = {kind: words[cell] for kind, cell in zip(kinds, cells[1:], strict=True)}
+    outputs = [t for t in CATALOG.topics if t not in ("support.tickets.v1", "ops.logs.v1", "streamer.deadletter.v1")]
+    assert table == {t: {k: SHIPPED.for_topic(t).action(k) for k in kinds} for t in outputs}
