@@ -17,6 +17,7 @@ from streamer.bridge.cli import add_bridge_commands
 from streamer.deadletters import add_dlq_commands
 from streamer.errors import StreamerError
 from streamer.models.cli import add_models_commands
+from streamer.offline import add_triage_commands
 from streamer.replay.cli import add_replay_commands
 from streamer.runner import add_runtime_commands
 from streamer.settings import Settings, load_settings
@@ -161,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_replay_commands(commands)
     add_bridge_commands(commands)
     add_dlq_commands(commands)
+    add_triage_commands(commands)
     return parser
 
 

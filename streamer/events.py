@@ -9,6 +9,7 @@ delivery and anyone can trace a decision back to its offset.
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -242,12 +243,29 @@ def _raw_section(raw: RawEvent) -> dict[str, Any]:
     return {"encoding": encoding, "value": text, "size": len(value), "cut": cut, "key": key}
 
 
-def dead_letter(failure: DecodeFailure, failed_at: str) -> dict[str, Any]:
-    """The ``deadletter.v1.json`` record of a failure: raw bytes (base64 if not UTF-8), reason, origin."""
+def _digest_section(raw: RawEvent) -> dict[str, Any]:
+    value = raw.value or b""
+    key = raw.key.decode("utf-8", errors="backslashreplace") if raw.key is not None else None
+    return {
+        "encoding": "digest",
+        "value": "",
+        "sha256": hashlib.sha256(value).hexdigest(),
+        "size": len(value),
+        "cut": False,
+        "key": key,
+    }
+
+
+def dead_letter(failure: DecodeFailure, failed_at: str, *, digest_only: bool = False) -> dict[str, Any]:
+    """The ``deadletter.v1.json`` record of a failure: raw bytes (base64 if not UTF-8), reason, origin.
+
+    ``digest_only``: keep only the SHA-256 and length of the raw value (no replay possible, nothing of
+    the content kept; ``streamer.privacy`` also masks the error message, which may quote the input).
+    """
     return {
         "id": failure.id,
         "error": {"code": failure.code, "message": failure.message, "field": failure.field},
-        "raw": _raw_section(failure.raw),
+        "raw": _digest_section(failure.raw) if digest_only else _raw_section(failure.raw),
         "source": failure.raw.source.to_dict(),
         "failed_at": failed_at,
     }

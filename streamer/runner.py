@@ -44,6 +44,11 @@ def _worker(args: argparse.Namespace) -> int:
     from streamer.metrics import listening_socket
 
     metrics_socket = listening_socket(settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
+    # A file that cannot work is named before the broker is asked: the privacy policy is checked first.
+    from streamer.privacy import load_policy
+    from streamer.topics import load_catalog
+
+    load_policy(settings.topics_file, load_catalog(settings.topics_file).topics)
     # Both paths' clients (Faust's and the log consumer's) would log an unreachable broker with a
     # traceback and exit 1; one check first turns it into the one-line error and exit 2 of every command.
     asyncio.run(clients.check_connection(settings))

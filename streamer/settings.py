@@ -122,6 +122,15 @@ class Settings(BaseSettings):
         ("en",), description="Languages the small models handle; others escalate."
     )
 
+    # Privacy
+    pseudonym_key: SecretStr | None = Field(
+        None,
+        description="Secret of the keyed pseudonyms (HMAC-SHA256); without it, kinds to pseudonymise are masked.",
+    )
+    pseudonym_key_version: int = Field(
+        1, ge=1, description="Version of the pseudonym secret, written in every token (k1); raise it on rotation."
+    )
+
     # Operations
     log_level: str = Field("INFO", description="Log level.")
     log_format: Literal["auto", "json", "console"] = Field(

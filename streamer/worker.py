@@ -39,6 +39,7 @@ from streamer.kafka import clients
 from streamer.logs.runtime import LogRuntime, load_log_runtime, log_group_id, log_service
 from streamer.metrics import Metrics, OpsService, Readiness, lag_probe
 from streamer.observability import bind_process_fields
+from streamer.privacy import privacy_for
 from streamer.settings import Settings
 from streamer.topics import SchemaRegistry, load_catalog, load_contracts
 from streamer.tracing import Tracing, configure_tracing
@@ -85,6 +86,7 @@ def load_ticket_runtime(settings: Settings, bundle: Any | None = None) -> Ticket
     from streamer.errors import ConfigError
     from streamer.models.bundle import load_bundle
 
+    privacy = privacy_for(settings)  # a bad policy fails before the bundle is loaded
     if bundle is None:
         bundle = load_bundle(
             settings.bundle_dir,
@@ -107,6 +109,7 @@ def load_ticket_runtime(settings: Settings, bundle: Any | None = None) -> Ticket
         validator=registry.validator(schema),
         limits=DecodeLimits(max_event_bytes=settings.max_event_bytes, max_text_chars=settings.max_text_chars),
         contracts=load_contracts(settings.topics_dir, SOURCE_TICKETS, (bundle.name, bundle.version)),
+        privacy=privacy,
     )
     return TicketRuntime(processor=processor, bundle=bundle)
 

@@ -69,10 +69,11 @@ from aiokafka.partitioner import murmur2
 from mode import Service
 
 from streamer.agents.output import log_dead_letter
-from streamer.events import DecodeFailure, DecodeLimits, RawEvent, Source, dead_letter, encode
+from streamer.events import DecodeFailure, DecodeLimits, RawEvent, Source, encode
 from streamer.headers import SOURCE_LOGS, Contracts, Headers, TraceParent, event_id, incoming_trace, subject_of
 from streamer.logs.decode import decode_logs, format_time_ms
 from streamer.logs.triage import IncidentClassifier, LogBatchResult, LogTriageState, triage_logs
+from streamer.privacy import Privacy
 from streamer.topics import ALERTS, DEADLETTER, ESCALATIONS, LOG_TEMPLATES, LOGS, LOGS_ENRICHED, load_contracts
 from streamer.tracing import InputTrace, Tracing
 from streamer.triage.outputs import ModelInfo
@@ -144,6 +145,8 @@ class LogProcessor:
     contracts: Contracts | None = None
     #: Spans (``streamer.tracing``): one batch span linked to the lines and the model's; no per-line spans.
     tracing: Tracing = field(default_factory=Tracing)
+    #: Applied to every record just before it is encoded (default: everything masked, raw dead letters).
+    privacy: Privacy = field(default_factory=Privacy)
     _keys: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
     _traces: dict[tuple[str, int, int], TraceParent] = field(default_factory=dict, init=False, repr=False)
 
@@ -204,7 +207,7 @@ class LogProcessor:
         for result in results:
             self._encode(result, out, batch, now)
         for failure in failures:
-            dead = dead_letter(failure, now)
+            dead = self.privacy.dead_letter(failure, now)
             headers = self._headers(DEADLETTER, dead, now, dead["source"], failure.id)
             out[DEADLETTER].append((failure.raw.key, encode(dead), headers))
             batch.dead_letters[failure.code] += 1
@@ -251,9 +254,11 @@ class LogProcessor:
     def _encode(self, result: LogBatchResult, out: Records, batch: LogBatch, now: str) -> None:
         enriched = out[LOGS_ENRICHED]
         head = self._headers
-        for record in result.enriched:
+        render = bool(result.pii) and bool(self.privacy.actions(LOGS_ENRICHED))
+        for i, record in enumerate(result.enriched):
             headers = head(LOGS_ENRICHED, record, now, record["source"], None, self._confidence(record["template_id"]))
-            enriched.append((self._key(record["service"]), encode(record), headers))
+            value = self.privacy.log_record(record, result.pii[i]) if render else record
+            enriched.append((self._key(record["service"]), encode(value), headers))
         for alert in result.alerts:
             headers = head(ALERTS, alert, now, None, alert["id"], self._confidence(alert["template_id"]))
             out[ALERTS].append((self._key(alert["service"]), encode(alert), headers))

@@ -28,10 +28,10 @@ from streamer.events import (
     RawEvent,
     Source,
     Ticket,
-    dead_letter,
     decode_ticket,
 )
 from streamer.headers import SOURCE_TICKETS, Contracts, event_id, incoming_trace
+from streamer.privacy import Privacy
 from streamer.topics import DEADLETTER, TICKETS, load_contracts
 from streamer.tracing import InputTrace, Tracing
 from streamer.triage.escalation import EscalationPolicy
@@ -75,6 +75,8 @@ class TicketProcessor:
     validator: Draft202012Validator
     limits: DecodeLimits
     clock: Callable[[], float] = time.time
+    #: Applied to every record just before it leaves (default: everything masked, raw dead letters).
+    privacy: Privacy = field(default_factory=Privacy)
     #: Output headers (``streamer.headers``); default: from the ``topics/`` of the checkout.
     contracts: Contracts | None = None
     #: Spans (``streamer.tracing``); default: off, trace context still carried from input to outputs.
@@ -145,6 +147,7 @@ class TicketProcessor:
             sent_ms = ticket.source.timestamp_ms
             latency_ms = (now * 1000 - sent_ms) if sent_ms is not None else 0.0
             outputs = ticket_outputs(ticket, decision, self.model_info, stamp, latency_ms)
+            outputs = self.privacy.ticket_outputs(outputs, decision.pii_values)
             trace = trace_of[id(ticket)]
             result.outputs.extend(self._headed(outputs, trace, stamp, decision.intent.confidence, result))
             result.processed += 1
@@ -179,7 +182,7 @@ class TicketProcessor:
     def _dead(self, result: BatchResult, failure: DecodeFailure, trace: InputTrace) -> None:
         key = failure.raw.key
         stamp = utc_iso(self.clock())
-        record = Output(DEADLETTER, key, dead_letter(failure, stamp))
+        record = Output(DEADLETTER, key, self.privacy.dead_letter(failure, stamp))
         result.outputs.extend(self._headed([record], trace, stamp, None, result))
         result.dead_letters[failure.code] += 1
         log_dead_letter(failure)

@@ -16,6 +16,7 @@ from streamer.bridge.answers import Answer
 from streamer.bridge.llm import Completion
 from streamer.bridge.prompt import PiiFinding
 from streamer.events import DecodeFailure, DecodeLimits, Output, RawEvent, dead_letter, decode_record, encode
+from streamer.privacy import redact_fields
 from streamer.topics import DEADLETTER, LLM_RESPONSES
 from streamer.triage.pii import redact
 
@@ -52,15 +53,22 @@ def response_record(
     answered_at: str,
     latency_ms: float,
 ) -> dict[str, Any]:
-    """The ``llm_response.v1.json`` record of a valid answer."""
+    """The ``llm_response.v1.json`` record of a valid answer.
+
+    ``llm.responses.v1`` is fully masked like the escalations (``streamer.privacy``): personal data the
+    model wrote on its own is masked too, numbered after every placeholder of the escalation, so a
+    consumer filling the escalation's placeholders back cannot put a value where the model invented one.
+    """
     doc = escalation.doc
+    context = [str(doc.get("redacted_subject") or ""), str(doc.get("redacted_text") or "")]
+    summary, reply = redact_fields([answer.summary, answer.suggested_reply], context=context)
     return {
         "id": escalation.id,
         "kind": doc.get("kind", "ticket"),
         "intent": answer.intent,
         "priority": answer.priority,
-        "summary": answer.summary,
-        "suggested_reply": answer.suggested_reply,
+        "summary": summary,
+        "suggested_reply": reply,
         "model": completion.model,
         "small_model": {**doc.get("model", {}), "intent": _small_intent(doc)},
         "source": escalation.raw.source.to_dict(),
@@ -98,7 +106,7 @@ def invalid_answer_failure(escalation: Escalation, raw_answer: str, message: str
 def pii_failure(escalation: Escalation, findings: Sequence[PiiFinding]) -> DecodeFailure:
     """A refused escalation: the dead letter keeps the record, with every string redacted.
 
-    The dead-letter topic is read by people and kept for 30 days; it must not become the place where
+    The dead-letter topic is read by people and keeps raw records; it must not become the place where
     the personal data the bridge refused to send ends up anyway.
     """
     cleaned = encode(_redact_strings(escalation.doc))

@@ -5,9 +5,10 @@ Built for the hot path: every pattern is precompiled and guarded by a substring 
 without a stack trace or an id pays a few ``in`` checks, not a dozen regex scans.
 
 Privacy: triage runs this on the *redacted* message, so ids that are personal data arrive as
-placeholders (``[EMAIL_1]``). Values taken from structured fields are redacted here. IP addresses
-are read from the raw message on purpose: infrastructure addresses (private, loopback, link-local)
-are listed because on-call needs them; public addresses, which may be a user's, are only counted.
+placeholders (``[EMAIL_1]``). Values taken from structured fields are masked here by kind
+(``[EMAIL]``). ``ip_entities`` lists infrastructure addresses (private, loopback, link-local), which
+on-call pivots on, and only counts public ones; triage lists redacted addresses by placeholder, and the
+privacy policy of the output topic decides what they become.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
-from streamer.triage.pii import redact
+from streamer.triage.pii import find_pii
 
 __all__ = ["exception_type", "extract_log_entities", "ip_entities"]
 
@@ -186,7 +187,16 @@ def _field_value(name: str, value: Any) -> str | None:
     if not text:
         return None
     if name in _PERSONAL:  # machine ids (trace, span, request) are not personal data; people's may be
-        text = redact(text).text
+        text = _mask_kinds(text)
+    return text
+
+
+def _mask_kinds(text: str) -> str:
+    """Personal data replaced by its kind alone (``[EMAIL]``): a field's own numbering would clash with
+    the message's ``[EMAIL_1]``, which the privacy policy may put a value back into."""
+    spans = find_pii(text)
+    for span in reversed(spans):
+        text = f"{text[: span.start]}[{span.kind}]{text[span.end :]}"
     return text
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -33,6 +33,7 @@ from streamer.errors import ConfigError
 from streamer.events import DecodeLimits
 from streamer.kafka import clients
 from streamer.logs.triage import LogTriageConfig, LogTriageState
+from streamer.privacy import Privacy, privacy_for
 from streamer.settings import Settings
 from streamer.topics import LOG_TEMPLATES, LOGS
 from streamer.triage.outputs import ModelInfo
@@ -170,6 +171,7 @@ class LogRuntime:
     model_info: ModelInfo
     limits: DecodeLimits
     bundle: Any
+    privacy: Privacy = field(default_factory=Privacy)
 
 
 def load_log_runtime(
@@ -179,6 +181,7 @@ def load_log_runtime(
 
     The state is filled from the templates topic when the log service starts, not here: that needs Kafka.
     """
+    privacy = privacy_for(settings)  # a bad policy fails before the bundle is loaded
     if bundle is None:
         from streamer.models.bundle import load_bundle
 
@@ -195,6 +198,7 @@ def load_log_runtime(
         model_info=ModelInfo(bundle.name, bundle.version),
         limits=DecodeLimits(max_event_bytes=settings.max_event_bytes, max_text_chars=settings.max_text_chars),
         bundle=bundle,
+        privacy=privacy,
     )
 
 
@@ -252,7 +256,9 @@ def log_service(
         max_batch: most records per batch (default ``LOG_MAX_BATCH``).
         on_batch, on_assignment, kwargs: passed to ``LogService`` (``loop=`` for the worker's loop).
     """
-    processor = LogProcessor(runtime.state, runtime.classifier, runtime.model_info, runtime.limits)
+    processor = LogProcessor(
+        runtime.state, runtime.classifier, runtime.model_info, runtime.limits, privacy=runtime.privacy
+    )
     if not inline and executor is None:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="log-triage")
     return LogService(

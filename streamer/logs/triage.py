@@ -20,6 +20,7 @@ Per batch:
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from streamer.logs.extract import exception_type, extract_log_entities, ip_entit
 from streamer.logs.templates import MinerConfig, Template, TemplateMiner, template_record
 from streamer.triage.escalation import Reason, ReasonCode
 from streamer.triage.outputs import ModelInfo
-from streamer.triage.pii import redact
+from streamer.triage.pii import Redaction, redact
 
 __all__ = [
     "IncidentClassifier",
@@ -156,6 +157,9 @@ class LogBatchResult:
     alerts: list[dict[str, Any]]
     escalations: list[dict[str, Any]]
     templates: list[dict[str, Any]]
+    #: Per enriched record, ``[KIND_N]`` -> ``(kind, value)`` of its placeholders, for the privacy policy
+    #: (which may keep or pseudonymise some kinds on ``ops.logs.enriched.v1``); never serialised as is.
+    pii: list[dict[str, tuple[str, str]]] = field(default_factory=list)
 
 
 def headline(message: str, max_chars: int = 1024) -> str:
@@ -175,6 +179,7 @@ class _Line:
     redacted: str
     pii: dict[str, int]
     template: Template
+    redaction: Redaction | None
 
 
 def _cut(text: str, limit: int) -> str:
@@ -185,11 +190,47 @@ def _cut(text: str, limit: int) -> str:
     return text[: end if end > limit // 2 else limit]
 
 
-def _redacted(message: str) -> tuple[str, dict[str, int]]:
+def _redacted(message: str) -> Redaction | None:
     if not _MAYBE_PII.search(message):
-        return message, {}
+        return None
     r = redact(message)
-    return r.text, r.counts
+    return r if r.spans else None
+
+
+def _ip_entities(line: _Line) -> dict[str, Any]:
+    """Internal addresses by placeholder (``ips``, what on-call pivots on), public ones only counted.
+
+    The placeholders stand for the values: the privacy policy of the output topic decides whether
+    they leave masked, pseudonymised or in clear. Addresses the redactor leaves in the text (``::1``)
+    are listed as written.
+    """
+    internal: list[str] = []
+    public = 0
+    red = line.redaction
+    if red is not None:
+        for span, token in zip(red.spans, red.placeholders, strict=True):
+            if span.kind != "IP":
+                continue
+            try:
+                ip = ipaddress.ip_address(span.value.split("%", 1)[0])
+            except ValueError:
+                continue
+            if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_unspecified:
+                if token not in internal:
+                    internal.append(token)
+            else:
+                public += 1
+    left = ip_entities(line.redacted)
+    for text in left.get("ips", ()):
+        if text not in internal:
+            internal.append(text)
+    public += left.get("public_ips", 0)
+    out: dict[str, Any] = {}
+    if internal:
+        out["ips"] = internal
+    if public:
+        out["public_ips"] = public
+    return out
 
 
 def triage_logs(
@@ -211,9 +252,11 @@ def triage_logs(
 
     lines: list[_Line] = []
     for rec in records:
-        text, pii = _redacted(_cut(rec.message, cfg.max_message_chars))  # bounds the redactor's work too
+        cut = _cut(rec.message, cfg.max_message_chars)  # bounds the redactor's work too
+        red = _redacted(cut)
+        text = red.text if red is not None else cut
         template = miner.add(headline(text, cfg.max_mining_chars), rec.time_ms)
-        lines.append(_Line(rec, text, pii, template))
+        lines.append(_Line(rec, text, red.counts if red is not None else {}, template, red))
 
     changes = miner.changes(consume=False)  # consumed once the model has run: a failed batch can be retried
     for old, new in changes.superseded:
@@ -237,6 +280,7 @@ def triage_logs(
             state.classes[t.id] = (str(label), float(confidence))
 
     enriched: list[dict[str, Any]] = []
+    values: list[dict[str, tuple[str, str]]] = []
     alerts: list[dict[str, Any]] = []
     escalations: dict[str, dict[str, Any]] = {}
     alerted_now: list[Template] = []
@@ -246,7 +290,7 @@ def triage_logs(
         label, confidence = state.classes[template.id]
         message = line.redacted
         entities = extract_log_entities(message, rec.fields)
-        entities.update(ip_entities(_cut(rec.message, cfg.max_message_chars)))
+        entities.update(_ip_entities(line))
         if line.pii:
             entities["pii"] = dict(line.pii)
         if len(rec.message) > cfg.max_message_chars:
@@ -265,6 +309,10 @@ def triage_logs(
                 "entities": entities,
                 "model": model.to_dict(),
             }
+        )
+        red = line.redaction
+        values.append(
+            {t: (sp.kind, sp.value) for sp, t in zip(red.spans, red.placeholders, strict=True)} if red else {}
         )
         severe = SEVERITY_RANK.get(rec.severity, 2) >= escalate_rank
         sample = headline(message, 500)
@@ -302,7 +350,7 @@ def triage_logs(
             published[t.id] = state.template_record(live)
     for old, new in changes.superseded:
         published[old.id] = {"template_id": old.id, "template": old.text, "superseded_by": new.id}
-    return LogBatchResult(enriched, alerts, list(escalations.values()), list(published.values()))
+    return LogBatchResult(enriched, alerts, list(escalations.values()), list(published.values()), values)
 
 
 def _window(time_ms: int | None, window_ms: int) -> tuple[str, str]:

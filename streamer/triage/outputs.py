@@ -25,16 +25,31 @@ class ModelInfo:
 def enriched_ticket(
     ticket: Ticket, decision: TicketDecision, model: ModelInfo, processed_at: str, latency_ms: float
 ) -> dict[str, Any]:
-    """The ``enriched_ticket.v1.json`` record: the ticket as sent plus every decision."""
+    """The ``enriched_ticket.v1.json`` record: the ticket, its free text redacted, plus every decision.
+
+    Subject, body and metadata carry placeholders here; ``streamer.privacy`` puts back, per output topic,
+    what that topic's policy keeps or pseudonymises.
+    """
     return {
         "id": ticket.id,
         "source": ticket.source.to_dict(),
-        "ticket": ticket.payload,
+        "ticket": redacted_payload(ticket, decision),
         "triage": decision.triage_dict(),
         "model": model.to_dict(),
         "processed_at": processed_at,
         "latency_ms": round(max(latency_ms, 0.0), 3),
     }
+
+
+def redacted_payload(ticket: Ticket, decision: TicketDecision) -> dict[str, Any]:
+    """The ticket as sent, with the redacted subject, body and metadata in place of the originals."""
+    payload = dict(ticket.payload)
+    payload["body"] = decision.redacted_body
+    if "subject" in payload and isinstance(payload["subject"], str):
+        payload["subject"] = decision.redacted_subject
+    if decision.redacted_metadata is not None:
+        payload["metadata"] = decision.redacted_metadata
+    return payload
 
 
 def escalation(ticket: Ticket, decision: TicketDecision, model: ModelInfo, escalated_at: str) -> dict[str, Any]:

@@ -8,9 +8,9 @@ Placeholder format: ``[KIND_N]``, e.g. ``[EMAIL_1]``, ``[PHONE_2]``. ``N`` numbe
 of one kind within one text, in order of first appearance, starting at 1: the same address written
 twice is ``[EMAIL_1]`` both times, a second address is ``[EMAIL_2]``. Values are compared after a
 light normalisation (emails case-folded, phone/card digits only, IBANs without spaces, IPs in
-canonical form). Numbers are local to one text on purpose, so nothing links two tickets. If the input
-already carries placeholders of a kind (text redacted upstream), numbering continues after the
-highest one present instead of reusing it.
+canonical form). Numbers are local to one text (``redact``) or one record's fields (``redact_all``) on
+purpose, so nothing links two tickets. If the input already carries placeholders of a kind (text
+redacted upstream), numbering continues after the highest one present instead of reusing it.
 
 Kinds: ``EMAIL``, ``PHONE``, ``CARD``, ``IBAN``, ``NATIONAL_ID``, ``IP`` and ``CREDENTIAL`` (the
 ``user:password`` part of a URL such as ``https://bob:hunter2@ftp.example.com``).
@@ -32,7 +32,9 @@ Decisions on ambiguous shapes:
   single spaces or dashes, a known issuer prefix/length and a passing Luhn check. Anything failing
   Luhn is not a card (order and tracking numbers). An unbroken run of more than 19 digits is an id
   or a hash, never a card; in a spaced run (``4111 1111 1111 1111 123``) the card is found on group
-  boundaries.
+  boundaries. Other groupings (``41111 11111 111111``) are cards only with a card word just before
+  (card, visa, cc...). Cards, IBANs (also dashed) and international phones may be split by a line break
+  where a text was wrapped.
 * Phones: ``+CC ...`` and formatted national numbers (``(555) 123-4567``, ``555-123-4567``,
   ``07700 900123``, ``030/1234567``, ``01 23 45 67 89``) are phones by shape. Bare digit runs
   (``5551234567``, ``07700900123``) and 7-digit locals (``555-1234``) need a phone word nearby
@@ -43,6 +45,8 @@ Decisions on ambiguous shapes:
   1.2.3.4``, ``build 10.0.0.1``, ``fw: 2.0.0.1``, ``Chrome/120.0.0.0``); "updated to 8.8.8.8" stays
   an address, since resolvers and gateways get updated too. IPv6 needs at least four hex digits, so
   ``::1`` and ``a::b`` are left alone; times and MAC addresses fail validation.
+* Emails may have apostrophes (``mark.o'brien@...``), quoted local parts (``"john doe"@...``), IDN
+  hosts in any script and punycode top-level domains (``xn--p1ai``); an opening quote is not part of one.
 * Emails inside URLs (``?email=a@b.com``, ``a%40b.com``) are redacted. ``https://alice@example.com/``
   is redacted as an email (a login that looks like an address is personal); ``https://deploy@host/``
   (no dot in the host) is not; ``https://user:secret@host/`` redacts ``user:secret`` as CREDENTIAL.
@@ -55,11 +59,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["KINDS", "PiiSpan", "Redaction", "find_pii", "placeholder", "redact"]
+__all__ = ["KINDS", "PiiSpan", "Redaction", "find_pii", "normalise", "placeholder", "redact", "redact_all"]
 
 #: Every kind ``find_pii`` can report, in the order overlaps are resolved (earlier wins).
 KINDS: Final = ("CREDENTIAL", "EMAIL", "IBAN", "CARD", "NATIONAL_ID", "IP", "PHONE")
@@ -112,22 +116,32 @@ _NUM_LA: Final = r"(?!\w)(?![.,/\-][0-9])"
 
 # --- emails and URL credentials ------------------------------------------------------------------
 
-_EMAIL_LOCAL_CHARS: Final = frozenset(".%+-_")
+_EMAIL_LOCAL_CHARS: Final = frozenset(".%+-_'")
 _EMAIL_MAX_LOCAL: Final = 128
+# Host labels, then a top-level domain of letters (any script) or its punycode form ('xn--p1ai').
+_EMAIL_DOMAIN: Final = r"(?:[^\W_](?:[\w\-]{0,61}[^\W_])?\.)+(?:xn--[A-Za-z0-9\-]{1,59}|[^\W\d_]{2,63})(?![\w\-])"
 _EMAIL_RE: Final = re.compile(
     r"(?<![\w.%+\-])"
-    r"[\w%+\-]{1,64}(?:\.[\w%+\-]{1,64}){0,15}"  # bounded, so a long run costs linear time, not quadratic
-    r"(?:@|%40)"
-    r"(?:[^\W_](?:[\w\-]{0,61}[^\W_])?\.)+[^\W\d_]{2,63}"
-    r"(?![\w\-])"
+    # bounded, so a long run costs linear time, not quadratic; an apostrophe joins like a dot (o'brien)
+    r"[\w%+\-]{1,64}(?:[.'][\w%+\-]{1,64}){0,15}"
+    r"(?:@|%40)" + _EMAIL_DOMAIN
 )
+# A quoted local part ('"john doe"@example.com'), which the walk back from '@' cannot cross.
+_QUOTED_EMAIL_RE: Final = re.compile(r'"[^"\n\\]{1,64}"(?:@|%40)' + _EMAIL_DOMAIN)
 _AT_RE: Final = re.compile(r"@|%40")
 _CREDENTIAL_RE: Final = re.compile(r"://([^\s/?#@\[\]:]+:[^\s/?#@\[\]]+)(?=@[^\s/?#@\[\]]+)")
 
 # --- payment cards -------------------------------------------------------------------------------
 
-_DIGIT_RUN_RE: Final = re.compile(r"[0-9](?<!\w[0-9])(?<![0-9][.,][0-9])[0-9]*(?:[ \-][0-9]+)*(?!\w)")
+# Groups joined by a space or a dash, or by a line break where a wrapped text split the number.
+_LINE_BREAK: Final = r"[ \t]*\r?\n[ \t]*"
+_DIGIT_RUN_RE: Final = re.compile(
+    r"[0-9](?<!\w[0-9])(?<![0-9][.,][0-9])[0-9]*(?:(?:[ \-]|" + _LINE_BREAK + r")[0-9]+)*(?!\w)"
+)
 _GROUP_RE: Final = re.compile(r"[0-9]+")
+_CARD_WORDS: Final = _wordset(
+    "card cards cc pan visa mastercard amex maestro discover credit debit kreditkarte carte tarjeta"
+)
 
 # --- IBAN ----------------------------------------------------------------------------------------
 
@@ -143,7 +157,8 @@ _IBAN_LENGTHS: Final = {
     "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
 }  # fmt: skip
 # The two check digits, preceded by the country letters (checked in code, with the boundary).
-_IBAN_CHECK_RE: Final = re.compile(r"[0-9](?<=[A-Za-z]{2}[0-9])[0-9](?=[ ]?[A-Za-z0-9])")
+_IBAN_CHECK_RE: Final = re.compile(r"[0-9](?<=[A-Za-z]{2}[0-9])[0-9](?=[ \-\n]?[A-Za-z0-9])")
+_IBAN_SEPARATORS: Final = frozenset(" -\t\r\n")
 
 # --- national ids --------------------------------------------------------------------------------
 
@@ -190,7 +205,8 @@ _VERSION_CONTEXT_RE: Final = re.compile(
 
 # '+CC ...': country code, an optional '(0)', then up to seven groups, some maybe in parentheses.
 _PHONE_INTL_RE: Final = re.compile(
-    r"\+(?<![\w+]\+)[1-9][0-9]{0,3}(?:[ .\-]?\(0\))?(?:[ .\-/]?(?:\([0-9]{1,5}\)|[0-9]{1,6}+)){1,7}" + _NUM_LA
+    r"\+(?<![\w+]\+)[1-9][0-9]{0,3}(?:[ .\-]?\(0\))?"
+    r"(?:(?:[ .\-/]|" + _LINE_BREAK + r")?(?:\([0-9]{1,5}\)|[0-9]{1,6}+)){1,7}" + _NUM_LA
 )
 _EXT: Final = r"(?:\s?(?:x|ext\.?|extension)\s?[0-9]{1,5})?"
 _NANP_PAREN: Final = r"\([0-9]{3}\)[ .\-]?[0-9]{3}[ .\-]?"
@@ -350,6 +366,11 @@ def _labelled_not_phone(text: str, start: int) -> bool:
     return i >= 0 and tokens[i] in _NOT_PHONE_LABELS
 
 
+def _card_word_near(text: str, start: int) -> bool:
+    """'card 41111 11111 111111': a card written in odd groups, said to be a card."""
+    return any(w.lower() in _CARD_WORDS for w in _LETTERS_RE.findall(_before(text, start)))
+
+
 def _phone_word_near(text: str, start: int) -> bool:
     return any(w.lower() in _PHONE_WORDS for w in _LETTERS_RE.findall(_before(text, start)))
 
@@ -373,9 +394,18 @@ def _emails(text: str) -> Iterator[_Cand]:
     last_end = 0
     for at in _AT_RE.finditer(text):
         start = at.start()
+        if start > last_end and text[start - 1] == '"':
+            opening = text.rfind('"', max(last_end, start - 66), start - 1)
+            quoted = _QUOTED_EMAIL_RE.match(text, opening) if opening >= 0 else None
+            if quoted is not None:
+                last_end = quoted.end()
+                yield quoted.start(), quoted.end(), "EMAIL"
+                continue
         floor = max(last_end, start - _EMAIL_MAX_LOCAL)
         while start > floor and (text[start - 1].isalnum() or text[start - 1] in _EMAIL_LOCAL_CHARS):
             start -= 1
+        while start < at.start() and text[start] in ".'":  # a quote opening the address is not part of it
+            start += 1
         found = _EMAIL_RE.match(text, start)
         if found is not None and found.end() > at.start():
             last_end = found.end()
@@ -398,7 +428,11 @@ def _cards(text: str) -> Iterator[_Cand]:
                 if len(digits) > 19:
                     break
                 sizes = [e - s for s, e in groups[i : j + 1]]
-                if _card_grouping_ok(sizes) and _card_shape_ok(digits) and _luhn_ok(digits):
+                if (
+                    _card_shape_ok(digits)
+                    and _luhn_ok(digits)
+                    and (_card_grouping_ok(sizes) or _card_word_near(text, base + groups[i][0]))
+                ):
                     best = j
             if best >= 0:
                 yield base + groups[i][0], base + groups[best][1], "CARD"
@@ -423,8 +457,16 @@ def _ibans(text: str) -> Iterator[_Cand]:
             if ch.isascii() and ch.isalnum():
                 chars.append(ch.upper())
                 pos += 1
-            elif ch == " " and chars and pos + 1 < end and text[pos + 1].isascii() and text[pos + 1].isalnum():
-                pos += 1
+            elif ch in _IBAN_SEPARATORS and chars:
+                # one space or dash between groups, or a line break (with spaces) where the text wrapped
+                gap = pos
+                while gap < end and gap - pos < 4 and text[gap] in _IBAN_SEPARATORS:
+                    gap += 1
+                sep = text[pos:gap]
+                ok_gap = sep in (" ", "-") or (sep.count("\n") == 1 and sep.strip(" \t\r") == "\n")
+                if not ok_gap or gap >= end or not (text[gap].isascii() and text[gap].isalnum()):
+                    break
+                pos = gap
             else:
                 break
         if len(chars) != length or _is_word_char(text, pos):
@@ -520,7 +562,11 @@ def _phones(text: str) -> Iterator[_Cand]:
         return
     if "+" in text:
         for m in _PHONE_INTL_RE.finditer(text):
-            n = _trim_digits(m.group(), 8, 15, skip_trunk_zero=True)
+            cand = m.group()
+            wrapped = cand.find("\n")
+            if wrapped >= 0 and _trim_digits(cand[:wrapped], 8, 15, skip_trunk_zero=True):
+                cand = cand[:wrapped]  # complete before the line break: the next line is not part of it
+            n = _trim_digits(cand, 8, 15, skip_trunk_zero=True)
             if n:
                 yield m.start(), m.start() + n, "PHONE"
     for m in _PHONE_NANP_RE.finditer(text):
@@ -626,8 +672,8 @@ def find_pii(text: str) -> list[PiiSpan]:
     return [PiiSpan(kind, start, end, text[start:end]) for start, end, kind in spans]
 
 
-def _normalise(kind: str, value: str) -> str:
-    """The identity used for numbering: two spellings of one value share a placeholder."""
+def normalise(kind: str, value: str) -> str:
+    """The identity of a value: two spellings of one value share a placeholder (and a pseudonym)."""
     if kind == "EMAIL":
         return value.replace("%40", "@").casefold()
     if kind in ("PHONE", "CARD"):
@@ -642,32 +688,72 @@ def _normalise(kind: str, value: str) -> str:
     return value
 
 
+def _with_repeats(text: str, spans: list[PiiSpan], values: dict[str, str]) -> list[PiiSpan]:
+    """``spans`` plus every other literal occurrence in ``text`` of a value found in another field.
+
+    Such an occurrence displaces weaker spans inside it: '05054 647548' alone looks like a phone, but not
+    where the body showed '55899 05054 647548' to be a card.
+    """
+    out = list(spans)
+    for value, kind in sorted(values.items(), key=lambda kv: (_RANK[kv[1]], -len(kv[0]))):
+        pos = text.find(value)
+        while pos >= 0:
+            end = pos + len(value)
+            inside = [s for s in out if s.start < end and pos < s.end]
+            if all(s.start >= pos and s.end <= end and _RANK[s.kind] >= _RANK[kind] for s in inside) and not any(
+                (s.start, s.end, s.kind) == (pos, end, kind) for s in inside
+            ):
+                out = [s for s in out if s not in inside]
+                out.append(PiiSpan(kind, pos, end, value))
+            pos = text.find(value, end)
+    return sorted(out, key=lambda s: s.start)
+
+
 def redact(text: str) -> Redaction:
     """Replace every span ``find_pii`` reports with its numbered placeholder."""
-    spans = find_pii(text)
-    if not spans:
-        return Redaction(text=text, spans=[], counts={}, placeholders=[])
+    return redact_all((text,))[0]
+
+
+def redact_all(texts: Sequence[str]) -> list[Redaction]:
+    """Redact several fields of one record with one numbering: a value is the same ``[KIND_N]`` in each.
+
+    The subject and body of a ticket are numbered together, so ``[EMAIL_1]`` names one address wherever
+    it appears in the record. Placeholders already present in any field are skipped over, as in ``redact``.
+    """
+    found = [find_pii(text) for text in texts]
+    if not any(found):
+        return [Redaction(text=text, spans=[], counts={}, placeholders=[]) for text in texts]
+    if len(texts) > 1:  # a value known in one field is personal data in every field ('Urgent - 51881 ...')
+        values = {span.value: span.kind for spans in found for span in spans}
+        found = [_with_repeats(text, spans, values) for text, spans in zip(texts, found, strict=True)]
     next_number: dict[str, int] = {}
-    if "[" in text:
-        for m in _PLACEHOLDER_RE.finditer(text):
-            next_number[m.group(1)] = max(next_number.get(m.group(1), 0), int(m.group(2)))
+    for text in texts:
+        if "[" in text:
+            for m in _PLACEHOLDER_RE.finditer(text):
+                next_number[m.group(1)] = max(next_number.get(m.group(1), 0), int(m.group(2)))
     numbers: dict[tuple[str, str], int] = {}
-    counts: dict[str, int] = {}
-    placeholders: list[str] = []
-    parts: list[str] = []
-    pos = 0
-    for span in spans:
-        key = (span.kind, _normalise(span.kind, span.value))
-        number = numbers.get(key)
-        if number is None:
-            number = next_number.get(span.kind, 0) + 1
-            next_number[span.kind] = number
-            numbers[key] = number
-        token = placeholder(span.kind, number)
-        placeholders.append(token)
-        counts[span.kind] = counts.get(span.kind, 0) + 1
-        parts.append(text[pos : span.start])
-        parts.append(token)
-        pos = span.end
-    parts.append(text[pos:])
-    return Redaction(text="".join(parts), spans=spans, counts=counts, placeholders=placeholders)
+    out: list[Redaction] = []
+    for text, spans in zip(texts, found, strict=True):
+        if not spans:
+            out.append(Redaction(text=text, spans=[], counts={}, placeholders=[]))
+            continue
+        counts: dict[str, int] = {}
+        placeholders: list[str] = []
+        parts: list[str] = []
+        pos = 0
+        for span in spans:
+            key = (span.kind, normalise(span.kind, span.value))
+            number = numbers.get(key)
+            if number is None:
+                number = next_number.get(span.kind, 0) + 1
+                next_number[span.kind] = number
+                numbers[key] = number
+            token = placeholder(span.kind, number)
+            placeholders.append(token)
+            counts[span.kind] = counts.get(span.kind, 0) + 1
+            parts.append(text[pos : span.start])
+            parts.append(token)
+            pos = span.end
+        parts.append(text[pos:])
+        out.append(Redaction(text="".join(parts), spans=spans, counts=counts, placeholders=placeholders))
+    return out

@@ -6,8 +6,8 @@ tests can use a small real bundle and the core stays free of Kafka.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -16,7 +16,7 @@ from streamer.events import Ticket
 from streamer.triage.escalation import EscalationPolicy, Reason, TicketSignals, ticket_reasons
 from streamer.triage.extract import extract
 from streamer.triage.language import detect_languages
-from streamer.triage.pii import redact
+from streamer.triage.pii import Redaction, redact_all
 from streamer.triage.routing import Router
 
 #: Heads every ticket bundle provides.
@@ -97,6 +97,11 @@ class TicketDecision:
     matched_rules: tuple[str, ...]
     reasons: tuple[Reason, ...]
     truncated: bool
+    #: The ticket's ``metadata`` with every string redacted (``None`` when the ticket has none).
+    redacted_metadata: Any = None
+    #: ``[KIND_N]`` -> ``(kind, value as written)`` for every placeholder of the record: what the privacy
+    #: policy may put back (kept or pseudonymised) on the topics that allow it. Never serialised as is.
+    pii_values: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def escalate(self) -> bool:
@@ -159,8 +164,13 @@ def triage_tickets(
         declared = ticket.declared_language
         code, lang_conf = (declared, 1.0) if declared else detected[row]
         language = LanguageDecision(code=code, confidence=float(lang_conf), declared=declared)
-        redacted_subject = redact(ticket.subject)
-        redacted_body = redact(ticket.body)
+        metadata = ticket.payload.get("metadata")
+        meta_strings = _strings(metadata) if metadata else []
+        same_text = ticket.text == ticket.body
+        fields = [ticket.subject, ticket.body, *meta_strings]
+        redacted = redact_all(fields if same_text else [*fields, ticket.text])
+        redacted_subject, redacted_body = redacted[0], redacted[1]
+        redacted_text = redacted_body if same_text else redacted[-1]
         pii_counts = dict(redacted_body.counts)
         for kind, n in redacted_subject.counts.items():
             pii_counts[kind] = pii_counts.get(kind, 0) + n
@@ -198,9 +208,7 @@ def triage_tickets(
                 priority=priority,
                 sentiment=sentiment,
                 language=language,
-                entities=extract(
-                    ticket.text, redacted_body if ticket.text == ticket.body else redact(ticket.text)
-                ).to_dict(),
+                entities=extract(ticket.text, redacted_text).to_dict(),
                 pii_counts=pii_counts,
                 redacted_subject=redacted_subject.text,
                 redacted_body=redacted_body.text,
@@ -208,6 +216,40 @@ def triage_tickets(
                 matched_rules=route.rules,
                 reasons=tuple(reasons),
                 truncated=ticket.truncated,
+                redacted_metadata=_replace_strings(metadata, iter(r.text for r in redacted[2 : 2 + len(meta_strings)]))
+                if metadata
+                else metadata,
+                pii_values=_values(redacted),
             )
         )
     return decisions
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string leaf of a JSON value, depth first, in document order."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def _replace_strings(value: Any, replacements: Iterator[str]) -> Any:
+    """``value`` with its string leaves taken, in ``_strings`` order, from ``replacements``."""
+    if isinstance(value, str):
+        return next(replacements)
+    if isinstance(value, Mapping):
+        return {k: _replace_strings(v, replacements) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replace_strings(v, replacements) for v in value]
+    return value
+
+
+def _values(redactions: Sequence[Redaction]) -> dict[str, tuple[str, str]]:
+    values: dict[str, tuple[str, str]] = {}
+    for red in redactions:
+        for span, token in zip(red.spans, red.placeholders, strict=True):
+            values.setdefault(token, (span.kind, span.value))
+    return values

@@ -6,7 +6,8 @@ Answers are decided by the ticket text the prompt carries:
 * ``want: LABEL`` anywhere in the text: the answer's intent is LABEL (default: the small model's first
   candidate, read from the prompt);
 * ``MALFORMED``: the message content is prose, not JSON;
-* ``SLOW``: the answer waits ``slow_s`` seconds first.
+* ``SLOW``: the answer waits ``slow_s`` seconds first;
+* ``reply_extra``: text added to every summary and suggested reply.
 
 Failures are scripted with ``fail_next(status, count)`` (applied to the next requests, in order),
 ``page_next(count)`` (an HTML error page with status 200, as some proxies send),
@@ -61,6 +62,8 @@ class FakeOpenAI:
         self.api_key = api_key
         self.hang_s = 0.0
         self.slow_s = 5.0
+        #: Appended to every summary and suggested reply (e.g. personal data a model might invent).
+        self.reply_extra = ""
         self.requests: list[Seen] = []
         self._failures: deque[_Failure] = deque()
         self._lock = threading.Lock()
@@ -166,8 +169,8 @@ class FakeOpenAI:
                 {
                     "intent": intent,
                     "priority": "high" if "urgent" in text.lower() else "normal",
-                    "summary": "The customer needs help with " + intent.replace("_", " ") + ".",
-                    "suggested_reply": "Thanks for reaching out, we are on it.",
+                    "summary": "The customer needs help with " + intent.replace("_", " ") + "." + self.reply_extra,
+                    "suggested_reply": "Thanks for reaching out, we are on it." + self.reply_extra,
                 }
             ).decode()
         seen.status = 200

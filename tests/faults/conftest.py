@@ -270,7 +270,7 @@ def max_gap_s(timestamps_ms: list[int]) -> float:
 
 
 class WorkerProcess:
-    """``python -m streamer worker --only tickets`` with its own log file (stdout and stderr)."""
+    """``python -m streamer worker --only tickets`` (or other ``args``) with its own log file (stdout and stderr)."""
 
     def __init__(
         self,
@@ -281,8 +281,10 @@ class WorkerProcess:
         *,
         group: str,
         env: dict[str, str] | None = None,
+        args: tuple[str, ...] = ("worker", "--only", "tickets"),
     ) -> None:
         self.name = name
+        self.args = args
         self.workdir = workdir
         (workdir / "var").mkdir(parents=True, exist_ok=True)  # Faust makes var/faust, not its parents
         self.env = {
@@ -313,7 +315,7 @@ class WorkerProcess:
             log.flush()
             # cwd: Faust's data dir (var/faust) of its own, never the checkout's.
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streamer", "worker", "--only", "tickets"],
+                [sys.executable, "-m", "streamer", *self.args],
                 env=self.env,
                 cwd=self.workdir,
                 stdout=log,

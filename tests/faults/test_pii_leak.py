@@ -1,107 +1,60 @@
-"""PII stays in: VIP tickets full of known personal data escalate with none of it in the escalation topic
-or in the worker's logs; clean texts are not redacted for nothing.
+"""PII appears only where the privacy policy keeps it, on every output topic; clean texts are not redacted
+for nothing.
 
-A seeded corpus (``STREAMER_FAULTS_PII_N`` tickets, default 300) carries 1 to 4 planted values each:
-emails, phones in several national and international formats, card numbers (Luhn-valid, printed in the
-usual groupings), IBANs (mod-97-valid, compact and grouped) and IPv4/IPv6 addresses. Every ticket is from
-a VIP customer, so every one escalates to ``llm.escalations.v1`` (the large model's input). The worker
-logs at DEBUG to its stderr, which the test reads. Then clean texts (hand-written banking-support
-sentences full of look-alikes: amounts, dates, order and tracking numbers, versions, times) and demo
-tickets generated without PII go through the same worker: any redaction there is a false positive.
+A seeded corpus (``STREAMER_FAULTS_PII_N`` tickets, default 500, and ``STREAMER_FAULTS_PII_LOG_N`` log lines,
+default 600) carries planted values in more than 30 written formats (``tests/fakes/pii_corpus.py``): emails
+plain, plus-addressed, with an apostrophe, quoted, IDN and punycode; phones in 14 national and international
+layouts, one wrapped across a line break; cards and IBANs compact, grouped, dashed, in odd groups and wrapped;
+IPv4, IPv6 and IPv6 with a zone; SSNs; in ticket subjects, bodies and metadata, and in JSON, text, syslog
+and stack-trace log lines. A pool of returning customers' addresses recurs across tickets and log lines.
+
+Every ticket is from a VIP customer, so every one escalates. One worker runs both paths with a pseudonym
+secret and the shipped policy (``topics/topics.yaml``); the bridge answers every escalation through a fake
+endpoint whose answers add planted values of their own (what a model might invent); ``streamer replay``
+writes the tickets again to a replay topic. Then every record of every output topic is searched for every
+planted value, as written and re-spaced: a value may appear only in a record of its own ticket, on a topic
+whose policy keeps its kind. The worker's and the bridge's logs (DEBUG) must hold none. Clean texts
+(hand-written look-alikes and demo tickets) go through the same worker: any redaction there is a false
+positive.
 """
 
 from __future__ import annotations
 
+import os
 import random
-import string
+import signal
+import subprocess
+import sys
 import uuid
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from fakes.openai_server import FakeOpenAI
+from fakes.pii_corpus import FORMATS, Planted, compact, found_in, pii_log_lines, pii_tickets, returning_customers
 
-from streamer.demo import demo_tickets, valid_iban, valid_luhn_card
+from streamer.demo import demo_tickets
+from streamer.privacy import Pseudonymiser, load_policy
+from streamer.runner import log_records
+from streamer.topics import load_catalog
 
-from .conftest import ESCALATIONS, Tally, WorkerProcess, env_int, make_cluster, report
+from .conftest import ESCALATIONS, REPO, Tally, WorkerProcess, env_int, make_cluster, report
 
-pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.timeout(1200)]
 
-D = string.digits
-
-
-def digits(rng: random.Random, n: int) -> str:
-    return "".join(rng.choice(D) for _ in range(n))
-
-
-def phone(rng: random.Random) -> str:
-    return rng.choice(
-        [
-            lambda: f"+44 7700 900{digits(rng, 3)}",
-            lambda: f"+1 (202) 555-0{digits(rng, 3)}",
-            lambda: f"+1 202-555-0{digits(rng, 3)}",
-            lambda: f"+49 151 {digits(rng, 8)}",
-            lambda: f"+33 6 {digits(rng, 2)} {digits(rng, 2)} {digits(rng, 2)} {digits(rng, 2)}",
-            lambda: f"+353 87 {digits(rng, 3)} {digits(rng, 4)}",
-            lambda: f"(415) 555-{digits(rng, 4)}",
-            lambda: f"415-555-{digits(rng, 4)}",
-            lambda: f"07700 900{digits(rng, 3)}",
-            lambda: f"030/{digits(rng, 7)}",
-            lambda: f"0{rng.randint(1, 7)} {digits(rng, 2)} {digits(rng, 2)} {digits(rng, 2)} {digits(rng, 2)}",
-            lambda: f"0176 {digits(rng, 8)}",
-            lambda: f"0044 20 7946 {digits(rng, 4)}",
-        ]
-    )()
-
-
-def card(rng: random.Random) -> str:
-    number = valid_luhn_card(rng)
-    style = rng.randrange(3)
-    if style == 0:
-        return number
-    sep = " " if style == 1 else "-"
-    if len(number) == 15:  # Amex prints 4-6-5
-        return sep.join([number[:4], number[4:10], number[10:]])
-    return sep.join(number[i : i + 4] for i in range(0, len(number), 4))
-
-
-def iban(rng: random.Random) -> str:
-    value = valid_iban(rng, rng.choice(["DE", "GB", "FR", "NL", "ES", "IT", "AT", "BE", "PL", "CH"]))
-    if rng.random() < 0.5:
-        return " ".join(value[i : i + 4] for i in range(0, len(value), 4))
-    return value
-
-
-def email(rng: random.Random) -> str:
-    first = rng.choice(["jane", "omar", "li", "anna-maria", "j.o'neil", "ZOE", "kofi"])
-    last = rng.choice(["doe", "haddad", "wei", "schmidt", "okafor", "nakamura"])
-    tag = rng.choice(["", "+support", "+2024", "_01"])
-    domain = rng.choice(["example.com", "mail.example.org", "example.co.uk", "sub.example.net"])
-    return f"{first}.{last}{tag}@{domain}".replace("'", "")
-
-
-def ip(rng: random.Random) -> str:
-    if rng.random() < 0.7:
-        return f"{rng.randint(11, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
-    groups = [f"{rng.randrange(1, 0xFFFF):x}" for _ in range(5)]
-    return f"2001:db8:{groups[0]}:{groups[1]}::{groups[2]}:{groups[3]}"
-
-
-MAKERS = {"EMAIL": email, "PHONE": phone, "CARD": card, "IBAN": iban, "IP": ip}
-SENTENCES = {
-    "EMAIL": ["Please write to me at {v} instead.", "My login email is {v}.", "CC {v} on the reply, please."],
-    "PHONE": ["Call me back on {v} after 5pm.", "My mobile number is {v}.", "You can reach me by phone: {v}."],
-    "CARD": ["The charge was on my card {v}.", "Refund it to card number {v} please.", "I paid with {v} twice."],
-    "IBAN": ["Send the refund to IBAN {v}.", "My account is {v}, please use that.", "Bank details: {v}."],
-    "IP": ["I was logging in from {v} when it locked me out.", "Your firewall blocked {v} yesterday."],
-}
-OPENERS = [
-    "I was charged twice for my subscription this month and I want the duplicate refunded.",
-    "My account got locked after I changed my password and I can't get back in.",
-    "The card payment for order ORD-481516 failed but the money left my account.",
-    "Please close my account and delete my personal data.",
-    "Your app keeps crashing when I open the statements page.",
-]
+ENRICHED = "support.tickets.enriched.v1"
+LOGS = "ops.logs.v1"
+LOGS_ENRICHED = "ops.logs.enriched.v1"
+ALERTS = "ops.alerts.v1"
+TEMPLATES = "ops.log_templates.v1"
+RESPONSES = "llm.responses.v1"
+DEADLETTER = "streamer.deadletter.v1"
+CATALOG = load_catalog(REPO / "topics" / "topics.yaml")
+POLICY = load_policy(REPO / "topics" / "topics.yaml", CATALOG.topics)
+QUEUES = sorted(t for t in CATALOG.topics if t.startswith("support.queue."))
+KEY = "faults-pii-secret"
 
 CLEAN_TEXTS = [
     "I was charged 49.99 EUR twice on 2024-03-14, please refund one of the payments.",
@@ -156,106 +109,222 @@ def clean_tickets(run: str) -> list[dict[str, Any]]:
     return tickets
 
 
-def pii_corpus(rng: random.Random, n: int, run: str) -> tuple[list[dict[str, Any]], dict[str, list[tuple[str, str]]]]:
-    """Tickets and, per ticket id, the planted (kind, value) pairs."""
-    tickets: list[dict[str, Any]] = []
-    planted: dict[str, list[tuple[str, str]]] = {}
-    kinds = list(MAKERS)
-    for i in range(n):
-        chosen = rng.sample(kinds, rng.randint(1, 4))
-        values = [(kind, MAKERS[kind](rng)) for kind in chosen]
-        sentences = [rng.choice(SENTENCES[kind]).format(v=value) for kind, value in values]
-        body = " ".join([rng.choice(OPENERS), *sentences, "Thanks."])
-        tid = f"PII-{run}-{i}"
-        doc: dict[str, Any] = {
-            "id": tid,
-            "created_at": "2026-11-28T09:00:00Z",
-            "channel": rng.choice(["email", "chat", "web"]),
-            "body": body,
-            "customer": {"id": f"C-{i}", "tier": "vip", "name": "Jane Doe"},
-        }
-        if rng.random() < 0.3:  # some in the subject too
-            _, value = values[0]
-            doc["subject"] = f"Urgent - {value}"
-        tickets.append(doc)
-        planted[tid] = values
-    return tickets, planted
+def read_topic(cluster: Any, topic: str, expect: int, timeout: float = 300) -> list[Any]:
+    """Every record of a topic created after the tally started (the replay's output)."""
+    with Tally(cluster, [topic], keep=[topic]) as tally:
+        tally.wait(lambda: tally.total(topic) >= expect, timeout, what=f"{expect} records on {topic}")
+        return tally.snapshot(topic)[2]
 
 
-def compact(value: str) -> str:
-    return "".join(ch for ch in value if ch.isalnum() or ch in "@.:")
+def run_bridge(cluster: Any, bundle: Path, fake: FakeOpenAI, log: Path, group: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "STREAMER_KAFKA_BOOTSTRAP": cluster.bootstrap,
+        "STREAMER_TOPIC_PREFIX": cluster.prefix,
+        "STREAMER_TOPICS_DIR": str(REPO / "topics"),
+        "STREAMER_BUNDLE_DIR": str(bundle),
+        "STREAMER_BRIDGE_GROUP_ID": group,
+        "STREAMER_LLM_BASE_URL": fake.base_url,
+        "STREAMER_LLM_RATE_PER_S": "0",
+        "STREAMER_LLM_MAX_CONCURRENCY": "16",
+        "STREAMER_BRIDGE_METRICS_PORT": "0",
+        "STREAMER_LOG_FORMAT": "json",
+        "STREAMER_LOG_LEVEL": "DEBUG",
+    }
+    with log.open("wb") as fh:
+        return subprocess.Popen([sys.executable, "-m", "streamer.bridge", "bridge"], env=env, stdout=fh, stderr=fh)
 
 
-def test_pii_never_reaches_the_escalation_topic_or_the_logs(
+def run_replay(cluster: Any, bundle: Path, run_id: str, workdir: Path) -> str:
+    env = {
+        **os.environ,
+        "STREAMER_KAFKA_BOOTSTRAP": cluster.bootstrap,
+        "STREAMER_TOPIC_PREFIX": cluster.prefix,
+        "STREAMER_TOPICS_DIR": str(REPO / "topics"),
+        "STREAMER_BUNDLE_DIR": str(bundle),
+        "STREAMER_PSEUDONYM_KEY": KEY,
+        "STREAMER_LOG_FORMAT": "json",
+    }
+    args = ["replay", "--from", "2000-01-01T00:00Z", "--to", "2100-01-01T00:00Z", "--run-id", run_id]
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamer", *args, "--no-diff", "--no-progress"],
+        env=env,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return f"support.tickets.v1.replay.{run_id}"
+
+
+def test_pii_appears_only_where_the_policy_keeps_it(
     kafka_bootstrap: str, test_bundle: Path, tmp_path: Path, workers: list[WorkerProcess], rng: random.Random
 ) -> None:
-    n = env_int("PII_N", 300)
+    n, n_logs = env_int("PII_N", 500), env_int("PII_LOG_N", 600)
     cluster = make_cluster(kafka_bootstrap, "pii")
     run = uuid.uuid4().hex[:6]
-    tickets, planted = pii_corpus(rng, n, run)
+    pool = returning_customers(rng)
+    tickets, planted = pii_tickets(rng, n, run, pool)
     clean = clean_tickets(run)
     every = tickets + clean
     rng.shuffle(every)
+    lines, log_planted = pii_log_lines(rng, n_logs, pool)
+    everything: list[Planted] = [p for values in planted.values() for p in values] + log_planted
+    # The fake model "invents" planted values in its answers: llm.responses.v1 must mask them too.
+    invented = [p for p in everything if p.kind in ("EMAIL", "PHONE")][:2]
 
     worker = WorkerProcess(
-        "pii", cluster, test_bundle, tmp_path / "w", group=f"faults-pii-{run}", env={"STREAMER_LOG_LEVEL": "DEBUG"}
+        "pii",
+        cluster,
+        test_bundle,
+        tmp_path / "w",
+        group=f"faults-pii-{run}",
+        env={"STREAMER_LOG_LEVEL": "DEBUG", "STREAMER_PSEUDONYM_KEY": KEY},
+        args=("worker",),
     )
     workers.append(worker)
+    fake = FakeOpenAI().up()
+    fake.reply_extra = " Also contact " + " or ".join(p.value for p in invented) + "."
+    bridge: subprocess.Popen[bytes] | None = None
+    bridge_log = tmp_path / "bridge.log"
+    outputs = [ENRICHED, *QUEUES, ESCALATIONS, LOGS_ENRICHED, ALERTS, TEMPLATES, RESPONSES, DEADLETTER]
     ids = {t["id"].encode() for t in every}
-    with Tally(cluster, [ESCALATIONS], keep=[ESCALATIONS]) as tally:
-        worker.start()
-        cluster.produce((t["id"].encode(), orjson.dumps(t)) for t in every)
-        tally.wait(lambda: tally.covered(ids) == len(ids), 600, alive=[worker], what=f"{len(ids)} escalations")
-        code = worker.terminate()
-        _, _, seen = tally.snapshot(ESCALATIONS)
-    logs = worker.log_text()
-    escalations = {s.value["id"]: s.value for s in seen if s.value}
+    try:
+        with Tally(cluster, outputs, keep=outputs) as tally:
+            worker.start()
+            cluster.produce((t["id"].encode(), orjson.dumps(t)) for t in every)
+            cluster.produce(log_records(lines), topic=LOGS)
+            tally.wait(
+                lambda: (
+                    tally.covered(ids, ENRICHED) == len(ids)
+                    and tally.covered(ids, ESCALATIONS) == len(ids)
+                    and tally.total(LOGS_ENRICHED) >= len(lines)
+                ),
+                600,
+                alive=[worker],
+                what=f"{len(ids)} tickets and {len(lines)} log lines",
+            )
+            code = worker.terminate()
+            escalated = tally.keys(ESCALATIONS)
+            bridge = run_bridge(cluster, test_bundle, fake, bridge_log, f"faults-pii-bridge-{run}")
+            tally.wait(
+                lambda: len(escalated - tally.keys(RESPONSES) - tally.keys(DEADLETTER)) == 0,
+                600,
+                what=f"answers to {len(escalated)} escalations",
+            )
+            bridge.send_signal(signal.SIGTERM)
+            bridge_code = bridge.wait(60)
+            seen = {topic: tally.snapshot(topic)[2] for topic in outputs}
+    finally:
+        if bridge is not None and bridge.poll() is None:
+            bridge.kill()
+        fake.close()
+    replay_topic = run_replay(cluster, test_bundle, f"pii{run}", tmp_path)
+    seen[replay_topic] = read_topic(cluster, replay_topic, len(every))
 
-    leaked_topic: list[tuple[str, str, str]] = []
-    leaked_logs: list[tuple[str, str]] = []
-    planted_per_kind: dict[str, int] = {}
-    detected_per_kind: dict[str, int] = {}
+    # Every record of every topic, against every planted value.
+    by_value: dict[str, set[str]] = defaultdict(set)  # compact value -> ticket ids that planted it
     for tid, values in planted.items():
-        record = escalations[tid]
-        blob = orjson.dumps(record).decode()
-        for kind, value in values:
-            planted_per_kind[kind] = planted_per_kind.get(kind, 0) + 1
-            if value in blob or compact(value) in compact(blob):
-                leaked_topic.append((tid, kind, value))
-            if value in logs or (len(compact(value)) > 8 and compact(value) in logs):
-                leaked_logs.append((kind, value))
-        counts = record["pii_counts"]
-        for kind in {k for k, _ in values}:
-            want = sum(1 for k, _ in values if k == kind)
-            detected_per_kind[kind] = detected_per_kind.get(kind, 0) + min(want, counts.get(kind, 0))
-    planted_total = sum(planted_per_kind.values())
-    recall = 1 - len(leaked_topic) / planted_total
-    typed_recall = sum(detected_per_kind.values()) / planted_total
+        for p in values:
+            by_value[compact(p.value)].add(tid)
+    leaks: list[tuple[str, str, str, str]] = []
+    kept_in_clear: Counter[str] = Counter()
+    missing_kept: list[tuple[str, str, str]] = []
+    records: Counter[str] = Counter()
+    for topic, items in seen.items():
+        policy = POLICY.for_topic(topic)
+        for item in items:
+            if item.value is None:
+                continue
+            records[topic] += 1
+            owner = item.key.decode() if item.key else ""
+            own = planted.get(owner, []) if topic != DEADLETTER else []
+            kept = {compact(p.value) for p in own if policy.action(p.kind) == "keep"}
+            for hit in found_in(item.value, everything):
+                if compact(hit.value) in kept:
+                    kept_in_clear[topic] += 1
+                elif topic == DEADLETTER and item.value.get("error", {}).get("code") != "unredacted_pii":
+                    continue  # dead letters keep raw input for replay, by policy (none expected here)
+                else:
+                    leaks.append((topic, owner, hit.format, hit.value))
+            for p in own:
+                if policy.action(p.kind) == "keep" and p not in found_in(item.value, [p]):
+                    missing_kept.append((topic, owner, p.value))
 
+    # One address, one pseudonym: the token the secret gives is in every record of its ticket on every
+    # pseudonymising topic, and in the enriched log lines; returning customers' tokens recur across tickets.
+    pseudo = Pseudonymiser(KEY.encode(), 1)
+    wrong_pseudonyms: list[tuple[str, str, str]] = []
+    pool_tokens: Counter[str] = Counter()
+    for topic in (ENRICHED, "support.queue.engineering.v1", replay_topic):
+        for item in seen[topic]:
+            owner = item.key.decode() if item.key else ""
+            text = orjson.dumps(item.value).decode()
+            for p in planted.get(owner, []):
+                if p.kind != "EMAIL":
+                    continue
+                token = pseudo.token("EMAIL", p.value)
+                if token not in text:
+                    wrong_pseudonyms.append((topic, owner, p.value))
+                elif p.format == "email-returning" and topic == ENRICHED:
+                    pool_tokens[token] += 1
+    log_blob = "".join(orjson.dumps(item.value).decode() for item in seen[LOGS_ENRICHED])
+    for p in log_planted:
+        if p.kind == "EMAIL" and pseudo.token("EMAIL", p.value) not in log_blob:
+            wrong_pseudonyms.append((LOGS_ENRICHED, "", p.value))
+    joined = {t: c for t, c in pool_tokens.items() if c >= 2}
+    in_logs_too = sum(1 for t in joined if t in log_blob)
+    logs_text = worker.log_text() + bridge_log.read_text(errors="replace")
+    leaked_logs = [
+        p for p in everything if p.value in logs_text or (len(compact(p.value)) > 8 and compact(p.value) in logs_text)
+    ]
+
+    escalations = {s.value["id"]: s.value for s in seen[ESCALATIONS] if s.value and s.value.get("kind") == "ticket"}
+    planted_per_kind: Counter[str] = Counter()
+    detected_per_kind: Counter[str] = Counter()
+    for tid, values in planted.items():
+        counts = escalations[tid]["pii_counts"]
+        for kind in {p.kind for p in values}:
+            want = sum(1 for p in values if p.kind == kind)
+            planted_per_kind[kind] += want
+            detected_per_kind[kind] += min(want, counts.get(kind, 0))
+    planted_total = sum(planted_per_kind.values())
+    leaked_escalations = sum(1 for topic, *_ in leaks if topic == ESCALATIONS)
     clean_hits = {t["id"]: escalations[t["id"]]["pii_counts"] for t in clean if escalations[t["id"]]["pii_counts"]}
     fp_rate = len(clean_hits) / len(clean)
-    examples = []
-    for t in clean:
-        if t["id"] in clean_hits and len(examples) < 5:
-            examples.append(escalations[t["id"]]["redacted_text"][:160])
+    formats = {p.format for p in everything}
     report(
-        "PII kept in",
+        "PII on every output topic",
         {
-            "PII tickets (VIP)": f"{len(tickets)}, {planted_total} values {dict(sorted(planted_per_kind.items()))}",
-            "escalated": f"{sum(1 for tid in planted if tid in escalations)} of {len(tickets)}",
-            "planted values in llm.escalations.v1": len(leaked_topic),
-            "planted values in the worker's logs (DEBUG)": f"{len(leaked_logs)} ({len(logs.splitlines())} log lines)",
-            "redaction recall (value gone)": f"{recall:.2%}",
-            "recall with the right kind": f"{typed_recall:.2%} {dict(sorted(detected_per_kind.items()))}",
+            "tickets (VIP) / log lines": f"{len(tickets)} / {len(lines)}",
+            "planted values": f"{len(everything)} in {len(formats)} formats ({len(FORMATS)} ticket formats)",
+            "records checked per topic": dict(sorted(records.items())),
+            "planted values where the policy does not keep them": len(leaks),
+            "kept in clear where the policy keeps them": dict(sorted(kept_in_clear.items())),
+            "kept values missing": len(missing_kept),
+            "planted values in the worker's and bridge's logs (DEBUG)": len(leaked_logs),
+            "redaction recall (value gone from llm.escalations.v1)": f"{1 - leaked_escalations / planted_total:.2%}",
+            "recall with the right kind": f"{sum(detected_per_kind.values()) / planted_total:.2%} "
+            f"{dict(sorted(detected_per_kind.items()))}",
             "clean texts": f"{len(clean)} ({len(CLEAN_TEXTS)} hand-written look-alikes, "
             f"{len(clean) - len(CLEAN_TEXTS)} demo tickets without PII)",
             "false positives (clean texts redacted)": f"{len(clean_hits)} ({fp_rate:.2%}) "
             f"{list(clean_hits.values())[:5]}",
-            "false-positive examples": examples,
-            "worker exit": code,
+            "escalations answered / dead-lettered by the bridge": f"{len(seen[RESPONSES])} / "
+            f"{sum(1 for s in seen[DEADLETTER] if s.value and s.value['source']['topic'].endswith(ESCALATIONS))}",
+            "email pseudonyms not as the secret gives them": len(wrong_pseudonyms),
+            "returning customers' tokens in 2+ tickets / also in log lines": f"{len(joined)} / {in_logs_too}",
+            "worker / bridge exit": f"{code} / {bridge_code}",
         },
     )
-    assert not leaked_topic, leaked_topic[:5]
+    assert len(formats) >= 15
+    assert not leaks, leaks[:10]
+    assert not missing_kept, missing_kept[:10]
+    assert not wrong_pseudonyms, wrong_pseudonyms[:10]
+    assert joined, "returning customers' addresses should share a pseudonym across tickets"
+    assert kept_in_clear, "the policy keeps contact details on team queues: some should be there in clear"
     assert not leaked_logs, leaked_logs[:5]
+    assert records[RESPONSES] > 0 and records[replay_topic] >= len(every)
     assert fp_rate <= 0.02, clean_hits
-    assert code == 0
+    assert code == 0 and bridge_code == 0

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamer.triage.pii import KINDS, PiiSpan, find_pii, placeholder, redact
+from streamer.triage.pii import KINDS, PiiSpan, find_pii, placeholder, redact, redact_all
 
 
 def kinds_and_values(text: str) -> list[tuple[str, str]]:
@@ -659,3 +659,71 @@ def test_placeholders_are_never_detected() -> None:
     tokens = [placeholder(kind, n) for kind in KINDS for n in (1, 12, 123456)]
     assert find_pii(" ".join(tokens)) == []
     assert re.fullmatch(r"\[[A-Z_]+_[0-9]+\]", placeholder("NATIONAL_ID", 7))
+
+
+# --- relatives of leaks seen in outputs ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "value"),
+    [
+        # an apostrophe in the local part once left "mark.o'" in an escalation
+        ("I'm mark.o'brien@example.com, thanks", "EMAIL", "mark.o'brien@example.com"),
+        ("o'reilly@example.com wrote", "EMAIL", "o'reilly@example.com"),
+        ("write to 'jane.doe@example.com' please", "EMAIL", "jane.doe@example.com"),
+        ('"jane@example.com" is mine', "EMAIL", "jane@example.com"),
+        ('mail "john doe"@example.com today', "EMAIL", '"john doe"@example.com'),
+        ("plus: jane+refunds@example.com", "EMAIL", "jane+refunds@example.com"),
+        ("IDN: jörg@bücher.de", "EMAIL", "jörg@bücher.de"),
+        ("punycode: anna@example.xn--p1ai", "EMAIL", "anna@example.xn--p1ai"),
+        ("Cyrillic: ivan@пример.рф", "EMAIL", "ivan@пример.рф"),
+        ("zone: fe80::1ff:fe23:4567:890a%eth0 dropped", "IP", "fe80::1ff:fe23:4567:890a%eth0"),
+        ("card 4111 1111\n1111 1111 was charged", "CARD", "4111 1111\n1111 1111"),
+        ("visa card 41111 11111 111111", "CARD", "41111 11111 111111"),
+        ("IBAN DE89-3704-0044-0532-0130-00 please", "IBAN", "DE89-3704-0044-0532-0130-00"),
+        ("IBAN DE89 3704 0044\n0532 0130 00 please", "IBAN", "DE89 3704 0044\n0532 0130 00"),
+        ("call +44 20\n7946 0958 tomorrow", "PHONE", "+44 20\n7946 0958"),
+        ("SSN 123 45 6789", "NATIONAL_ID", "123 45 6789"),
+    ],
+)
+def test_relatives_of_seen_leaks(text: str, kind: str, value: str) -> None:
+    assert_single(text, kind, value)
+    assert value not in redact(text).text
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        ("ref 41111 11111 111111 is the batch", "ref 41111 11111 111111 is the batch"),  # odd groups, no card word
+        ("call +44 20 7946 0958\n12 items arrived", "call [PHONE_1]\n12 items arrived"),  # complete before the break
+        ("it's fine, l'adresse est fausse", "it's fine, l'adresse est fausse"),
+        ("say 'hi' to jane@example.com", "say 'hi' to [EMAIL_1]"),
+        ("4111 1111 1111 1111\n2024 was a long year", "[CARD_1]\n2024 was a long year"),
+    ],
+)
+def test_relatives_do_not_overreach(text: str, redacted: str) -> None:
+    assert redact(text).text == redacted
+
+
+def test_one_numbering_across_fields() -> None:
+    subject, body, meta = redact_all(["about jane@example.com", "JANE@example.com and bob@example.com", "x"])
+    assert subject.text == "about [EMAIL_1]"
+    assert body.text == "[EMAIL_1] and [EMAIL_2]"
+    assert meta.text == "x" and not meta.spans
+    # placeholders present in any field are skipped over, as in a single text
+    first, second = redact_all(["[EMAIL_4] upstream", "a@example.com"])
+    assert (first.text, second.text) == ("[EMAIL_4] upstream", "[EMAIL_5]")
+    assert [r.text for r in redact_all(["a@example.com"])] == [redact("a@example.com").text]
+
+
+def test_a_value_found_in_one_field_is_redacted_in_every_field() -> None:
+    # alone, the subject's digits look like a phone; the body shows them to be a card (a card word)
+    subject, body, meta = redact_all(
+        ["Urgent - 55899 05054 647548", "My visa card 55899 05054 647548 was billed.", "55899 05054 647548"]
+    )
+    assert (subject.text, body.text, meta.text) == (
+        "Urgent - [CARD_1]",
+        "My visa card [CARD_1] was billed.",
+        "[CARD_1]",
+    )
+    assert [s.kind for s in subject.spans] == ["CARD"]
