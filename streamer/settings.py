@@ -73,9 +73,24 @@ class Settings(BaseSettings):
     )
 
     # Escalation policy (defaults; a bundle may carry its own calibrated thresholds)
-    escalate_min_confidence: float = Field(0.55, ge=0, le=1, description="Escalate below this intent confidence.")
-    escalate_min_margin: float = Field(
-        0.10, ge=0, le=1, description="Escalate when the top two intents are closer than this."
+    escalate_min_confidence: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Escalate below this intent confidence (default: 0.55 for a bundle without an escalation budget).",
+    )
+    escalate_min_margin: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Escalate when the top two intents are closer than this (default: 0.1 without a budget).",
+    )
+    escalate_rate: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Escalation budget: share of in-scope tickets escalated by the bundle's escalation score "
+        "(default: the rate the bundle was built for).",
     )
     escalate_oos_threshold: float | None = Field(
         None, ge=0, le=1, description="Out-of-scope score above which to escalate (default: the bundle's)."

@@ -55,15 +55,42 @@ class TicketRuntime:
     bundle: Any
 
 
+#: Fixed cut-offs for a bundle whose intent head has no escalation score.
+FALLBACK_MIN_CONFIDENCE = 0.55
+FALLBACK_MIN_MARGIN = 0.10
+
+
+def escalation_budget(settings: Settings, bundle: Any) -> tuple[float, float] | None:
+    """``(rate, score threshold)`` the worker spends: ``STREAMER_ESCALATE_RATE`` or the bundle's own budget,
+    with the threshold the bundle calibrated for it; ``None`` when the intent head has no escalation score."""
+    scorer = getattr(bundle.heads["intent"], "escalation", None)
+    if scorer is None:
+        return None
+    rate = settings.escalate_rate if settings.escalate_rate is not None else float(scorer.rate)
+    return rate, float(scorer.threshold(rate))
+
+
 def ticket_policy(settings: Settings, bundle: Any) -> EscalationPolicy:
-    """Settings' thresholds; the out-of-scope threshold defaults to the one the bundle calibrated."""
+    """The bundle's escalation budget when it has one, plus any cut-off settings set explicitly; without a
+    budget, fixed cut-offs. The out-of-scope threshold defaults to the one the bundle calibrated."""
     oos = settings.escalate_oos_threshold
     if oos is None:
         oos = float(bundle.heads["intent"].oos_threshold)
+    budget = escalation_budget(settings, bundle)
+    # with a budget the score decides; fixed cut-offs apply only where a setting asks for them
+    min_confidence = settings.escalate_min_confidence
+    if min_confidence is None:
+        min_confidence = 0.0 if budget is not None else FALLBACK_MIN_CONFIDENCE
+    min_margin = settings.escalate_min_margin
+    if min_margin is None:
+        min_margin = 0.0 if budget is not None else FALLBACK_MIN_MARGIN
     return policy_from(
-        min_confidence=settings.escalate_min_confidence,
-        min_margin=settings.escalate_min_margin,
+        min_confidence=min_confidence,
+        min_margin=min_margin,
         oos_threshold=oos,
+        score_threshold=None if budget is None else budget[1],
+        budget=None if budget is None else budget[0],
+        oos_rule=budget is None or settings.escalate_oos_threshold is not None,
         long_text_chars=settings.escalate_long_text_chars,
         vip_tiers=settings.escalate_vip_tiers,
         supported_languages=settings.supported_languages,
@@ -243,6 +270,8 @@ def build_worker(
         device=str(getattr(encoder, "device", "")),
         compute_type=str(getattr(encoder, "compute_type", "")),
     )
+    if ticket_runtime is not None:
+        metrics.set_escalation_budget(ticket_runtime.processor.policy.budget)
     readiness = Readiness(model=f"{info.name}@{info.version}")
 
     def batch_done(result: BatchResult) -> None:

@@ -31,7 +31,7 @@ from streamer.events import (
     decode_ticket,
 )
 from streamer.topics import DEADLETTER, TICKETS
-from streamer.triage.escalation import EscalationPolicy
+from streamer.triage.escalation import MODEL_REASONS, EscalationPolicy
 from streamer.triage.outputs import ModelInfo, ticket_outputs
 from streamer.triage.routing import Router
 from streamer.triage.tickets import TicketModel, triage_tickets
@@ -54,6 +54,8 @@ class BatchResult:
     source_timestamps_ms: list[int] = field(default_factory=list)
     dead_letters: Counter[str] = field(default_factory=Counter)
     escalations: Counter[str] = field(default_factory=Counter)
+    model_escalated: int = 0
+    """Tickets escalated for the intent model's doubt (what the escalation budget spends)."""
     intents: Counter[str] = field(default_factory=Counter)
     routes: Counter[str] = field(default_factory=Counter)
     inference_s: float = 0.0
@@ -121,6 +123,7 @@ class TicketProcessor:
                 result.routes[route] += 1
             for reason in decision.reasons:
                 result.escalations[reason.code.value] += 1
+            result.model_escalated += any(r.code in MODEL_REASONS for r in decision.reasons)
         return result
 
     def _dead(self, result: BatchResult, failure: DecodeFailure) -> None:

@@ -59,6 +59,7 @@ class IntentDecision:
     margin: float
     oos_score: float
     top: tuple[Scored, ...]
+    escalation_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +68,7 @@ class IntentDecision:
             "margin": round(self.margin, 4),
             "oos_score": round(self.oos_score, 4),
             "top": [s.to_dict() for s in self.top],
+            **({} if self.escalation_score is None else {"escalation_score": round(self.escalation_score, 4)}),
         }
 
 
@@ -123,12 +125,14 @@ def _intent(head: HeadScores, row: int) -> IntentDecision:
     order = np.argsort(-probs)[:TOP_K]
     top = tuple(Scored(head.labels[i], float(probs[i])) for i in order)
     second = float(probs[order[1]]) if len(order) > 1 else 0.0
+    score = getattr(head, "escalation_score", None)  # heads without an escalation score have none
     return IntentDecision(
         label=top[0].label,
         confidence=top[0].confidence,
         margin=max(0.0, top[0].confidence - second),
         oos_score=float(np.clip(head.oos_score[row], 0.0, 1.0)),
         top=top,
+        escalation_score=None if score is None else float(score[row]),
     )
 
 
@@ -176,6 +180,7 @@ def triage_tickets(
                 language=language.code,
                 language_confidence=language.confidence,
                 text=ticket.body,
+                escalation_score=intent.escalation_score,
             ),
             policy,
         )
