@@ -358,6 +358,7 @@ def train_head(
     knn_weight: float | None = None,
     escalate_rate: float | None = esc.DEFAULT_RATE,
     negatives: Mapping[str, FloatArray] | None = None,
+    escalation_folds: int = 5,
 ) -> Head:
     """Train a head, calibrate it on a stratified held-out split, then (``refit``) retrain on all data.
 
@@ -371,7 +372,9 @@ def train_head(
     ``escalate_rate`` (``None``: none) fits the escalation score on the held-out split, with held-out classes
     left out in turn and the embeddings of ``negatives`` (name: texts that are not this head's business) as
     unknown examples, and stores the thresholds for that budget; the training examples are then kept as
-    exemplars. Without a score and a neighbour vote, the head carries no exemplars.
+    exemplars. Without a score and a neighbour vote, the head carries no exemplars. ``escalation_folds`` > 1
+    also scores the rest of the data in that many folds minus one (each by a head trained without it), so
+    the score and its thresholds rest on every example rather than on the held-out split alone.
     """
     if len(labels) != len(embeddings):
         raise DataError(f"head {name!r}: {len(labels)} labels for {len(embeddings)} embeddings")
@@ -398,6 +401,7 @@ def train_head(
         "refit": refit,
         "train_examples": len(labels),
         "escalate_rate": escalate_rate,
+        "escalation_folds": escalation_folds,
     }
     emb = np.asarray(embeddings, dtype=np.float32)
     if len(held) == 0:
@@ -440,9 +444,23 @@ def train_head(
     if escalate_rate is not None:
         keep_radius = esc.exemplar_radius(emb[keep])
         sims, idx = esc.nearest(emb[held], emb[keep])
-        in_scope = esc.risk_features(probs, sims, idx, y[keep], keep_radius)
+        in_scope = [esc.risk_features(probs, sims, idx, y[keep], keep_radius)]
+        wrong = [probs.argmax(axis=1) != y[held]]
         unknown = [esc.leave_classes_out(probs, y[held], emb[held], emb[keep], y[keep], keep_radius, k, seed=seed)]
-        sources = {"leave_classes_out": len(unknown[0])}
+        # The rest of the data, scored fold by fold by heads that did not see it: a budget is a quantile,
+        # and small datasets leave too few held-out examples to place it.
+        for part in _folds(y[keep], escalation_folds - 1, seed):
+            scored, rest = keep[part], np.setdiff1d(np.arange(len(y)), keep[part])
+            fold_head = Head(name, kind, classes, fit(emb[rest], y[rest]), class_centroids(emb[rest], y[rest], k))
+            p = softmax(fold_head.logits(emb[scored]) / np.float32(temperature))
+            f_sims, f_idx = esc.nearest(emb[scored], emb[rest])
+            if weight > 0:
+                p = ((1 - weight) * p + weight * _votes(f_sims, f_idx, y[rest], k)).astype(np.float32)
+            radius = esc.exemplar_radius(emb[rest])
+            in_scope.append(esc.risk_features(p, f_sims, f_idx, y[rest], radius))
+            wrong.append(p.argmax(axis=1) != y[scored])
+            unknown.append(esc.leave_classes_out(p, y[scored], emb[scored], emb[rest], y[rest], radius, k, seed=seed))
+        sources = {"leave_classes_out": sum(len(u) for u in unknown)}
         for source, neg in (negatives or {}).items():
             if len(neg) == 0:
                 continue
@@ -453,7 +471,11 @@ def train_head(
             unknown.append(esc.risk_features(neg_probs, n_sims, n_idx, y[keep], keep_radius))
             sources[source] = len(neg)
         head.escalation = esc.fit_scorer(
-            in_scope, probs.argmax(axis=1) != y[held], np.concatenate(unknown), rate=escalate_rate, sources=sources
+            np.concatenate(in_scope),
+            np.concatenate(wrong),
+            np.concatenate(unknown),
+            rate=escalate_rate,
+            sources=sources,
         )
         head.exemplars = emb if refit else emb[keep]
         head.exemplar_labels = y if refit else y[keep]
@@ -463,6 +485,20 @@ def train_head(
     head.metrics = metrics
     head.settings = settings
     return head
+
+
+def _folds(labels: IntArray, n: int, seed: int) -> list[IntArray]:
+    """``n`` disjoint stratified parts of ``range(len(labels))`` (each class dealt round-robin)."""
+    if n < 1:
+        return []
+    rng = np.random.default_rng(seed + 1)
+    parts: list[list[int]] = [[] for _ in range(n)]
+    for value in np.unique(labels):
+        idx = np.flatnonzero(labels == value)
+        rng.shuffle(idx)
+        for i, j in enumerate(idx):
+            parts[i % n].append(int(j))
+    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts if p]
 
 
 def _mean_nll(probs: npt.NDArray[Any], y: IntArray) -> float:

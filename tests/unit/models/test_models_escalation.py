@@ -80,6 +80,12 @@ def test_trained_head_escalates_unknown_clusters_within_budget() -> None:
     head = train_head("intent", x[known], [labels[i] for i in known], escalate_rate=0.05, knn_weight=0.0)
     assert head.escalation is not None and head.exemplar_radius is not None
     assert head.escalation.report["unknown"]["leave_classes_out"] > 0
+    # every training example is scored once, by a head that did not see it
+    assert head.escalation.report["in_scope"] == len(known)
+    one_split = train_head(
+        "intent", x[known], [labels[i] for i in known], escalate_rate=0.05, knn_weight=0.0, escalation_folds=1
+    )
+    assert one_split.escalation is not None and one_split.escalation.report["in_scope"] < len(known) / 3
     out = head.predict(test_x)
     assert out.escalation_score is not None and out.escalation_score.shape == (len(test_x),)
     index = {c: i for i, c in enumerate(head.labels)}
