@@ -113,6 +113,11 @@ class Metrics:
             "0 without one).",
             registry=r,
         )
+        self.escalations_deduplicated = Counter(
+            "streamer_escalations_deduplicated",
+            "Escalations not sent because they near-duplicate one sent earlier in the window.",
+            registry=r,
+        )
         self._escalation_window: deque[tuple[int, int]] = deque()
         self._window_sums = [0, 0]
         self.batch_size = Histogram(
@@ -175,6 +180,7 @@ class Metrics:
         for reason, n in result.escalations.items():
             self.escalations.labels(reason=reason).inc(n)
         self._observe_escalations(result.processed, result.model_escalated)
+        self.escalations_deduplicated.inc(result.deduplicated)
         self.batch_size.observe(result.size)
         self.inference_seconds.observe(result.inference_s)
         for ts_ms in result.source_timestamps_ms:

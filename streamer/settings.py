@@ -95,6 +95,15 @@ class Settings(BaseSettings):
     escalate_oos_threshold: float | None = Field(
         None, ge=0, le=1, description="Out-of-scope score above which to escalate (default: the bundle's)."
     )
+    escalate_dedup_window_s: float = Field(
+        600.0,
+        ge=0,
+        description="An escalation near-duplicating one sent this many seconds before (same customer or template) "
+        "is folded into it, not sent (0: off).",
+    )
+    escalate_dedup_min_cosine: float = Field(
+        0.95, gt=0, le=1, description="Embedding cosine at or above which two escalations are near-duplicates."
+    )
     escalate_long_text_chars: int = Field(
         1200, ge=100, description="Texts longer than this with several issues escalate."
     )

@@ -39,6 +39,7 @@ from streamer.metrics import Metrics, OpsService, Readiness, lag_probe
 from streamer.observability import bind_process_fields
 from streamer.settings import Settings
 from streamer.topics import SchemaRegistry, load_catalog
+from streamer.triage.dedup import EscalationDeduper
 from streamer.triage.escalation import EscalationPolicy, policy_from
 from streamer.triage.outputs import ModelInfo
 from streamer.triage.routing import Router, load_router
@@ -130,6 +131,9 @@ def load_ticket_runtime(settings: Settings, bundle: Any | None = None) -> Ticket
         policy=ticket_policy(settings, bundle),
         validator=registry.validator(schema),
         limits=DecodeLimits(max_event_bytes=settings.max_event_bytes, max_text_chars=settings.max_text_chars),
+        dedup=EscalationDeduper(settings.escalate_dedup_window_s, settings.escalate_dedup_min_cosine)
+        if settings.escalate_dedup_window_s > 0
+        else None,
     )
     return TicketRuntime(processor=processor, bundle=bundle)
 

@@ -31,6 +31,7 @@ from streamer.events import (
     decode_ticket,
 )
 from streamer.topics import DEADLETTER, TICKETS
+from streamer.triage.dedup import EscalationDeduper
 from streamer.triage.escalation import MODEL_REASONS, EscalationPolicy
 from streamer.triage.outputs import ModelInfo, ticket_outputs
 from streamer.triage.routing import Router
@@ -55,6 +56,8 @@ class BatchResult:
     dead_letters: Counter[str] = field(default_factory=Counter)
     escalations: Counter[str] = field(default_factory=Counter)
     model_escalated: int = 0
+    deduplicated: int = 0
+    """Escalations not sent because they near-duplicate an earlier one."""
     """Tickets escalated for the intent model's doubt (what the escalation budget spends)."""
     intents: Counter[str] = field(default_factory=Counter)
     routes: Counter[str] = field(default_factory=Counter)
@@ -72,6 +75,7 @@ class TicketProcessor:
     validator: Draft202012Validator
     limits: DecodeLimits
     clock: Callable[[], float] = time.time
+    dedup: EscalationDeduper | None = None
 
     def __call__(self, raws: Sequence[RawEvent]) -> BatchResult:
         result = BatchResult(size=len(raws))
@@ -89,7 +93,9 @@ class TicketProcessor:
                 tickets.append(decoded)
         started = time.perf_counter()
         try:
-            decisions = triage_tickets(tickets, self.model, self.router, self.policy)
+            decisions = triage_tickets(
+                tickets, self.model, self.router, self.policy, dedup=self.dedup, now=self.clock()
+            )
             pairs = list(zip(tickets, decisions, strict=True))
         except Exception:
             # One bad ticket must not sink its batch: retry one by one, dead-letter what still fails.
@@ -101,7 +107,10 @@ class TicketProcessor:
             pairs = []
             for ticket in tickets:
                 try:
-                    pairs.append((ticket, triage_tickets([ticket], self.model, self.router, self.policy)[0]))
+                    [decision] = triage_tickets(
+                        [ticket], self.model, self.router, self.policy, dedup=self.dedup, now=self.clock()
+                    )
+                    pairs.append((ticket, decision))
                 except Exception as exc:
                     failure = DecodeFailure(
                         raw_of[id(ticket)],
@@ -124,6 +133,7 @@ class TicketProcessor:
             for reason in decision.reasons:
                 result.escalations[reason.code.value] += 1
             result.model_escalated += any(r.code in MODEL_REASONS for r in decision.reasons)
+            result.deduplicated += decision.duplicate_of is not None
         return result
 
     def _dead(self, result: BatchResult, failure: DecodeFailure) -> None:

@@ -7,12 +7,13 @@ tests can use a small real bundle and the core stays free of Kafka.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
 
 from streamer.events import Ticket
+from streamer.triage.dedup import EscalationDeduper, template_key
 from streamer.triage.escalation import EscalationPolicy, Reason, TicketSignals, ticket_reasons
 from streamer.triage.extract import extract
 from streamer.triage.language import detect_languages
@@ -99,6 +100,10 @@ class TicketDecision:
     matched_rules: tuple[str, ...]
     reasons: tuple[Reason, ...]
     truncated: bool
+    duplicate_of: str | None = None
+    """The id of an earlier escalation this one near-duplicates (then it is not sent itself)."""
+    duplicates: int = 0
+    """Near-duplicates of this escalation folded into it within its batch."""
 
     @property
     def escalate(self) -> bool:
@@ -115,7 +120,11 @@ class TicketDecision:
             "pii": {"counts": dict(self.pii_counts)},
             "routes": list(self.routes),
             "matched_rule": self.matched_rules[0] if self.matched_rules else "default",
-            "escalation": {"escalate": self.escalate, "reasons": [r.to_dict() for r in self.reasons]},
+            "escalation": {
+                "escalate": self.escalate,
+                "reasons": [r.to_dict() for r in self.reasons],
+                **({"duplicate_of": self.duplicate_of} if self.duplicate_of else {}),
+            },
             "truncated": self.truncated,
         }
 
@@ -147,8 +156,15 @@ def triage_tickets(
     model: TicketModel,
     router: Router,
     policy: EscalationPolicy,
+    *,
+    dedup: EscalationDeduper | None = None,
+    now: float = 0.0,
 ) -> list[TicketDecision]:
-    """Decide a batch: one model pass for all heads, then rules per ticket. Order is preserved."""
+    """Decide a batch: one model pass for all heads, then rules per ticket. Order is preserved.
+
+    With ``dedup``, escalations that near-duplicate an earlier one (see ``streamer.triage.dedup``) at time
+    ``now`` are marked ``duplicate_of`` it instead of being sent.
+    """
     if not tickets:
         return []
     texts = [t.text for t in tickets]
@@ -215,4 +231,32 @@ def triage_tickets(
                 truncated=ticket.truncated,
             )
         )
+    embeddings = getattr(intents, "embeddings", None)
+    if dedup is not None and embeddings is not None:
+        decisions = _fold_duplicates(tickets, decisions, embeddings, dedup, now)
     return decisions
+
+
+def _fold_duplicates(
+    tickets: Sequence[Ticket],
+    decisions: list[TicketDecision],
+    embeddings: np.ndarray,
+    dedup: EscalationDeduper,
+    now: float,
+) -> list[TicketDecision]:
+    folded: dict[str, int] = {}
+    out = list(decisions)
+    for row, (ticket, decision) in enumerate(zip(tickets, decisions, strict=True)):
+        if not decision.escalate:
+            continue
+        customer = (ticket.payload.get("customer") or {}).get("id")
+        scopes = {f"template:{template_key(decision.redacted_body)}"}
+        if customer:
+            scopes.add(f"customer:{customer}")
+        first = dedup.first_of(ticket.id, embeddings[row], scopes, now)
+        if first is not None:
+            out[row] = replace(decision, duplicate_of=first)
+            folded[first] = folded.get(first, 0) + 1
+    if folded:
+        out = [replace(d, duplicates=folded[d.ticket_id]) if d.ticket_id in folded else d for d in out]
+    return out
