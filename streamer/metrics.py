@@ -118,6 +118,13 @@ class Metrics:
             "Escalations not sent because they near-duplicate one sent earlier in the window.",
             registry=r,
         )
+        self.shadow_decisions = Counter(
+            "streamer_shadow_decisions",
+            "Decisions of the shadow bundle per head (intent, priority, sentiment, escalate), live label and "
+            "whether the shadow agreed.",
+            ["head", "label", "agreement"],
+            registry=r,
+        )
         self._escalation_window: deque[tuple[int, int]] = deque()
         self._window_sums = [0, 0]
         self.batch_size = Histogram(
@@ -181,6 +188,8 @@ class Metrics:
             self.escalations.labels(reason=reason).inc(n)
         self._observe_escalations(result.processed, result.model_escalated)
         self.escalations_deduplicated.inc(result.deduplicated)
+        for (head, label, agreed), n in result.shadow_agreement.items():
+            self.shadow_decisions.labels(head=head, label=label, agreement="agree" if agreed else "disagree").inc(n)
         self.batch_size.observe(result.size)
         self.inference_seconds.observe(result.inference_s)
         for ts_ms in result.source_timestamps_ms:

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
 
     # Model runtime
     bundle_dir: Path = Field(Path("var/bundles/default"), description="Model bundle the worker loads.")
+    shadow_bundle_dir: Path | None = Field(
+        None,
+        description="Candidate bundle run beside the live one on the same batches; its decisions go to "
+        "<enriched topic>.shadow.<version>, its agreement to metrics (default: none).",
+    )
     device: Device = Field("auto", description="cpu, cuda, or auto (cuda when a GPU is visible).")
     compute_type: str | None = Field(
         None, description="CTranslate2 compute type; default int8 on CPU, float16 on CUDA."

@@ -30,6 +30,7 @@ import structlog
 
 from streamer.agents.logs import LogBatch
 from streamer.agents.output import OutputSender
+from streamer.agents.shadow import EmbeddingTap, ShadowRun, shadow_topic, shares_encoder
 from streamer.agents.tickets import BatchResult, TicketProcessor, register_ticket_agent
 from streamer.app import create_app
 from streamer.events import DecodeLimits
@@ -38,7 +39,7 @@ from streamer.logs.runtime import LogRuntime, load_log_runtime, log_group_id, lo
 from streamer.metrics import Metrics, OpsService, Readiness, lag_probe
 from streamer.observability import bind_process_fields
 from streamer.settings import Settings
-from streamer.topics import SchemaRegistry, load_catalog
+from streamer.topics import SchemaRegistry, TopicSpec, load_catalog
 from streamer.triage.dedup import EscalationDeduper
 from streamer.triage.escalation import EscalationPolicy, policy_from
 from streamer.triage.outputs import ModelInfo
@@ -124,8 +125,9 @@ def load_ticket_runtime(settings: Settings, bundle: Any | None = None) -> Ticket
     registry = SchemaRegistry(settings.schemas_dir)
     catalog = load_catalog(settings.topics_file)
     schema = catalog["support.tickets.v1"].schema or "ticket.v1.json"
+    shadow = load_shadow(settings, bundle) if settings.shadow_bundle_dir is not None else None
     processor = TicketProcessor(
-        model=bundle,
+        model=shadow.tap if shadow is not None and shadow.tap is not None else bundle,
         model_info=ModelInfo(bundle.name, bundle.version),
         router=ticket_router(settings, bundle),
         policy=ticket_policy(settings, bundle),
@@ -134,8 +136,44 @@ def load_ticket_runtime(settings: Settings, bundle: Any | None = None) -> Ticket
         dedup=EscalationDeduper(settings.escalate_dedup_window_s, settings.escalate_dedup_min_cosine)
         if settings.escalate_dedup_window_s > 0
         else None,
+        shadow=shadow,
     )
     return TicketRuntime(processor=processor, bundle=bundle)
+
+
+def load_shadow(settings: Settings, live: Any) -> ShadowRun:
+    """The shadow bundle of ``STREAMER_SHADOW_BUNDLE_DIR``, checked like the live one, with its own rules."""
+    from streamer.errors import ConfigError
+    from streamer.models.bundle import load_bundle
+
+    assert settings.shadow_bundle_dir is not None
+    bundle = load_bundle(
+        settings.shadow_bundle_dir,
+        device=settings.device,
+        compute_type=settings.compute_type,
+        intra_threads=settings.intra_threads,
+        inter_threads=settings.inter_threads,
+    )
+    missing = [h for h in TICKET_HEADS if h not in bundle.heads]
+    if missing:
+        raise ConfigError(f"shadow bundle {settings.shadow_bundle_dir} lacks the ticket head(s): {', '.join(missing)}")
+    same = shares_encoder(getattr(live, "manifest", {}), bundle.manifest)
+    return ShadowRun(
+        bundle=bundle,
+        model_info=ModelInfo(bundle.name, bundle.version),
+        router=ticket_router(settings, bundle),
+        policy=ticket_policy(settings, bundle),
+        topic=shadow_topic(bundle.version),
+        tap=EmbeddingTap(live) if same else None,
+    )
+
+
+def shadow_topic_spec(settings: Settings, shadow: ShadowRun) -> TopicSpec:
+    """The shadow topic, declared like the enriched topic with the short retention of replay topics."""
+    from dataclasses import replace
+
+    base = load_catalog(settings.topics_file).replay_topic("support.tickets.enriched.v1", "shadow")
+    return replace(base, name=shadow.topic, description=f"Decisions of shadow bundle {shadow.model_info.version}")
 
 
 #: Exit status when the shutdown deadline passes (0 is a clean shutdown).
@@ -276,6 +314,7 @@ def build_worker(
     )
     if ticket_runtime is not None:
         metrics.set_escalation_budget(ticket_runtime.processor.policy.budget)
+    shadow = ticket_runtime.processor.shadow if ticket_runtime is not None else None
     readiness = Readiness(model=f"{info.name}@{info.version}")
 
     def batch_done(result: BatchResult) -> None:
@@ -286,6 +325,16 @@ def build_worker(
             on_batch(result)
 
     loop = asyncio.new_event_loop()
+    if shadow is not None:
+        from streamer.kafka.admin import apply_topics
+
+        loop.run_until_complete(apply_topics(settings, [shadow_topic_spec(settings, shadow)]))
+        log.info(
+            "shadow bundle",
+            version=shadow.model_info.version,
+            topic=settings.topic(shadow.topic),
+            shares_encoder=shadow.tap is not None,
+        )
     app = create_app(settings)
     sender = OutputSender(lambda: clients.producer(settings), topic_prefix=settings.topic_prefix)
     executor = ThreadPoolExecutor(max_workers=settings.inter_threads, thread_name_prefix="inference")

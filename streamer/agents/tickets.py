@@ -20,6 +20,7 @@ import structlog
 from jsonschema import Draft202012Validator
 
 from streamer.agents.output import OutputSender, log_dead_letter
+from streamer.agents.shadow import ShadowRun
 from streamer.events import (
     DecodeFailure,
     DecodeLimits,
@@ -58,6 +59,8 @@ class BatchResult:
     model_escalated: int = 0
     deduplicated: int = 0
     """Escalations not sent because they near-duplicate an earlier one."""
+    shadow_agreement: Counter[tuple[str, str, bool]] = field(default_factory=Counter)
+    """``(head, live label, shadow agreed)`` counts when a shadow bundle runs."""
     """Tickets escalated for the intent model's doubt (what the escalation budget spends)."""
     intents: Counter[str] = field(default_factory=Counter)
     routes: Counter[str] = field(default_factory=Counter)
@@ -76,6 +79,7 @@ class TicketProcessor:
     limits: DecodeLimits
     clock: Callable[[], float] = time.time
     dedup: EscalationDeduper | None = None
+    shadow: ShadowRun | None = None
 
     def __call__(self, raws: Sequence[RawEvent]) -> BatchResult:
         result = BatchResult(size=len(raws))
@@ -134,6 +138,13 @@ class TicketProcessor:
                 result.escalations[reason.code.value] += 1
             result.model_escalated += any(r.code in MODEL_REASONS for r in decision.reasons)
             result.deduplicated += decision.duplicate_of is not None
+        if self.shadow is not None and pairs:
+            try:  # the candidate must never cost the live path its batch
+                outputs, agreement = self.shadow([t for t, _ in pairs], [d for _, d in pairs], stamp)
+                result.outputs.extend(outputs)
+                result.shadow_agreement.update(agreement)
+            except Exception:
+                log.exception("shadow triage failed; batch sent without shadow records", batch=len(pairs))
         return result
 
     def _dead(self, result: BatchResult, failure: DecodeFailure) -> None:
