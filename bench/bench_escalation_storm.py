@@ -31,7 +31,7 @@ from streamer.demo import demo_tickets  # noqa: E402
 from streamer.events import RawEvent, Source  # noqa: E402
 from streamer.settings import Settings  # noqa: E402
 from streamer.topics import ESCALATIONS  # noqa: E402
-from streamer.worker import load_ticket_runtime  # noqa: E402
+from streamer.worker import escalation_deduper, load_ticket_runtime  # noqa: E402
 
 OUTAGE = [
     "Checkout is broken, I can't pay for my order. It just spins and then says payment failed.",
@@ -78,6 +78,7 @@ def storm(n: int, seed: int = 3) -> list[dict[str, Any]]:
 def run(settings: Settings, tickets: list[dict[str, Any]]) -> dict[str, Any]:
     runtime = load_ticket_runtime(settings)
     processor = runtime.processor
+    processor.dedup = escalation_deduper(settings)  # as build_worker does
     clock = {"now": 0.0}
     processor.clock = lambda: clock["now"]
     raws = [

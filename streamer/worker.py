@@ -133,12 +133,17 @@ def load_ticket_runtime(settings: Settings, bundle: Any | None = None) -> Ticket
         policy=ticket_policy(settings, bundle),
         validator=registry.validator(schema),
         limits=DecodeLimits(max_event_bytes=settings.max_event_bytes, max_text_chars=settings.max_text_chars),
-        dedup=EscalationDeduper(settings.escalate_dedup_window_s, settings.escalate_dedup_min_cosine)
-        if settings.escalate_dedup_window_s > 0
-        else None,
         shadow=shadow,
     )
     return TicketRuntime(processor=processor, bundle=bundle)
+
+
+def escalation_deduper(settings: Settings) -> EscalationDeduper | None:
+    """The live worker's near-duplicate folding (``STREAMER_ESCALATE_DEDUP_*``); replay runs without it, so
+    that its decisions depend on the records alone."""
+    if settings.escalate_dedup_window_s <= 0:
+        return None
+    return EscalationDeduper(settings.escalate_dedup_window_s, settings.escalate_dedup_min_cosine)
 
 
 def load_shadow(settings: Settings, live: Any) -> ShadowRun:
@@ -314,6 +319,8 @@ def build_worker(
     )
     if ticket_runtime is not None:
         metrics.set_escalation_budget(ticket_runtime.processor.policy.budget)
+        if ticket_runtime.processor.dedup is None:
+            ticket_runtime.processor.dedup = escalation_deduper(settings)
     shadow = ticket_runtime.processor.shadow if ticket_runtime is not None else None
     readiness = Readiness(model=f"{info.name}@{info.version}")
 
