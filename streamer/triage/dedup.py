@@ -5,7 +5,8 @@ An escalation is a duplicate of an earlier one when both fall in the same window
 customer, or the same template: the redacted text with numbers masked) and their embeddings, which the
 model computed anyway, have a cosine similarity at or above a threshold. The first is sent with a count of
 the duplicates folded into it in its batch; the others are not sent, and their enriched records name the
-escalation that stands for them. Pure: the caller passes the time.
+escalation that stands for them. Tickets escalated because the customer is a VIP are never folded.
+Pure: the caller passes the time.
 """
 
 from __future__ import annotations

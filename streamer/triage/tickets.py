@@ -14,7 +14,7 @@ import numpy as np
 
 from streamer.events import Ticket
 from streamer.triage.dedup import EscalationDeduper, template_key
-from streamer.triage.escalation import EscalationPolicy, Reason, TicketSignals, ticket_reasons
+from streamer.triage.escalation import EscalationPolicy, Reason, ReasonCode, TicketSignals, ticket_reasons
 from streamer.triage.extract import extract
 from streamer.triage.language import detect_languages
 from streamer.triage.pii import redact
@@ -247,8 +247,8 @@ def _fold_duplicates(
     folded: dict[str, int] = {}
     out = list(decisions)
     for row, (ticket, decision) in enumerate(zip(tickets, decisions, strict=True)):
-        if not decision.escalate:
-            continue
+        if not decision.escalate or any(r.code is ReasonCode.VIP_CUSTOMER for r in decision.reasons):
+            continue  # a VIP's ticket is answered on its own, never folded into someone else's
         customer = (ticket.payload.get("customer") or {}).get("id")
         scopes = {f"template:{template_key(decision.redacted_body)}"}
         if customer:

@@ -129,5 +129,12 @@ def test_storm_is_sent_once_with_a_count_and_the_rest_point_at_it() -> None:
         [_ticket(20, "checkout fails with 502 on order 7", "C77")], model, ROUTER, policy, dedup=dedup, now=300.0
     )
     assert again.duplicate_of == "T-0"
+    # a VIP's near-duplicate is still sent on its own
+    vip = _ticket(21, "checkout fails with 502 on order 8", "C78")
+    vip = Ticket(
+        vip.id, {**vip.payload, "customer": {"id": "C78", "tier": "vip"}}, vip.source, vip.key, vip.text, False
+    )
+    [alone] = triage_tickets([vip], model, ROUTER, policy, dedup=dedup, now=301.0)
+    assert alone.escalate and alone.duplicate_of is None
     # without a deduper, nothing is folded
     assert all(d.duplicate_of is None for d in triage_tickets(batch, model, ROUTER, policy))
