@@ -16,8 +16,9 @@ from streamer.models.errors import BundleError
 from streamer.settings import Settings
 
 DEFAULT_BUNDLE_NAME = "default"
-RECIPE = 2
-"""Bumped when the way heads are built changes (2: the nearest-neighbour vote), so old bundles are rebuilt."""
+RECIPE = 3
+"""Bumped when the way heads are built changes (2: the nearest-neighbour vote, 3: the escalation score),
+so old bundles are rebuilt."""
 #: head name -> shipped training file
 DEFAULT_HEADS = {
     "intent": "intents.jsonl",

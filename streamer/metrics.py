@@ -21,6 +21,7 @@ import logging
 import socket
 import time
 from collections import Counter as Tally
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,8 @@ BROKER_STALE_S = 30.0
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 INFERENCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Tickets over which ``streamer_escalation_rate`` is measured (the most recent ones).
+ESCALATION_WINDOW = 1000
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 #: Sample name suffixes prometheus-client writes for each metric type.
@@ -101,6 +104,32 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.escalation_rate = Gauge(
+            "streamer_escalation_rate",
+            f"Share of the last {ESCALATION_WINDOW} tickets escalated for the intent model's doubt "
+            "(low confidence, out of scope, small margin): what the escalation budget spends.",
+            registry=r,
+        )
+        self.escalation_budget = Gauge(
+            "streamer_escalation_budget",
+            "The escalation rate the worker is set to spend (the bundle's budget or STREAMER_ESCALATE_RATE; "
+            "0 without one).",
+            registry=r,
+        )
+        self.escalations_deduplicated = Counter(
+            "streamer_escalations_deduplicated",
+            "Escalations not sent because they near-duplicate one sent earlier in the window.",
+            registry=r,
+        )
+        self.shadow_decisions = Counter(
+            "streamer_shadow_decisions",
+            "Decisions of the shadow bundle per head (intent, priority, sentiment, escalate), live label and "
+            "whether the shadow agreed.",
+            ["head", "label", "agreement"],
+            registry=r,
+        )
+        self._escalation_window: deque[tuple[int, int]] = deque()
+        self._window_sums = [0, 0]
         self.batch_size = Histogram(
             "streamer_batch_size", "Records per model batch.", buckets=BATCH_SIZE_BUCKETS, registry=r
         )
@@ -160,10 +189,32 @@ class Metrics:
             self.dead_letters.labels(reason=reason).inc(n)
         for reason, n in result.escalations.items():
             self.escalations.labels(reason=reason).inc(n)
+        self._observe_escalations(result.processed, result.model_escalated)
+        self.escalations_deduplicated.inc(result.deduplicated)
+        for (head, label, agreed), n in result.shadow_agreement.items():
+            self.shadow_decisions.labels(head=head, label=label, agreement="agree" if agreed else "disagree").inc(n)
         self.batch_size.observe(result.size)
         self.inference_seconds.observe(result.inference_s)
         for ts_ms in result.source_timestamps_ms:
             self.end_to_end_seconds.observe(max(now - ts_ms / 1000, 0.0))
+
+    def set_escalation_budget(self, rate: float | None) -> None:
+        self.escalation_budget.set(rate or 0.0)
+
+    def _observe_escalations(self, tickets: int, escalated: int) -> None:
+        """Slide the window of recent tickets; whole batches leave it once newer ones fill it."""
+        if tickets <= 0:
+            return
+        self._escalation_window.append((tickets, escalated))
+        self._window_sums[0] += tickets
+        self._window_sums[1] += escalated
+        while len(self._escalation_window) > 1 and self._window_sums[0] - self._escalation_window[0][0] >= (
+            ESCALATION_WINDOW
+        ):
+            old_tickets, old_escalated = self._escalation_window.popleft()
+            self._window_sums[0] -= old_tickets
+            self._window_sums[1] -= old_escalated
+        self.escalation_rate.set(self._window_sums[1] / self._window_sums[0])
 
     def set_assignment(self, partitions: Iterable[tuple[str, int]]) -> None:
         """The partitions this worker owns now; lag series of the others are dropped."""

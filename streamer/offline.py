@@ -120,7 +120,7 @@ def add_triage_commands(commands: Any) -> None:
             'output, {"topic": .., "key": .., "value": {..}}, in the order the worker would send them.'
         ),
     )
-    triage.add_argument("kind", choices=["tickets", "logs"])
+    triage.add_argument("kind", choices=["tickets", "logs"], help="what the file holds: tickets or log lines")
     triage.add_argument("--file", required=True, metavar="F", help="input file, one record per line")
     triage.add_argument("--bundle", metavar="DIR", help="model bundle (default: STREAMER_BUNDLE_DIR)")
     triage.set_defaults(handler=_triage)

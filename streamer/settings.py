@@ -89,6 +89,11 @@ class Settings(BaseSettings):
 
     # Model runtime
     bundle_dir: Path = Field(Path("var/bundles/default"), description="Model bundle the worker loads.")
+    shadow_bundle_dir: Path | None = Field(
+        None,
+        description="Candidate bundle run beside the live one on the same batches; its decisions go to "
+        "<enriched topic>.shadow.<version>, its agreement to metrics (default: none).",
+    )
     device: Device = Field("auto", description="cpu, cuda, or auto (cuda when a GPU is visible).")
     compute_type: str | None = Field(
         None, description="CTranslate2 compute type; default int8 on CPU, float16 on CUDA."
@@ -105,12 +110,36 @@ class Settings(BaseSettings):
     )
 
     # Escalation policy (defaults; a bundle may carry its own calibrated thresholds)
-    escalate_min_confidence: float = Field(0.55, ge=0, le=1, description="Escalate below this intent confidence.")
-    escalate_min_margin: float = Field(
-        0.10, ge=0, le=1, description="Escalate when the top two intents are closer than this."
+    escalate_min_confidence: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Escalate below this intent confidence (default: 0.55 for a bundle without an escalation budget).",
+    )
+    escalate_min_margin: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Escalate when the top two intents are closer than this (default: 0.1 without a budget).",
+    )
+    escalate_rate: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Escalation budget: share of in-scope tickets escalated by the bundle's escalation score "
+        "(default: the rate the bundle was built for).",
     )
     escalate_oos_threshold: float | None = Field(
         None, ge=0, le=1, description="Out-of-scope score above which to escalate (default: the bundle's)."
+    )
+    escalate_dedup_window_s: float = Field(
+        600.0,
+        ge=0,
+        description="An escalation near-duplicating one sent this many seconds before (same customer or template) "
+        "is folded into it, not sent (0: off).",
+    )
+    escalate_dedup_min_cosine: float = Field(
+        0.95, gt=0, le=1, description="Embedding cosine at or above which two escalations are near-duplicates."
     )
     escalate_long_text_chars: int = Field(
         1200, ge=100, description="Texts longer than this with several issues escalate."

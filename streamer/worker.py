@@ -31,6 +31,7 @@ import structlog
 
 from streamer.agents.logs import LogBatch
 from streamer.agents.output import OutputSender
+from streamer.agents.shadow import EmbeddingTap, ShadowRun, shadow_topic, shares_encoder
 from streamer.agents.tickets import BatchResult, TicketProcessor, register_ticket_agent
 from streamer.app import create_app
 from streamer.events import DecodeLimits
@@ -41,8 +42,9 @@ from streamer.metrics import Metrics, OpsService, Readiness, lag_probe
 from streamer.observability import bind_process_fields
 from streamer.privacy import privacy_for
 from streamer.settings import Settings
-from streamer.topics import SchemaRegistry, load_catalog, load_contracts
+from streamer.topics import SchemaRegistry, TopicSpec, load_catalog, load_contracts
 from streamer.tracing import Tracing, configure_tracing
+from streamer.triage.dedup import EscalationDeduper
 from streamer.triage.escalation import EscalationPolicy, policy_from
 from streamer.triage.outputs import ModelInfo
 from streamer.triage.routing import Router, load_router
@@ -59,15 +61,42 @@ class TicketRuntime:
     bundle: Any
 
 
+#: Fixed cut-offs for a bundle whose intent head has no escalation score.
+FALLBACK_MIN_CONFIDENCE = 0.55
+FALLBACK_MIN_MARGIN = 0.10
+
+
+def escalation_budget(settings: Settings, bundle: Any) -> tuple[float, float] | None:
+    """``(rate, score threshold)`` the worker spends: ``STREAMER_ESCALATE_RATE`` or the bundle's own budget,
+    with the threshold the bundle calibrated for it; ``None`` when the intent head has no escalation score."""
+    scorer = getattr(bundle.heads["intent"], "escalation", None)
+    if scorer is None:
+        return None
+    rate = settings.escalate_rate if settings.escalate_rate is not None else float(scorer.rate)
+    return rate, float(scorer.threshold(rate))
+
+
 def ticket_policy(settings: Settings, bundle: Any) -> EscalationPolicy:
-    """Settings' thresholds; the out-of-scope threshold defaults to the one the bundle calibrated."""
+    """The bundle's escalation budget when it has one, plus any cut-off settings set explicitly; without a
+    budget, fixed cut-offs. The out-of-scope threshold defaults to the one the bundle calibrated."""
     oos = settings.escalate_oos_threshold
     if oos is None:
         oos = float(bundle.heads["intent"].oos_threshold)
+    budget = escalation_budget(settings, bundle)
+    # with a budget the score decides; fixed cut-offs apply only where a setting asks for them
+    min_confidence = settings.escalate_min_confidence
+    if min_confidence is None:
+        min_confidence = 0.0 if budget is not None else FALLBACK_MIN_CONFIDENCE
+    min_margin = settings.escalate_min_margin
+    if min_margin is None:
+        min_margin = 0.0 if budget is not None else FALLBACK_MIN_MARGIN
     return policy_from(
-        min_confidence=settings.escalate_min_confidence,
-        min_margin=settings.escalate_min_margin,
+        min_confidence=min_confidence,
+        min_margin=min_margin,
         oos_threshold=oos,
+        score_threshold=None if budget is None else budget[1],
+        budget=None if budget is None else budget[0],
+        oos_rule=budget is None or settings.escalate_oos_threshold is not None,
         long_text_chars=settings.escalate_long_text_chars,
         vip_tiers=settings.escalate_vip_tiers,
         supported_languages=settings.supported_languages,
@@ -101,8 +130,9 @@ def load_ticket_runtime(settings: Settings, bundle: Any | None = None) -> Ticket
     registry = SchemaRegistry(settings.schemas_dir)
     catalog = load_catalog(settings.topics_file)
     schema = catalog["support.tickets.v1"].schema or "ticket.v1.json"
+    shadow = load_shadow(settings, bundle) if settings.shadow_bundle_dir is not None else None
     processor = TicketProcessor(
-        model=bundle,
+        model=shadow.tap if shadow is not None and shadow.tap is not None else bundle,
         model_info=ModelInfo(bundle.name, bundle.version),
         router=ticket_router(settings, bundle),
         policy=ticket_policy(settings, bundle),
@@ -110,8 +140,52 @@ def load_ticket_runtime(settings: Settings, bundle: Any | None = None) -> Ticket
         limits=DecodeLimits(max_event_bytes=settings.max_event_bytes, max_text_chars=settings.max_text_chars),
         contracts=load_contracts(settings.topics_dir, SOURCE_TICKETS, (bundle.name, bundle.version)),
         privacy=privacy,
+        shadow=shadow,
     )
     return TicketRuntime(processor=processor, bundle=bundle)
+
+
+def escalation_deduper(settings: Settings) -> EscalationDeduper | None:
+    """The live worker's near-duplicate folding (``STREAMER_ESCALATE_DEDUP_*``); replay runs without it, so
+    that its decisions depend on the records alone."""
+    if settings.escalate_dedup_window_s <= 0:
+        return None
+    return EscalationDeduper(settings.escalate_dedup_window_s, settings.escalate_dedup_min_cosine)
+
+
+def load_shadow(settings: Settings, live: Any) -> ShadowRun:
+    """The shadow bundle of ``STREAMER_SHADOW_BUNDLE_DIR``, checked like the live one, with its own rules."""
+    from streamer.errors import ConfigError
+    from streamer.models.bundle import load_bundle
+
+    assert settings.shadow_bundle_dir is not None
+    bundle = load_bundle(
+        settings.shadow_bundle_dir,
+        device=settings.device,
+        compute_type=settings.compute_type,
+        intra_threads=settings.intra_threads,
+        inter_threads=settings.inter_threads,
+    )
+    missing = [h for h in TICKET_HEADS if h not in bundle.heads]
+    if missing:
+        raise ConfigError(f"shadow bundle {settings.shadow_bundle_dir} lacks the ticket head(s): {', '.join(missing)}")
+    same = shares_encoder(getattr(live, "manifest", {}), bundle.manifest)
+    return ShadowRun(
+        bundle=bundle,
+        model_info=ModelInfo(bundle.name, bundle.version),
+        router=ticket_router(settings, bundle),
+        policy=ticket_policy(settings, bundle),
+        topic=shadow_topic(bundle.version),
+        tap=EmbeddingTap(live) if same else None,
+    )
+
+
+def shadow_topic_spec(settings: Settings, shadow: ShadowRun) -> TopicSpec:
+    """The shadow topic, declared like the enriched topic with the short retention of replay topics."""
+    from dataclasses import replace
+
+    base = load_catalog(settings.topics_file).replay_topic("support.tickets.enriched.v1", "shadow")
+    return replace(base, name=shadow.topic, description=f"Decisions of shadow bundle {shadow.model_info.version}")
 
 
 #: Exit status when the shutdown deadline passes (0 is a clean shutdown).
@@ -257,6 +331,11 @@ def build_worker(
         device=str(getattr(encoder, "device", "")),
         compute_type=str(getattr(encoder, "compute_type", "")),
     )
+    if ticket_runtime is not None:
+        metrics.set_escalation_budget(ticket_runtime.processor.policy.budget)
+        if ticket_runtime.processor.dedup is None:
+            ticket_runtime.processor.dedup = escalation_deduper(settings)
+    shadow = ticket_runtime.processor.shadow if ticket_runtime is not None else None
     readiness = Readiness(model=f"{info.name}@{info.version}")
 
     def batch_done(result: BatchResult) -> None:
@@ -271,6 +350,16 @@ def build_worker(
     if ticket_runtime is not None:
         ticket_runtime.processor.tracing = tracing
     loop = asyncio.new_event_loop()
+    if shadow is not None:
+        from streamer.kafka.admin import apply_topics
+
+        loop.run_until_complete(apply_topics(settings, [shadow_topic_spec(settings, shadow)]))
+        log.info(
+            "shadow bundle",
+            version=shadow.model_info.version,
+            topic=settings.topic(shadow.topic),
+            shares_encoder=shadow.tap is not None,
+        )
     app = create_app(settings)
     sender = OutputSender(lambda: clients.producer(settings), topic_prefix=settings.topic_prefix)
     executor = ThreadPoolExecutor(max_workers=settings.inter_threads, thread_name_prefix="inference")

@@ -21,6 +21,7 @@ import structlog
 from jsonschema import Draft202012Validator
 
 from streamer.agents.output import OutputSender, log_dead_letter
+from streamer.agents.shadow import ShadowRun
 from streamer.events import (
     DecodeFailure,
     DecodeLimits,
@@ -34,7 +35,8 @@ from streamer.headers import SOURCE_TICKETS, Contracts, event_id, incoming_trace
 from streamer.privacy import Privacy
 from streamer.topics import DEADLETTER, TICKETS, load_contracts
 from streamer.tracing import InputTrace, Tracing
-from streamer.triage.escalation import EscalationPolicy
+from streamer.triage.dedup import EscalationDeduper
+from streamer.triage.escalation import MODEL_REASONS, EscalationPolicy
 from streamer.triage.outputs import ModelInfo, ticket_outputs
 from streamer.triage.routing import Router
 from streamer.triage.tickets import TicketModel, triage_tickets
@@ -57,6 +59,12 @@ class BatchResult:
     source_timestamps_ms: list[int] = field(default_factory=list)
     dead_letters: Counter[str] = field(default_factory=Counter)
     escalations: Counter[str] = field(default_factory=Counter)
+    model_escalated: int = 0
+    deduplicated: int = 0
+    """Escalations not sent because they near-duplicate an earlier one."""
+    shadow_agreement: Counter[tuple[str, str, bool]] = field(default_factory=Counter)
+    """``(head, live label, shadow agreed)`` counts when a shadow bundle runs."""
+    """Tickets escalated for the intent model's doubt (what the escalation budget spends)."""
     intents: Counter[str] = field(default_factory=Counter)
     routes: Counter[str] = field(default_factory=Counter)
     inference_s: float = 0.0
@@ -81,6 +89,8 @@ class TicketProcessor:
     contracts: Contracts | None = None
     #: Spans (``streamer.tracing``); default: off, trace context still carried from input to outputs.
     tracing: Tracing = field(default_factory=Tracing)
+    dedup: EscalationDeduper | None = None
+    shadow: ShadowRun | None = None
 
     def __post_init__(self) -> None:
         if self.contracts is None:
@@ -119,7 +129,9 @@ class TicketProcessor:
         started = time.perf_counter()
         try:
             with self.tracing.span("model", batch_span, self.model_info.to_dict(), batch=len(tickets)):
-                decisions = triage_tickets(tickets, self.model, self.router, self.policy)
+                decisions = triage_tickets(
+                    tickets, self.model, self.router, self.policy, dedup=self.dedup, now=self.clock()
+                )
             pairs = list(zip(tickets, decisions, strict=True))
         except Exception:
             # One bad ticket must not sink its batch: retry one by one, dead-letter what still fails.
@@ -131,7 +143,10 @@ class TicketProcessor:
             pairs = []
             for ticket in tickets:
                 try:
-                    pairs.append((ticket, triage_tickets([ticket], self.model, self.router, self.policy)[0]))
+                    [decision] = triage_tickets(
+                        [ticket], self.model, self.router, self.policy, dedup=self.dedup, now=self.clock()
+                    )
+                    pairs.append((ticket, decision))
                 except Exception as exc:
                     failure = DecodeFailure(
                         raw_of[id(ticket)],
@@ -156,6 +171,15 @@ class TicketProcessor:
                 result.routes[route] += 1
             for reason in decision.reasons:
                 result.escalations[reason.code.value] += 1
+            result.model_escalated += any(r.code in MODEL_REASONS for r in decision.reasons)
+            result.deduplicated += decision.duplicate_of is not None
+        if self.shadow is not None and pairs:
+            try:  # the candidate must never cost the live path its batch
+                outputs, agreement = self.shadow([t for t, _ in pairs], [d for _, d in pairs], stamp)
+                result.outputs.extend(outputs)
+                result.shadow_agreement.update(agreement)
+            except Exception:
+                log.exception("shadow triage failed; batch sent without shadow records", batch=len(pairs))
         return result
 
     def _headed(

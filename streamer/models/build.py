@@ -18,9 +18,10 @@ import numpy as np
 
 from streamer.models import bundle as bundle_mod
 from streamer.models.convert import convert_checkpoint
-from streamer.models.data import read_examples
+from streamer.models.data import read_examples, read_texts
 from streamer.models.encoder import DEFAULT_MAX_LENGTH, Encoder, FloatArray
 from streamer.models.errors import DataError, ModelError
+from streamer.models.escalation import DEFAULT_RATE
 from streamer.models.heads import (
     DEFAULT_SEED,
     DEFAULT_VAL_FRACTION,
@@ -94,6 +95,8 @@ def build_bundle(
     weights: str = "float32",
     val_fraction: float = DEFAULT_VAL_FRACTION,
     seed: int = DEFAULT_SEED,
+    escalate_rate: float | None = DEFAULT_RATE,
+    oos_examples: Sequence[Path] = (),
     force: bool = False,
     progress: bool = True,
 ) -> Path:
@@ -104,6 +107,11 @@ def build_bundle(
     stored: float32 (default) lets each worker pick int8 on CPU or float16 on GPU from one artefact;
     ``int8`` makes it four times smaller for fleets that only run int8 on CPU; ``float16`` halves it for
     GPU fleets. CTranslate2 converts stored weights to another compute type at load when asked.
+    ``escalate_rate`` is the escalation budget: trained heads get an escalation score and the threshold that
+    escalates that share of their calibration split (``None``: no score; the worker falls back to fixed
+    confidence cut-offs). Held-out classes left out in turn serve as unknown intents when fitting it;
+    ``oos_examples`` (files of texts, one per line or with a ``text`` column) add texts known to be out of
+    scope for every trained head, such as another input's texts.
     """
     if weights not in WEIGHT_TYPES:
         raise ModelError(f"weights must be one of {', '.join(WEIGHT_TYPES)}, not {weights!r}")
@@ -133,9 +141,14 @@ def build_bundle(
             device="cpu",
             compute_type=compute_type,
         )
+        data = {s.name: _embed_head_data(s, encoder, progress) for s in specs if s.zero_shot is None}
+        negatives = {
+            f"file:{p.name}": embed_texts(encoder, read_texts(p), desc=f"embed {p.name}", progress=progress)
+            for p in oos_examples
+        }
         built: list[Head] = []
         for spec in specs:
-            built.append(_build_head(spec, encoder, val_fraction, seed, progress))
+            built.append(_build_head(spec, encoder, val_fraction, seed, escalate_rate, data, negatives))
         bundle_mod.save_heads(staging / bundle_mod.HEADS, built)
         manifest = {
             "format": bundle_mod.FORMAT,
@@ -167,6 +180,8 @@ def build_bundle(
                 "embed_compute_type": compute_type,
                 "val_fraction": val_fraction,
                 "seed": seed,
+                "escalate_rate": escalate_rate,
+                "oos_examples": [p.name for p in oos_examples],
                 "conversion_seconds": round(conversion.seconds, 3),
                 "heads": [_spec_json(s) for s in specs],
                 "versions": _versions(),
@@ -196,10 +211,14 @@ def embed_texts(encoder: Encoder, texts: Sequence[str], *, desc: str, progress: 
     return out
 
 
-def _build_head(spec: HeadSpec, encoder: Encoder, val_fraction: float, seed: int, progress: bool) -> Head:
-    if spec.zero_shot is not None:
-        labels, options = load_zero_shot_yaml(spec.zero_shot)
-        return zero_shot_head(spec.name, labels, encoder.encode, **options)
+@dataclass(frozen=True)
+class _HeadData:
+    texts: list[str]
+    labels: list[str]
+    embeddings: FloatArray
+
+
+def _embed_head_data(spec: HeadSpec, encoder: Encoder, progress: bool) -> _HeadData:
     texts: list[str] = []
     labels_: list[str] = []
     for path in spec.train:
@@ -208,16 +227,33 @@ def _build_head(spec: HeadSpec, encoder: Encoder, val_fraction: float, seed: int
         labels_.extend(lab)
     if len(set(labels_)) < 2:
         raise DataError(f"head {spec.name!r}: training data has fewer than two labels")
-    embeddings = embed_texts(encoder, texts, desc=f"embed {spec.name}", progress=progress)
+    return _HeadData(texts, labels_, embed_texts(encoder, texts, desc=f"embed {spec.name}", progress=progress))
+
+
+def _build_head(
+    spec: HeadSpec,
+    encoder: Encoder,
+    val_fraction: float,
+    seed: int,
+    escalate_rate: float | None,
+    data: dict[str, _HeadData],
+    negatives: dict[str, FloatArray],
+) -> Head:
+    if spec.zero_shot is not None:
+        labels, options = load_zero_shot_yaml(spec.zero_shot)
+        return zero_shot_head(spec.name, labels, encoder.encode, **options)
+    own = data[spec.name]
     return train_head(
         spec.name,
-        embeddings,
-        labels_,
+        own.embeddings,
+        own.labels,
         kind=spec.classifier,
         l2=spec.l2,
         val_fraction=val_fraction,
         seed=seed,
         knn_weight=spec.knn_weight,
+        escalate_rate=escalate_rate,
+        negatives=negatives,
     )
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from streamer.models.encoder import Device, Encoder, FloatArray
 from streamer.models.errors import BundleError
+from streamer.models.escalation import EscalationScorer
 from streamer.models.heads import Head, HeadOutput
 
 FORMAT = "streamer-model-bundle"
@@ -58,28 +59,37 @@ def save_heads(path: Path, heads: Iterable[Head]) -> None:
             arrays[f"{head.name}/W{i}"] = np.ascontiguousarray(w, dtype=np.float32)
             arrays[f"{head.name}/b{i}"] = np.ascontiguousarray(b, dtype=np.float32)
         arrays[f"{head.name}/centroids"] = np.ascontiguousarray(head.centroids, dtype=np.float32)
-        if head.knn_weight > 0 and head.exemplars is not None and head.exemplar_labels is not None:
+        if _keeps_exemplars(head) and head.exemplars is not None and head.exemplar_labels is not None:
             # float16 halves the file; cosine similarities move by ~1e-3, far below the vote's resolution.
             arrays[f"{head.name}/exemplars"] = np.ascontiguousarray(head.exemplars, dtype=np.float16)
             arrays[f"{head.name}/exemplar_labels"] = np.ascontiguousarray(head.exemplar_labels, dtype=np.int32)
+            if head.exemplar_radius is not None:
+                arrays[f"{head.name}/exemplar_radius"] = np.ascontiguousarray(head.exemplar_radius, dtype=np.float32)
     with path.open("wb") as fh:
         np.savez(fh, **arrays)  # type: ignore[arg-type]
 
 
+def _keeps_exemplars(head: Head) -> bool:
+    return head.knn_weight > 0 or head.escalation is not None
+
+
 def head_manifest(head: Head) -> dict[str, Any]:
     """The manifest entry of a head (everything but its arrays)."""
-    return {
+    entry = {
         "labels": head.labels,
         "kind": "zeroshot" if head.kind == "zeroshot" else "trained",
         "classifier": head.kind,
         "layers": len(head.layers),
         "temperature": head.temperature,
         "knn_weight": head.knn_weight,
-        "exemplars": 0 if head.exemplars is None or head.knn_weight == 0 else len(head.exemplars),
+        "exemplars": 0 if head.exemplars is None or not _keeps_exemplars(head) else len(head.exemplars),
         "thresholds": {"oos_score": head.oos_threshold, "confidence": head.confidence_cutoffs},
         "metrics": head.metrics,
         "settings": head.settings,
     }
+    if head.escalation is not None:
+        entry["escalation"] = head.escalation.to_json()
+    return entry
 
 
 def _load_heads(root: Path, entries: dict[str, Any]) -> dict[str, Head]:
@@ -110,10 +120,13 @@ def _load_heads(root: Path, entries: dict[str, Any]) -> dict[str, Head]:
                     metrics=dict(entry.get("metrics", {})),
                     settings=dict(entry.get("settings", {})),
                 )
-                if float(entry.get("knn_weight", 0.0)) > 0:
-                    head.knn_weight = float(entry["knn_weight"])
+                if float(entry.get("knn_weight", 0.0)) > 0 or "escalation" in entry:
+                    head.knn_weight = float(entry.get("knn_weight", 0.0))
                     head.exemplars = data[f"{name}/exemplars"].astype(np.float32)
                     head.exemplar_labels = data[f"{name}/exemplar_labels"].astype(np.int64)
+                if "escalation" in entry:
+                    head.escalation = EscalationScorer.from_json(entry["escalation"])
+                    head.exemplar_radius = data[f"{name}/exemplar_radius"].astype(np.float32)
             except (KeyError, ValueError, TypeError) as exc:
                 raise BundleError(f"{path}: head {name!r} is incomplete ({exc})", str(path)) from exc
             if layers[-1][0].shape[1] != len(head.labels):

@@ -95,19 +95,55 @@ def add_models_commands(subparsers: argparse._SubParsersAction) -> None:  # type
     )
     build.add_argument("--val-fraction", type=float, default=0.2, help="calibration split (default: 0.2)")
     build.add_argument("--seed", type=int, default=0, help="split seed (default: 0)")
+    build.add_argument(
+        "--escalate-rate",
+        type=_rate_or_off,
+        default=0.08,  # escalation.DEFAULT_RATE; kept literal so --help stays light
+        metavar="RATE|off",
+        help="escalation budget: share of in-scope traffic the worker escalates, chosen on the calibration "
+        "split and stored in the manifest with the thresholds of other rates (default 0.08; off: no escalation "
+        "score, fixed confidence cut-offs)",
+    )
+    build.add_argument(
+        "--oos-examples",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="texts known to be out of scope for every trained head (one per line, or a text column), e.g. "
+        "another input's texts; added to the held-out classes left out in turn when fitting the escalation score",
+    )
     build.add_argument("--force", action="store_true", help="replace --out if it exists")
     build.set_defaults(handler=run_models_command, models_handler=_cmd_build)
 
-    ev = sub.add_parser("eval", help="accuracy, macro-F1, ECE and selective accuracy of a head")
+    ev = sub.add_parser(
+        "eval", help="accuracy, macro-F1, ECE, selective accuracy and out-of-scope escalation of a head"
+    )
     ev.add_argument("--bundle", required=True, type=Path, help="bundle directory to evaluate")
     ev.add_argument("--data", required=True, type=Path, help="labelled .csv/.tsv/.jsonl")
     ev.add_argument("--head", required=True, help="head to score, e.g. intent (see `models info`)")
     ev.add_argument("--text-col", default="text", help="text column/field (default: text)")
     ev.add_argument("--label-col", default="label", help="label column/field (default: label)")
     ev.add_argument(
+        "--oos-label",
+        default=None,
+        metavar="LABEL",
+        help="rows with this label are unknown intents: report in-scope accuracy, oos_recall, in_scope_escalated "
+        "and what the bundle's own escalation policy does",
+    )
+    ev.add_argument(
+        "--escalate-rate",
+        type=_rate_or_off,
+        default=None,
+        metavar="RATE",
+        help="judge the policy at this escalation budget instead of the one the bundle was built for",
+    )
+    ev.add_argument(
         "--device", choices=["cpu", "cuda", "auto"], default="auto", help="where the encoder runs (default: auto)"
     )
-    ev.add_argument("--compute-type", default=None, help="default: int8 on CPU, float16 on CUDA")
+    ev.add_argument(
+        "--compute-type", default=None, help="CTranslate2 compute type (default: int8 on CPU, float16 on CUDA)"
+    )
     ev.add_argument("--json", action="store_true", help="print metrics as JSON")
     ev.set_defaults(handler=run_models_command, models_handler=_cmd_eval)
 
@@ -157,6 +193,18 @@ def add_models_commands(subparsers: argparse._SubParsersAction) -> None:  # type
     )
     ft.add_argument("--max-length", type=int, default=128, help="tokens per text while training (default 128)")
     ft.set_defaults(handler=run_models_command, models_handler=_cmd_finetune)
+
+
+def _rate_or_off(text: str) -> float | None:
+    if text == "off":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share in (0, 1) or off, got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"an escalation rate must be in (0, 1), got {value}")
+    return value
 
 
 def _knn_weight(text: str) -> float | None:
@@ -217,6 +265,8 @@ def _cmd_build(args: argparse.Namespace) -> int:
         weights=args.weights,
         val_fraction=args.val_fraction,
         seed=args.seed,
+        escalate_rate=args.escalate_rate,
+        oos_examples=args.oos_examples,
         force=args.force,
         progress=True,
     )
@@ -229,11 +279,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from streamer.models.evaluate import evaluate
 
     bundle = load_bundle(args.bundle, device=args.device, compute_type=args.compute_type)
-    metrics = evaluate(bundle, args.data, args.head, text_col=args.text_col, label_col=args.label_col)
+    metrics = evaluate(
+        bundle,
+        args.data,
+        args.head,
+        text_col=args.text_col,
+        label_col=args.label_col,
+        oos_label=args.oos_label,
+        rate=args.escalate_rate,
+    )
     if args.json:
         print(json.dumps(metrics, indent=2))
         return 0
-    print(f"{metrics['bundle']} head {args.head} on {metrics['examples']} examples of {args.data}")
+    print(f"{metrics['bundle']} head {args.head} on {metrics['examples']} in-scope examples of {args.data}")
     print(f"  accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  ECE {metrics['ece']:.4f}")
     for share, sel in metrics["selective"].items():
         print(
@@ -242,6 +300,24 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         )
     if metrics["unknown_labels"]:
         print(f"  labels unknown to the head (counted wrong): {', '.join(metrics['unknown_labels'])}")
+    if "escalation" in metrics:
+        e = metrics["escalation"]
+        p = e["policy"]
+        rule = (
+            f"escalation score >= {p['threshold']:.3f} (budget {p['rate']:.0%})"
+            if p["rule"] == "escalation_score"
+            else f"fixed: confidence < {p['min_confidence']}, margin < {p['min_margin']}, out-of-scope flag"
+        )
+        kept = "n/a" if p["accuracy_kept"] is None else f"{p['accuracy_kept']:.4f}"
+        print(f"  {e['unknown_examples']} rows labelled {metrics['oos_label']!r} are unknown intents")
+        print(f"  in-scope accuracy {e['in_scope_accuracy']:.4f}")
+        print(f"  policy: {rule}")
+        print(
+            f"    escalated {p['escalated']:.4f}  accuracy kept {kept}  oos_recall {p['oos_recall']:.4f}"
+            f"  in-scope escalated {p['in_scope_escalated']:.4f}"
+        )
+        oracle = "  ".join(f"{float(k):.0%}: {v:.4f}" for k, v in e["oracle_oos_recall"].items() if v is not None)
+        print(f"  oos_recall when the ranking escalates this share of in-scope rows: {oracle}")
     return 0
 
 

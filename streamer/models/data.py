@@ -61,3 +61,34 @@ def _append(
         raise DataError(f"{path}:{line}: empty {label_col!r}")
     texts.append("" if text is None else str(text))
     labels.append(str(label).strip())
+
+
+def read_texts(path: Path, text_col: str = "text") -> list[str]:
+    """Texts without labels: the ``text_col`` of a CSV/TSV/JSONL file, or the non-empty lines of any other."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix in CSV_SUFFIXES:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh, delimiter=CSV_SUFFIXES[suffix])
+            if text_col not in (reader.fieldnames or []):
+                raise DataError(f"{path}: column {text_col!r} not found; columns are {reader.fieldnames}")
+            texts = [row.get(text_col) or "" for row in reader]
+    elif suffix in JSONL_SUFFIXES:
+        texts = []
+        with path.open(encoding="utf-8") as fh:
+            for line, raw in enumerate(fh, start=1):
+                if raw.strip():
+                    try:
+                        row = json.loads(raw)
+                    except ValueError as exc:
+                        raise DataError(f"{path}:{line}: invalid JSON ({exc})") from exc
+                    if not isinstance(row, dict) or not isinstance(row.get(text_col), str):
+                        raise DataError(f"{path}:{line}: expected an object with a string {text_col!r}")
+                    texts.append(row[text_col])
+    else:
+        texts = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise DataError(f"{path}: no texts")
+    return texts

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import yaml
 
+from streamer.models import escalation as esc
 from streamer.models.errors import DataError
 
 FloatArray = npt.NDArray[np.float32]
@@ -53,6 +54,10 @@ class HeadOutput:
     margin: FloatArray
     oos_score: FloatArray
     oos: npt.NDArray[np.bool_]
+    escalation_score: FloatArray | None = None
+    """The head's escalation score in [0, 1] (see ``streamer.models.escalation``); ``None`` without one."""
+    embeddings: FloatArray | None = None
+    """The embeddings the head was applied to (shared, not copied), for near-duplicate checks."""
 
 
 @dataclass
@@ -81,6 +86,10 @@ class Head:
     knn_weight: float = 0.0
     """Share of the probability that comes from the ``KNN_K`` nearest training examples. Neighbours catch
     phrasings a linear boundary averages away; the share is chosen on held-out data when training."""
+    escalation: esc.EscalationScorer | None = None
+    """The fitted escalation score and its thresholds per rate (needs ``exemplars``)."""
+    exemplar_radius: FloatArray | None = None
+    """Each exemplar's mean distance to its nearest others, for the density signal of the score."""
 
     def logits(self, embeddings: FloatArray) -> FloatArray:
         """Uncalibrated logits, ``(n, k)``."""
@@ -105,9 +114,20 @@ class Head:
 
     def predict(self, embeddings: FloatArray) -> HeadOutput:
         probs = softmax(self.logits(embeddings) / np.float32(self.temperature))
-        if self.knn_weight > 0 and len(embeddings):
-            w = np.float32(self.knn_weight)
-            probs = (1 - w) * probs + w * self.neighbour_probs(embeddings)
+        scoring = self.escalation is not None and self.exemplar_radius is not None
+        score: FloatArray | None = None
+        if (self.knn_weight > 0 or scoring) and len(embeddings):
+            if self.exemplars is None or self.exemplar_labels is None:
+                raise ValueError(f"head {self.name!r} stores no exemplars")
+            sims, idx = esc.nearest(embeddings, self.exemplars, KNN_K)  # one search serves vote and score
+            if self.knn_weight > 0:
+                w = np.float32(self.knn_weight)
+                probs = (1 - w) * probs + w * _votes(sims, idx, self.exemplar_labels, len(self.labels))
+            if self.escalation is not None and self.exemplar_radius is not None:
+                feats = esc.risk_features(probs, sims, idx, self.exemplar_labels, self.exemplar_radius)
+                score = self.escalation.score(feats)
+        elif scoring:
+            score = np.zeros(0, dtype=np.float32)
         order = np.argsort(-probs, axis=1)
         top1 = probs[np.arange(len(probs)), order[:, 0]]
         top2 = probs[np.arange(len(probs)), order[:, 1]] if probs.shape[1] > 1 else np.zeros_like(top1)
@@ -120,6 +140,8 @@ class Head:
             margin=(top1 - top2).astype(np.float32),
             oos_score=oos,
             oos=oos > self.oos_threshold,
+            escalation_score=score,
+            embeddings=embeddings,
         )
 
 
@@ -301,13 +323,14 @@ def knn_probs(
     query: FloatArray, exemplars: FloatArray, labels: IntArray, k: int, n_neighbours: int = KNN_K
 ) -> FloatArray:
     """Votes of the ``n_neighbours`` most similar exemplars (unit vectors), weighted by similarity."""
-    q = np.asarray(query, dtype=np.float32)
-    sims = q @ exemplars.T
-    m = min(n_neighbours, sims.shape[1])
-    top = np.argpartition(-sims, m - 1, axis=1)[:, :m]
-    rows = np.arange(len(q))[:, None]
-    weights = np.exp(np.float32(KNN_SCALE) * (sims[rows, top] - 1.0))
-    votes = np.zeros((len(q), k), dtype=np.float32)
+    sims, top = esc.nearest(query, exemplars, n_neighbours)
+    return _votes(sims, top, labels, k)
+
+
+def _votes(sims: FloatArray, top: IntArray, labels: IntArray, k: int) -> FloatArray:
+    rows = np.arange(len(sims))[:, None]
+    weights = np.exp(np.float32(KNN_SCALE) * (sims - 1.0))
+    votes = np.zeros((len(sims), k), dtype=np.float32)
     np.add.at(votes, (np.broadcast_to(rows, top.shape), labels[top]), weights)
     out: FloatArray = votes / np.maximum(votes.sum(axis=1, keepdims=True), np.float32(1e-30))
     return out
@@ -333,6 +356,9 @@ def train_head(
     oos_quantile: float = DEFAULT_OOS_QUANTILE,
     refit: bool = True,
     knn_weight: float | None = None,
+    escalate_rate: float | None = esc.DEFAULT_RATE,
+    negatives: Mapping[str, FloatArray] | None = None,
+    escalation_folds: int = 5,
 ) -> Head:
     """Train a head, calibrate it on a stratified held-out split, then (``refit``) retrain on all data.
 
@@ -342,7 +368,13 @@ def train_head(
     temperature transfers because the loss and regularisation, which set the logit scale, are unchanged.
     ``metrics`` report the held-out numbers of the model trained without that split.
     ``knn_weight`` blends in the nearest training examples' votes; ``None`` picks the share from
-    :data:`KNN_WEIGHTS` with the lowest held-out log-loss (0 keeps the bundle free of exemplars).
+    :data:`KNN_WEIGHTS` with the lowest held-out log-loss.
+    ``escalate_rate`` (``None``: none) fits the escalation score on the held-out split, with held-out classes
+    left out in turn and the embeddings of ``negatives`` (name: texts that are not this head's business) as
+    unknown examples, and stores the thresholds for that budget; the training examples are then kept as
+    exemplars. Without a score and a neighbour vote, the head carries no exemplars. ``escalation_folds`` > 1
+    also scores the rest of the data in that many folds minus one (each by a head trained without it), so
+    the score and its thresholds rest on every example rather than on the held-out split alone.
     """
     if len(labels) != len(embeddings):
         raise DataError(f"head {name!r}: {len(labels)} labels for {len(embeddings)} embeddings")
@@ -368,6 +400,8 @@ def train_head(
         "oos_quantile": oos_quantile,
         "refit": refit,
         "train_examples": len(labels),
+        "escalate_rate": escalate_rate,
+        "escalation_folds": escalation_folds,
     }
     emb = np.asarray(embeddings, dtype=np.float32)
     if len(held) == 0:
@@ -378,7 +412,7 @@ def train_head(
             head.knn_weight, head.exemplars, head.exemplar_labels = knn_weight, emb, y
         return head
 
-    head = Head(name, kind, classes, fit(emb[keep], y[keep]), class_centroids(emb[keep], y[keep], k))
+    head = val_head = Head(name, kind, classes, fit(emb[keep], y[keep]), class_centroids(emb[keep], y[keep], k))
     val_logits = head.logits(emb[held])
     temperature = fit_temperature(val_logits, y[held])
     val_oos = head.oos_scores(emb[held])
@@ -407,11 +441,64 @@ def train_head(
         head.exemplars = emb if refit else emb[keep]
         head.exemplar_labels = y if refit else y[keep]
     head.oos_threshold = threshold
+    if escalate_rate is not None:
+        keep_radius = esc.exemplar_radius(emb[keep])
+        sims, idx = esc.nearest(emb[held], emb[keep])
+        in_scope = [esc.risk_features(probs, sims, idx, y[keep], keep_radius)]
+        wrong = [probs.argmax(axis=1) != y[held]]
+        unknown = [esc.leave_classes_out(probs, y[held], emb[held], emb[keep], y[keep], keep_radius, k, seed=seed)]
+        # The rest of the data, scored fold by fold by heads that did not see it: a budget is a quantile,
+        # and small datasets leave too few held-out examples to place it.
+        for part in _folds(y[keep], escalation_folds - 1, seed):
+            scored, rest = keep[part], np.setdiff1d(np.arange(len(y)), keep[part])
+            fold_head = Head(name, kind, classes, fit(emb[rest], y[rest]), class_centroids(emb[rest], y[rest], k))
+            p = softmax(fold_head.logits(emb[scored]) / np.float32(temperature))
+            f_sims, f_idx = esc.nearest(emb[scored], emb[rest])
+            if weight > 0:
+                p = ((1 - weight) * p + weight * _votes(f_sims, f_idx, y[rest], k)).astype(np.float32)
+            radius = esc.exemplar_radius(emb[rest])
+            in_scope.append(esc.risk_features(p, f_sims, f_idx, y[rest], radius))
+            wrong.append(p.argmax(axis=1) != y[scored])
+            unknown.append(esc.leave_classes_out(p, y[scored], emb[scored], emb[rest], y[rest], radius, k, seed=seed))
+        sources = {"leave_classes_out": sum(len(u) for u in unknown)}
+        for source, neg in (negatives or {}).items():
+            if len(neg) == 0:
+                continue
+            neg_probs = softmax(val_head.logits(neg) / np.float32(temperature))
+            n_sims, n_idx = esc.nearest(neg, emb[keep])
+            if weight > 0:
+                neg_probs = (1 - weight) * neg_probs + weight * _votes(n_sims, n_idx, y[keep], k)
+            unknown.append(esc.risk_features(neg_probs, n_sims, n_idx, y[keep], keep_radius))
+            sources[source] = len(neg)
+        head.escalation = esc.fit_scorer(
+            np.concatenate(in_scope),
+            np.concatenate(wrong),
+            np.concatenate(unknown),
+            rate=escalate_rate,
+            sources=sources,
+        )
+        head.exemplars = emb if refit else emb[keep]
+        head.exemplar_labels = y if refit else y[keep]
+        head.exemplar_radius = esc.exemplar_radius(head.exemplars) if refit else keep_radius
     conf = probs.max(axis=1)
     head.confidence_cutoffs = {str(q): float(np.quantile(conf, q)) for q in ESCALATION_SHARES}
     head.metrics = metrics
     head.settings = settings
     return head
+
+
+def _folds(labels: IntArray, n: int, seed: int) -> list[IntArray]:
+    """``n`` disjoint stratified parts of ``range(len(labels))`` (each class dealt round-robin)."""
+    if n < 1:
+        return []
+    rng = np.random.default_rng(seed + 1)
+    parts: list[list[int]] = [[] for _ in range(n)]
+    for value in np.unique(labels):
+        idx = np.flatnonzero(labels == value)
+        rng.shuffle(idx)
+        for i, j in enumerate(idx):
+            parts[i % n].append(int(j))
+    return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts if p]
 
 
 def _mean_nll(probs: npt.NDArray[Any], y: IntArray) -> float:

@@ -24,6 +24,10 @@ class ReasonCode(str, Enum):
     ERROR_BURST = "error_burst"
 
 
+#: Reasons that come from the intent model's own doubt: what an escalation budget spends.
+MODEL_REASONS = frozenset({ReasonCode.LOW_CONFIDENCE, ReasonCode.OUT_OF_SCOPE, ReasonCode.SMALL_MARGIN})
+
+
 @dataclass(frozen=True, slots=True)
 class Reason:
     code: ReasonCode
@@ -35,11 +39,19 @@ class Reason:
 
 @dataclass(frozen=True, slots=True)
 class EscalationPolicy:
-    """Thresholds of the policy; defaults come from settings, a bundle may supply calibrated ones."""
+    """Thresholds of the policy; defaults come from settings, a bundle may supply calibrated ones.
+
+    With ``score_threshold`` (a bundle's escalation budget) a ticket escalates when its escalation score
+    reaches it, as out of scope when its out-of-scope score also reaches ``oos_threshold``, else as low
+    confidence; ``oos_rule`` then says whether the out-of-scope score alone escalates as well.
+    """
 
     min_confidence: float = 0.55
     min_margin: float = 0.10
     oos_threshold: float = 0.5
+    score_threshold: float | None = None
+    budget: float | None = None
+    oos_rule: bool = True
     long_text_chars: int = 1200
     min_issues: int = 2
     vip_tiers: frozenset[str] = frozenset({"vip"})
@@ -63,6 +75,7 @@ class TicketSignals:
     language: str
     language_confidence: float
     text: str
+    escalation_score: float | None = None
 
 
 # Markers of a second (third...) issue in one message: connectors and enumerations people use.
@@ -81,7 +94,12 @@ def count_issues(text: str) -> int:
 def ticket_reasons(s: TicketSignals, policy: EscalationPolicy) -> list[Reason]:
     """Every reason that applies, in a fixed order; an empty list means the small models decide."""
     reasons: list[Reason] = []
-    if s.oos_score >= policy.oos_threshold:
+    threshold = policy.score_threshold
+    if threshold is not None and s.escalation_score is not None and s.escalation_score >= threshold:
+        code = ReasonCode.OUT_OF_SCOPE if s.oos_score >= policy.oos_threshold else ReasonCode.LOW_CONFIDENCE
+        budget = "" if policy.budget is None else f" (budget {policy.budget:.0%})"
+        reasons.append(Reason(code, f"escalation score {s.escalation_score:.2f} >= {threshold:.2f}{budget}"))
+    if policy.oos_rule and s.oos_score >= policy.oos_threshold and not reasons:
         reasons.append(
             Reason(ReasonCode.OUT_OF_SCOPE, f"out-of-scope score {s.oos_score:.2f} >= {policy.oos_threshold:.2f}")
         )
@@ -126,6 +144,9 @@ def policy_from(
     long_text_chars: int,
     vip_tiers: Collection[str],
     supported_languages: Collection[str],
+    score_threshold: float | None = None,
+    budget: float | None = None,
+    oos_rule: bool = True,
 ) -> EscalationPolicy:
     """A policy from plain values (settings, bundle thresholds), normalising the sets."""
     return EscalationPolicy(
@@ -135,4 +156,7 @@ def policy_from(
         long_text_chars=long_text_chars,
         vip_tiers=frozenset(t.lower() for t in vip_tiers),
         supported_languages=frozenset(lang.lower() for lang in supported_languages),
+        score_threshold=score_threshold,
+        budget=budget,
+        oos_rule=oos_rule,
     )

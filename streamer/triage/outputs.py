@@ -75,6 +75,8 @@ def escalation(ticket: Ticket, decision: TicketDecision, model: ModelInfo, escal
     }
     if decision.redacted_subject:
         record["redacted_subject"] = decision.redacted_subject
+    if decision.duplicates:
+        record["duplicates"] = decision.duplicates
     return record
 
 
@@ -86,6 +88,6 @@ def ticket_outputs(
     enriched = enriched_ticket(ticket, decision, model, now, latency_ms)
     outputs = [Output(TICKETS_ENRICHED, key, enriched)]
     outputs.extend(Output(dest, key, enriched) for dest in decision.routes)
-    if decision.escalate:
+    if decision.escalate and decision.duplicate_of is None:
         outputs.append(Output(ESCALATIONS, key, escalation(ticket, decision, model, now)))
     return outputs

@@ -7,13 +7,14 @@ tests can use a small real bundle and the core stays free of Kafka.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
 
 from streamer.events import Ticket
-from streamer.triage.escalation import EscalationPolicy, Reason, TicketSignals, ticket_reasons
+from streamer.triage.dedup import EscalationDeduper, template_key
+from streamer.triage.escalation import EscalationPolicy, Reason, ReasonCode, TicketSignals, ticket_reasons
 from streamer.triage.extract import extract
 from streamer.triage.language import detect_languages
 from streamer.triage.pii import Redaction, redact_all
@@ -59,6 +60,7 @@ class IntentDecision:
     margin: float
     oos_score: float
     top: tuple[Scored, ...]
+    escalation_score: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +69,7 @@ class IntentDecision:
             "margin": round(self.margin, 4),
             "oos_score": round(self.oos_score, 4),
             "top": [s.to_dict() for s in self.top],
+            **({} if self.escalation_score is None else {"escalation_score": round(self.escalation_score, 4)}),
         }
 
 
@@ -102,6 +105,10 @@ class TicketDecision:
     #: ``[KIND_N]`` -> ``(kind, value as written)`` for every placeholder of the record: what the privacy
     #: policy may put back (kept or pseudonymised) on the topics that allow it. Never serialised as is.
     pii_values: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    duplicate_of: str | None = None
+    """The id of an earlier escalation this one near-duplicates (then it is not sent itself)."""
+    duplicates: int = 0
+    """Near-duplicates of this escalation folded into it within its batch."""
 
     @property
     def escalate(self) -> bool:
@@ -118,7 +125,11 @@ class TicketDecision:
             "pii": {"counts": dict(self.pii_counts)},
             "routes": list(self.routes),
             "matched_rule": self.matched_rules[0] if self.matched_rules else "default",
-            "escalation": {"escalate": self.escalate, "reasons": [r.to_dict() for r in self.reasons]},
+            "escalation": {
+                "escalate": self.escalate,
+                "reasons": [r.to_dict() for r in self.reasons],
+                **({"duplicate_of": self.duplicate_of} if self.duplicate_of else {}),
+            },
             "truncated": self.truncated,
         }
 
@@ -128,12 +139,14 @@ def _intent(head: HeadScores, row: int) -> IntentDecision:
     order = np.argsort(-probs)[:TOP_K]
     top = tuple(Scored(head.labels[i], float(probs[i])) for i in order)
     second = float(probs[order[1]]) if len(order) > 1 else 0.0
+    score = getattr(head, "escalation_score", None)  # heads without an escalation score have none
     return IntentDecision(
         label=top[0].label,
         confidence=top[0].confidence,
         margin=max(0.0, top[0].confidence - second),
         oos_score=float(np.clip(head.oos_score[row], 0.0, 1.0)),
         top=top,
+        escalation_score=None if score is None else float(score[row]),
     )
 
 
@@ -148,8 +161,15 @@ def triage_tickets(
     model: TicketModel,
     router: Router,
     policy: EscalationPolicy,
+    *,
+    dedup: EscalationDeduper | None = None,
+    now: float = 0.0,
 ) -> list[TicketDecision]:
-    """Decide a batch: one model pass for all heads, then rules per ticket. Order is preserved."""
+    """Decide a batch: one model pass for all heads, then rules per ticket. Order is preserved.
+
+    With ``dedup``, escalations that near-duplicate an earlier one (see ``streamer.triage.dedup``) at time
+    ``now`` are marked ``duplicate_of`` it instead of being sent.
+    """
     if not tickets:
         return []
     texts = [t.text for t in tickets]
@@ -186,6 +206,7 @@ def triage_tickets(
                 language=language.code,
                 language_confidence=language.confidence,
                 text=ticket.body,
+                escalation_score=intent.escalation_score,
             ),
             policy,
         )
@@ -222,6 +243,9 @@ def triage_tickets(
                 pii_values=_values(redacted),
             )
         )
+    embeddings = getattr(intents, "embeddings", None)
+    if dedup is not None and embeddings is not None:
+        decisions = _fold_duplicates(tickets, decisions, embeddings, dedup, now)
     return decisions
 
 
@@ -253,3 +277,28 @@ def _values(redactions: Sequence[Redaction]) -> dict[str, tuple[str, str]]:
         for span, token in zip(red.spans, red.placeholders, strict=True):
             values.setdefault(token, (span.kind, span.value))
     return values
+
+
+def _fold_duplicates(
+    tickets: Sequence[Ticket],
+    decisions: list[TicketDecision],
+    embeddings: np.ndarray,
+    dedup: EscalationDeduper,
+    now: float,
+) -> list[TicketDecision]:
+    folded: dict[str, int] = {}
+    out = list(decisions)
+    for row, (ticket, decision) in enumerate(zip(tickets, decisions, strict=True)):
+        if not decision.escalate or any(r.code is ReasonCode.VIP_CUSTOMER for r in decision.reasons):
+            continue  # a VIP's ticket is answered on its own, never folded into someone else's
+        customer = (ticket.payload.get("customer") or {}).get("id")
+        scopes = {f"template:{template_key(decision.redacted_body)}"}
+        if customer:
+            scopes.add(f"customer:{customer}")
+        first = dedup.first_of(ticket.id, embeddings[row], scopes, now)
+        if first is not None:
+            out[row] = replace(decision, duplicate_of=first)
+            folded[first] = folded.get(first, 0) + 1
+    if folded:
+        out = [replace(d, duplicates=folded[d.ticket_id]) if d.ticket_id in folded else d for d in out]
+    return out

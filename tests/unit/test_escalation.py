@@ -83,3 +83,22 @@ def test_count_issues() -> None:
     assert count_issues("The app crashes.") == 1
     assert count_issues("The app crashes. Also my invoice is wrong.") == 2
     assert count_issues("Problems:\n1. login fails\n2. invoice wrong\n3. slow") == 4
+
+
+def test_budget_escalates_on_the_score_alone_and_names_out_of_scope() -> None:
+    budget = EscalationPolicy(
+        min_confidence=0.0, min_margin=0.0, oos_threshold=0.5, score_threshold=0.3, budget=0.08, oos_rule=False
+    )
+    # low confidence and a small margin do not escalate by themselves under a budget
+    unsure = replace(CALM, confidence=0.2, margin=0.01, escalation_score=0.29)
+    assert ticket_reasons(unsure, budget) == []
+    reasons = ticket_reasons(replace(unsure, escalation_score=0.3), budget)
+    assert [r.code for r in reasons] == [ReasonCode.LOW_CONFIDENCE] and "budget 8%" in reasons[0].detail
+    far = replace(CALM, oos_score=0.7, escalation_score=0.9)
+    assert [r.code for r in ticket_reasons(far, budget)] == [ReasonCode.OUT_OF_SCOPE]
+    # far but scored safe: only the out-of-scope rule, when a setting turns it on, escalates it
+    far_safe = replace(far, escalation_score=0.1)
+    assert ticket_reasons(far_safe, budget) == []
+    assert [r.code for r in ticket_reasons(far_safe, replace(budget, oos_rule=True))] == [ReasonCode.OUT_OF_SCOPE]
+    # a head without a score falls back to the fixed cut-offs
+    assert ReasonCode.LOW_CONFIDENCE in [r.code for r in ticket_reasons(replace(unsure, escalation_score=None), POLICY)]

@@ -316,3 +316,30 @@ async def test_a_taken_port_leaves_the_worker_running_without_endpoints() -> Non
     assert [line["event"] for line in logs if line["log_level"] == "error"] == [
         "metrics server cannot listen; running without /metrics, /health and /ready"
     ]
+
+
+def test_escalation_rate_is_measured_over_the_recent_window_against_the_budget() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from streamer.metrics import ESCALATION_WINDOW
+
+    m = Metrics(process=False)
+    m.set_escalation_budget(0.08)
+    m.record_batch(BatchResult(size=100, processed=100, model_escalated=30))
+    assert samples(m)[("streamer_escalation_rate", frozenset())] == pytest.approx(0.3)
+    # a window's worth of calmer traffic pushes the old batch out
+    for _ in range(ESCALATION_WINDOW // 100):
+        m.record_batch(BatchResult(size=100, processed=100, model_escalated=8))
+    assert samples(m)[("streamer_escalation_rate", frozenset())] == pytest.approx(0.08)
+    assert samples(m)[("streamer_escalation_budget", frozenset())] == 0.08
+    m.record_batch(BatchResult(size=5, processed=0))  # all dead letters: no tickets, no change
+    assert samples(m)[("streamer_escalation_rate", frozenset())] == pytest.approx(0.08)
+    # the shipped alert rule speaks of metrics the worker exports
+    rules = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy/prometheus/alerts.yml").read_text())
+    expr = rules["groups"][0]["rules"][0]["expr"]
+    assert "streamer_escalation_rate" in expr and "1.5 * streamer_escalation_budget" in expr
+    assert {"streamer_escalation_rate", "streamer_escalation_budget"} <= exported_names(m.registry)
+    prometheus = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy/prometheus/prometheus.yml").read_text())
+    assert "/etc/prometheus/alerts.yml" in prometheus["rule_files"]

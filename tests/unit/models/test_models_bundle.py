@@ -269,3 +269,32 @@ def test_built_bundle_folders_are_as_readable_as_any_new_folder(bundle_dir: Path
     for folder in (bundle_dir, *[p for p in bundle_dir.rglob("*") if p.is_dir()]):
         assert stat.S_IMODE(folder.stat().st_mode) == expected, folder
     assert expected & 0o005 == 0o005  # the tests' umask lets others in, so the check above means something
+
+
+def test_eval_with_an_unknown_label(bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "eval.jsonl"
+    rows = [
+        ("refund my double charge", "billing"),
+        ("I can't log into my account", "login"),
+        ("the parcel never came", "delivery"),
+        ("what is the capital of peru", "other"),
+        ("recommend a good pasta recipe", "other"),
+    ]
+    data.write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in rows))
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    assert manifest["heads"]["intent"]["escalation"]["rate"] == 0.08
+    argv = ["models", "eval", "--bundle", str(bundle_dir), "--data", str(data), "--head", "intent"]
+    assert _cli([*argv, "--oos-label", "other", "--json", "--device", "cpu"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    esc = metrics["escalation"]
+    # the unknown rows are not counted as plain errors: accuracy is over the three in-scope rows
+    assert metrics["examples"] == 3 and metrics["unknown_labels"] == []
+    assert esc["unknown_examples"] == 2 and esc["in_scope_examples"] == 3
+    assert esc["policy"]["rule"] == "escalation_score" and esc["policy"]["rate"] == 0.08
+    assert set(esc["policy"]) >= {"escalated", "accuracy_kept", "oos_recall"}
+    assert esc["oos_recall"] in (0.0, 0.5, 1.0) and esc["in_scope_escalated"] in (0.0, 1 / 3, 2 / 3, 1.0)
+    assert _cli([*argv, "--oos-label", "other", "--escalate-rate", "0.5", "--device", "cpu"]) == 0
+    text = capsys.readouterr().out
+    assert "policy: escalation score >=" in text and "(budget 50%)" in text and "oos_recall" in text
+    assert _cli([*argv, "--oos-label", "billing", "--device", "cpu"]) == 2
+    assert "one of the head's own labels" in capsys.readouterr().err

@@ -174,7 +174,7 @@ def _two_blobs_per_class(per_blob: int, seed: int = 0) -> tuple[np.ndarray, list
 def test_neighbour_vote_is_chosen_where_a_linear_head_cannot_separate() -> None:
     x, labels = _two_blobs_per_class(40)
     test_x, test_labels = _two_blobs_per_class(20, seed=1)
-    linear = train_head("xor", x, labels, knn_weight=0.0)
+    linear = train_head("xor", x, labels, knn_weight=0.0, escalate_rate=None)
     auto = train_head("xor", x, labels)
     assert linear.exemplars is None and linear.knn_weight == 0.0
     assert auto.knn_weight > 0 and auto.settings["knn_weight"] == auto.knn_weight
@@ -188,7 +188,7 @@ def test_neighbour_vote_is_chosen_where_a_linear_head_cannot_separate() -> None:
 
 def test_neighbour_vote_is_left_out_where_it_does_not_help() -> None:
     x, labels, _ = _clusters(per_class=30, noise=0.05)
-    head = train_head("easy", x, labels)
+    head = train_head("easy", x, labels, escalate_rate=None)
     # Separable clusters: the linear head alone is already certain, and the log-loss cannot improve.
     assert head.knn_weight == 0.0 and head.exemplars is None
 

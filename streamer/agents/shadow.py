@@ -1,0 +1,111 @@
+"""Shadow bundles: a candidate bundle decides the same batches as the live one, off the record.
+
+Its enriched records go to ``<enriched topic>.shadow.<version>`` (keyed like the live ones) and the worker
+counts, per head and live label, how often the two agree, so a candidate can be judged on live traffic
+before it takes over. When both bundles share the encoder (same model files, tokenizer and length), the
+shadow reuses the live embeddings: its heads cost a few matrix products, not a second encoder pass.
+``streamer replay`` stays the offline twin: the same comparison over a past range of the topic.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from streamer.events import Output, Ticket
+from streamer.topics import TICKETS_ENRICHED
+from streamer.triage.escalation import EscalationPolicy
+from streamer.triage.outputs import ModelInfo, enriched_ticket
+from streamer.triage.routing import Router
+from streamer.triage.tickets import TicketDecision, TicketModel, triage_tickets
+
+log = structlog.get_logger(__name__)
+
+#: What agreement is counted on: the three ticket heads and the escalation decision.
+COMPARED = ("intent", "priority", "sentiment", "escalate")
+
+
+def shadow_topic(version: str) -> str:
+    """The declared name of the shadow topic of a bundle version (the worker adds its topic prefix)."""
+    return f"{TICKETS_ENRICHED}.shadow.{version}"
+
+
+def shares_encoder(live_manifest: Mapping[str, Any], shadow_manifest: Mapping[str, Any]) -> bool:
+    """True when both bundles embed identically: same model weights, tokenizer and encoder settings."""
+    files = ("model/model.bin", "tokenizer.json")
+    live_files, shadow_files = live_manifest.get("files", {}), shadow_manifest.get("files", {})
+    return all(live_files.get(f) and live_files.get(f) == shadow_files.get(f) for f in files) and (
+        live_manifest.get("encoder") == shadow_manifest.get("encoder")
+    )
+
+
+class EmbeddingTap:
+    """The live bundle as a ``TicketModel`` that keeps each thread's last embeddings for the shadow."""
+
+    def __init__(self, bundle: Any) -> None:
+        self.bundle = bundle
+        self._local = threading.local()
+
+    def __getattr__(self, name: str) -> Any:  # name, version, heads, encoder... of the live bundle
+        return getattr(self.bundle, name)
+
+    def predict(self, texts: Sequence[str], heads: Sequence[str] | None = None) -> Mapping[str, Any]:
+        embeddings = self.bundle.embed(texts)
+        self._local.last = (list(texts), embeddings)
+        return self.bundle.predict_embeddings(embeddings, heads)  # type: ignore[no-any-return]
+
+    def last(self, texts: Sequence[str]) -> Any | None:
+        """The embeddings of ``texts`` if they were the last ones this thread embedded."""
+        last = getattr(self._local, "last", None)
+        return last[1] if last is not None and last[0] == list(texts) else None
+
+
+@dataclass
+class _Reuse:
+    bundle: Any
+    embeddings: Any
+
+    def predict(self, texts: Sequence[str], heads: Sequence[str] | None = None) -> Mapping[str, Any]:
+        return self.bundle.predict_embeddings(self.embeddings, heads)  # type: ignore[no-any-return]
+
+
+@dataclass
+class ShadowRun:
+    """The shadow bundle with its own policy and rules; :meth:`__call__` decides a batch beside the live one."""
+
+    bundle: Any
+    model_info: ModelInfo
+    router: Router
+    policy: EscalationPolicy
+    topic: str
+    tap: EmbeddingTap | None = None
+    """Set when the encoders are the same: the live embeddings are reused."""
+
+    def __call__(
+        self, tickets: Sequence[Ticket], live: Sequence[TicketDecision], stamp: str
+    ) -> tuple[list[Output], Counter[tuple[str, str, bool]]]:
+        """Shadow records and ``(head, live label, agreed)`` counts for a batch the live bundle decided."""
+        if not tickets:
+            return [], Counter()
+        texts = [t.text for t in tickets]
+        reused = self.tap.last(texts) if self.tap is not None else None
+        model: TicketModel = _Reuse(self.bundle, reused) if reused is not None else self.bundle
+        decisions = triage_tickets(tickets, model, self.router, self.policy)
+        outputs: list[Output] = []
+        counts: Counter[tuple[str, str, bool]] = Counter()
+        for ticket, mine, theirs in zip(tickets, decisions, live, strict=True):
+            key = ticket.key if ticket.key is not None else ticket.id.encode()
+            outputs.append(Output(self.topic, key, enriched_ticket(ticket, mine, self.model_info, stamp, 0.0)))
+            for head, a, b in (
+                ("intent", theirs.intent.label, mine.intent.label),
+                ("priority", theirs.priority.label, mine.priority.label),
+                ("sentiment", theirs.sentiment.label, mine.sentiment.label),
+                ("escalate", str(theirs.escalate).lower(), str(mine.escalate).lower()),
+            ):
+                counts[(head, a, a == b)] += 1
+        return outputs, counts
