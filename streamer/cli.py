@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from streamer import __version__
 from streamer.bridge.cli import add_bridge_commands
 from streamer.errors import StreamerError
+from streamer.logs.cli import add_logs_commands
 from streamer.models.cli import add_models_commands
 from streamer.replay.cli import add_replay_commands
 from streamer.runner import add_runtime_commands
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_runtime_commands(commands)
     add_replay_commands(commands)
     add_bridge_commands(commands)
+    add_logs_commands(commands)
     return parser
 
 
