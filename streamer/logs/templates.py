@@ -79,6 +79,9 @@ _DATE: Final = re.compile(
     r"|\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?"
 )
 _SIZE: Final = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?\s(?:[KMGTP]i?B|B)(?!\w)")
+_LITERAL_GATE: Final = re.compile(r"true|false|null|TRUE|FALSE|NULL|True|False")
+_LITERAL: Final = re.compile(r"(?<![\w\-])(?:true|false|null|TRUE|FALSE|NULL|True|False)(?![\w\-])")
+_KEY: Final = re.compile(r"[A-Za-z_][\w.\-]{0,63}[=:]")
 _VARIABLE: Final = re.compile(r"(?<![\w\-/@])(?!//)(?=[\w\-/@]*(?:\d\d|(?<![A-Za-z])\d))[\w\-/@]+")
 
 
@@ -137,6 +140,13 @@ class MinerConfig:
     ``max_templates``: live templates kept; past it, unseen shapes fall into one catch-all template per
     length instead of growing state without bound (20,000).
     ``cache_size``: skeletons remembered for the one-lookup fast path (200,000; cleared when full).
+    ``prefix_min_values``: distinct words enough when they share a constant head ending in punctuation
+    with a letter or digit in it (``user=root``/``user=guest``, ``android.intent.action.A``/``...B``) (2).
+    ``key_holes``: a ``key=value`` token only collects evidence with tokens of the same key, so a
+    position never generalises across keys (``num=1,...`` vs ``topActivity=...``) (on).
+    ``mask_literals``: ``true``/``false``/``null`` are values, masked like numbers (on).
+    ``collapse_wildcards``: adjacent masked tokens (``<*> <*>``) count as one, so a value that spans a
+    varying number of tokens keeps the line's length (on).
     """
 
     min_values: int = 3
@@ -144,6 +154,10 @@ class MinerConfig:
     max_tokens: int = 128
     max_templates: int = 20_000
     cache_size: int = 200_000
+    prefix_min_values: int = 2
+    key_holes: bool = True
+    mask_literals: bool = True
+    collapse_wildcards: bool = True
 
 
 class _Cluster:
@@ -206,11 +220,25 @@ def _instance(value: str, pattern: str) -> bool:
     return True
 
 
-def _evidence(values: set[str], min_values: int) -> bool:
+def _has_head(values: set[str]) -> bool:
+    """Whether the values share a constant head that ends in punctuation and holds a letter or digit."""
+    head = _trim_prefix(_common_prefix([v.replace(_GEN, WILD) for v in values]))
+    return any(ch.isalnum() for ch in head)
+
+
+def _key(token: str) -> str:
+    """The ``key=`` (or ``key:``) a token opens with, else the empty string."""
+    m = _KEY.match(token)
+    return m.group() if m is not None else ""
+
+
+def _evidence(values: set[str], min_values: int, prefix_min_values: int = 0) -> bool:
     if len(values) >= min_values:
         return True
     if len(values) < 2:
         return False
+    if prefix_min_values and len(values) >= prefix_min_values and _has_head(values):
+        return True
     if any(_GEN in v for v in values):
         return True
     shown = [v.replace(_GEN, WILD) for v in values]
@@ -264,7 +292,7 @@ class TemplateMiner:
         self._cache: dict[str, _Cluster] = {}
         self._by_len: dict[int, list[_Cluster]] = {}
         self._by_head: dict[tuple[int, str], list[_Cluster]] = {}
-        self._holes: dict[tuple[int, int, int, int], _Hole] = {}
+        self._holes: dict[tuple[int, int, int, int, str], _Hole] = {}
         self._by_id: dict[str, _Cluster] = {}
         self._live = 0
         self._announced: set[str] = set()
@@ -279,6 +307,12 @@ class TemplateMiner:
         if _GEN in text:
             text = text.replace(_GEN, " ")
         skeleton = mask(text)
+        cfg = self.config
+        if cfg.mask_literals and _LITERAL_GATE.search(skeleton):
+            skeleton = _LITERAL.sub(WILD, skeleton)
+        if cfg.collapse_wildcards:
+            while "<*> <*>" in skeleton:
+                skeleton = skeleton.replace("<*> <*>", WILD)
         c = self._cache.get(skeleton)
         if c is None:
             tokens = tuple(skeleton.split()[: self.config.max_tokens])
@@ -371,19 +405,21 @@ class TemplateMiner:
         tokens = c.tokens
         n = len(tokens)
         shapes = tuple(_shape(t) for t in tokens)
+        key_holes = self.config.key_holes
+        prefix_min = self.config.prefix_min_values
         hit: tuple[int, _Hole] | None = None
         for p in range(self.config.constant_prefix, n):
             token = tokens[p]
             if token == _GEN:
                 continue
-            key = (n, p, hash(shapes[:p]), hash(shapes[p + 1 :]))
+            key = (n, p, hash(shapes[:p]), hash(shapes[p + 1 :]), _key(token) if key_holes else "")
             hole = self._holes.get(key)
             if hole is None:
                 hole = self._holes[key] = _Hole()
             if len(hole.values) < 64:
                 hole.values.add(token)
             hole.members.append(c)
-            if hit is None and len(hole.values) >= 2 and _evidence(hole.values, self.config.min_values):
+            if hit is None and len(hole.values) >= 2 and _evidence(hole.values, self.config.min_values, prefix_min):
                 hit = (p, hole)
         if hit is None:
             return None
