@@ -9,8 +9,10 @@ What leaves the core is PII-free: messages are redacted before anything else rea
 templates, samples, alerts and escalations are built from redacted text only.
 
 Per batch:
-1. redact each message; mine the template of its headline (first line, plus the exception type of a
-   stack trace, so a traceback is grouped by what was thrown, not by ``Traceback (most recent...``);
+1. redact each message (numbered placeholders in what leaves, ``<KIND>`` masks in what is mined, so
+   ``[IP_1]``/``[IP_2]`` do not split a template); mine the template of its headline (first line,
+   plus the exception type of a stack trace, so a traceback is grouped by what was thrown, not by
+   ``Traceback (most recent...``);
 2. resolve every line to its template as of the end of the batch, move counters of superseded
    templates to their successors, and classify the templates the classifier has not seen, in one call;
 3. enrich each record; count it for bursts; raise ``new_error_template`` the first time a template
@@ -33,7 +35,7 @@ from streamer.logs.extract import exception_type, extract_log_entities, ip_entit
 from streamer.logs.templates import MinerConfig, Template, TemplateMiner, template_record
 from streamer.triage.escalation import Reason, ReasonCode
 from streamer.triage.outputs import ModelInfo
-from streamer.triage.pii import redact
+from streamer.triage.pii import mask_kinds, redact
 
 __all__ = [
     "IncidentClassifier",
@@ -185,11 +187,12 @@ def _cut(text: str, limit: int) -> str:
     return text[: end if end > limit // 2 else limit]
 
 
-def _redacted(message: str) -> tuple[str, dict[str, int]]:
+def _redacted(message: str) -> tuple[str, dict[str, int], str]:
+    """Redacted text (numbered placeholders), counts per kind, and the text the miner sees (kinds only)."""
     if not _MAYBE_PII.search(message):
-        return message, {}
+        return message, {}, message
     r = redact(message)
-    return r.text, r.counts
+    return r.text, r.counts, mask_kinds(message, r.spans)
 
 
 def triage_logs(
@@ -211,8 +214,8 @@ def triage_logs(
 
     lines: list[_Line] = []
     for rec in records:
-        text, pii = _redacted(_cut(rec.message, cfg.max_message_chars))  # bounds the redactor's work too
-        template = miner.add(headline(text, cfg.max_mining_chars), rec.time_ms)
+        text, pii, mined = _redacted(_cut(rec.message, cfg.max_message_chars))  # bounds the redactor's work too
+        template = miner.add(headline(mined, cfg.max_mining_chars), rec.time_ms)
         lines.append(_Line(rec, text, pii, template))
 
     changes = miner.changes(consume=False)  # consumed once the model has run: a failed batch can be retried

@@ -59,7 +59,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["KINDS", "PiiSpan", "Redaction", "find_pii", "placeholder", "redact"]
+__all__ = ["KINDS", "PiiSpan", "Redaction", "find_pii", "mask_kinds", "placeholder", "redact"]
 
 #: Every kind ``find_pii`` can report, in the order overlaps are resolved (earlier wins).
 KINDS: Final = ("CREDENTIAL", "EMAIL", "IBAN", "CARD", "NATIONAL_ID", "IP", "PHONE")
@@ -671,3 +671,21 @@ def redact(text: str) -> Redaction:
         pos = span.end
     parts.append(text[pos:])
     return Redaction(text="".join(parts), spans=spans, counts=counts, placeholders=placeholders)
+
+
+def mask_kinds(text: str, spans: list[PiiSpan]) -> str:
+    """``text`` with each span (from ``find_pii(text)`` or ``redact(text).spans``) replaced by ``<KIND>``.
+
+    Unnumbered on purpose: a template miner fed numbered placeholders sees ``[IP_1]`` and ``[IP_2]`` as
+    different words and splits one template in two; kinds keep the value out and the template whole.
+    """
+    if not spans:
+        return text
+    parts: list[str] = []
+    pos = 0
+    for span in spans:
+        parts.append(text[pos : span.start])
+        parts.append(f"<{span.kind}>")
+        pos = span.end
+    parts.append(text[pos:])
+    return "".join(parts)
