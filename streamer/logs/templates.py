@@ -81,6 +81,10 @@ _DATE: Final = re.compile(
 _SIZE: Final = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?\s(?:[KMGTP]i?B|B)(?!\w)")
 _LITERAL_GATE: Final = re.compile(r"true|false|null|TRUE|FALSE|NULL|True|False")
 _LITERAL: Final = re.compile(r"(?<![\w\-])(?:true|false|null|TRUE|FALSE|NULL|True|False)(?![\w\-])")
+# A kind mask (``<IP>``, ``<CARD>``, from redaction) glued to other characters of a token: one value.
+_GLUED_KIND: Final = re.compile(
+    r"[\w\-@]+<[A-Z]{2,16}(?:_[A-Z]{2,16})?>[\w\-@]*|<[A-Z]{2,16}(?:_[A-Z]{2,16})?>[\w\-@]+"
+)
 _KEY: Final = re.compile(r"[A-Za-z_][\w.\-]{0,63}[=:]")
 _VARIABLE: Final = re.compile(r"(?<![\w\-/@])(?!//)(?=[\w\-/@]*(?:\d\d|(?<![A-Za-z])\d))[\w\-/@]+")
 
@@ -93,6 +97,8 @@ def mask(text: str) -> str:
         text = _DATE.sub(WILD, text)
     if "B" in text and (" B" in text or "KB" in text or "MB" in text or "GB" in text or "iB" in text or "TB" in text):
         text = _SIZE.sub(WILD, text)
+    if ">" in text:
+        text = _GLUED_KIND.sub(WILD, text)
     text = _VARIABLE.sub(WILD, text)
     while "<*>.<*>" in text:
         text = text.replace("<*>.<*>", WILD)
@@ -271,6 +277,9 @@ def _generalise(values: Iterable[str]) -> str:
     shortest = min(len(v) for v in vals)
     if len(pre) + len(suf) > shortest:
         suf = ""
+    # Never keep half of a mask (``rhost=<`` from ``rhost=<IP>`` and ``rhost=<*>``).
+    pre = pre[: pre.rfind("<")] if "<" in pre and ">" not in pre[pre.rfind("<") :] else pre
+    suf = suf[suf.find(">") + 1 :] if ">" in suf and "<" not in suf[: suf.find(">")] else suf
     return pre + _GEN + suf
 
 

@@ -59,7 +59,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["KINDS", "PiiSpan", "Redaction", "find_pii", "mask_kinds", "placeholder", "redact"]
+__all__ = [
+    "KINDS",
+    "PiiSpan",
+    "Redaction",
+    "find_ips_only",
+    "find_pii",
+    "mask_kinds",
+    "placeholder",
+    "redact",
+    "redact_spans",
+]
 
 #: Every kind ``find_pii`` can report, in the order overlaps are resolved (earlier wins).
 KINDS: Final = ("CREDENTIAL", "EMAIL", "IBAN", "CARD", "NATIONAL_ID", "IP", "PHONE")
@@ -644,7 +654,11 @@ def _normalise(kind: str, value: str) -> str:
 
 def redact(text: str) -> Redaction:
     """Replace every span ``find_pii`` reports with its numbered placeholder."""
-    spans = find_pii(text)
+    return redact_spans(text, find_pii(text))
+
+
+def redact_spans(text: str, spans: list[PiiSpan]) -> Redaction:
+    """``redact`` with the spans already found (``find_pii(text)``, or a path proven to give the same)."""
     if not spans:
         return Redaction(text=text, spans=[], counts={}, placeholders=[])
     next_number: dict[str, int] = {}
@@ -689,3 +703,44 @@ def mask_kinds(text: str, spans: list[PiiSpan]) -> str:
         pos = span.end
     parts.append(text[pos:])
     return "".join(parts)
+
+
+# Every value a non-IP detector can report contains a match of this within itself (emails and URL
+# credentials an '@'; phones, cards, IBANs and most national ids seven digits in a separated run; UK NI
+# and Italian codes their letter+digit heads); a property test holds it to ``find_pii``.
+_NON_IP_PII_RE: Final = re.compile(
+    r"@|%40|\d(?:[\s\-./()+]{0,3}\d){6,}|[A-Za-z]{2} ?\d{2}(?: ?\d{2}){2}|[A-Za-z]{6}\d{2}"
+)
+
+
+def find_ips_only(text: str) -> list[PiiSpan] | None:
+    """``find_pii(text)`` when its text can hold nothing but IP addresses, else ``None`` (then call ``find_pii``).
+
+    The same passes as ``find_pii`` with the IP detector alone, checking once the addresses are masked
+    that the working text has no ``_NON_IP_PII_RE`` match. A value of another kind either lies outside
+    the addresses (and would show there), overlaps one as a phone (and loses to the address), or, for
+    the kinds that outrank IP, reaches past the address with a match of its own; masking never creates
+    a match. So the other detectors could find nothing, and the result is exactly ``find_pii``'s. Log
+    lines are mostly of that kind (addresses, ports, counters), and this costs a fraction of the search.
+    """
+    if len(text) < 3:
+        return []
+    taken = bytearray(len(text))
+    spans: list[_Cand] = []
+    values: dict[str, str] = {}
+    work = text
+    for _ in range(_MAX_PASSES):
+        new = _select(list(_ips(work)), taken)
+        for start, end, kind in new:
+            values.setdefault(text[start:end], kind)
+        work = _mask(work, new)
+        if _NON_IP_PII_RE.search(work) is not None:
+            return None
+        repeats = _literal_repeats(work, values, taken) if values else []
+        work = _mask(work, repeats)
+        new += repeats
+        if not new:
+            break
+        spans.extend(new)
+    spans.sort()
+    return [PiiSpan(kind, start, end, text[start:end]) for start, end, kind in spans]
