@@ -6,7 +6,9 @@ Two ways in, both pure (the caller reads the files):
   mined line by line with a fresh ``TemplateMiner``: the miner alone.
 * ``evaluate_raw``: whole raw lines through the worker's own path, ``decode_logs`` then ``triage_logs``
   in batches of the worker's size, redaction included: what the product does. It scores the final ids
-  (``ga``) and, as ``ga_enriched``, the ids as written on the enriched records when they left.
+  (``ga``) and, as ``ga_enriched``, the ids as written on the enriched records when they left;
+  ``ga_enriched_warm`` is the same on the second half of the lines only, once the first half has taught
+  the miner the service's templates (what a worker that loaded the templates topic writes).
 
 Metrics:
 
@@ -59,11 +61,13 @@ class SystemScore:
     lines_per_s: float
     churn: float
     ga_enriched: float | None = None
+    ga_enriched_warm: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        if self.ga_enriched is None:
-            del out["ga_enriched"]
+        for name in ("ga_enriched", "ga_enriched_warm"):
+            if out[name] is None:
+                del out[name]
         return out
 
 
@@ -177,6 +181,7 @@ def evaluate_raw(
         lines_per_s=len(lines) / elapsed if elapsed > 0 else 0.0,
         churn=sum(a != b for a, b in zip(enriched_ids, final_ids, strict=True)) / max(len(lines), 1),
         ga_enriched=grouping_accuracy(enriched_ids, truth),
+        ga_enriched_warm=grouping_accuracy(enriched_ids[len(lines) // 2 :], truth[len(lines) // 2 :]),
     )
 
 
@@ -185,7 +190,7 @@ def average(scores: Sequence[SystemScore]) -> dict[str, float]:
     if not scores:
         return {}
     out: dict[str, float] = {}
-    for name in ("ga", "pa", "lines_per_s", "churn", "ga_enriched"):
+    for name in ("ga", "pa", "lines_per_s", "churn", "ga_enriched", "ga_enriched_warm"):
         values = [v for s in scores if (v := getattr(s, name)) is not None]
         if values:
             out[name] = statistics.fmean(values)
