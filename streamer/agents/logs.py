@@ -70,7 +70,7 @@ from mode import Service
 
 from streamer.agents.output import log_dead_letter
 from streamer.events import DecodeFailure, DecodeLimits, RawEvent, Source, dead_letter, encode
-from streamer.logs.decode import decode_logs, format_time_ms
+from streamer.logs.decode import Layouts, decode_logs, format_time_ms
 from streamer.logs.triage import IncidentClassifier, LogBatchResult, LogTriageState, triage_logs
 from streamer.topics import ALERTS, DEADLETTER, ESCALATIONS, LOG_TEMPLATES, LOGS, LOGS_ENRICHED
 from streamer.triage.outputs import ModelInfo
@@ -130,12 +130,13 @@ class LogProcessor:
     model_info: ModelInfo
     limits: DecodeLimits
     clock: Callable[[], float] = time.time
+    layouts: Layouts = field(default_factory=dict)
     _keys: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
 
     def __call__(self, raws: Sequence[RawEvent]) -> LogBatch:
         batch = LogBatch(size=len(raws))
         started = time.perf_counter()
-        records, failures = decode_logs(raws, self.limits)
+        records, failures = decode_logs(raws, self.limits, self.layouts)
         decoded = time.perf_counter()
         now = format_time_ms(int(self.clock() * 1000))
         counting = _Counting(self.classifier)

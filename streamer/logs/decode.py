@@ -38,7 +38,9 @@ from streamer.events import DecodeFailure, DecodeLimits, RawEvent, Source
 __all__ = [
     "SEVERITIES",
     "SEVERITY_RANK",
+    "Layouts",
     "LogRecord",
+    "compile_layouts",
     "decode_log",
     "decode_logs",
     "format_time_ms",
@@ -563,6 +565,43 @@ def _infer_header(line: str) -> _Parsed | None:
     return _Parsed(message, level, normalise_severity(level) if level else None, None, None, fields or None)
 
 
+#: Per-service text layouts: service (the record key) -> a regex with a ``msg`` group and optionally
+#: ``ts`` (ISO-8601), ``level`` and any other named groups (kept as fields).
+Layouts = Mapping[str, "re.Pattern[str]"]
+
+
+def compile_layouts(layouts: Mapping[str, str]) -> dict[str, re.Pattern[str]]:
+    """Compile per-service layouts; ``ValueError`` naming the service for a bad regex or one without ``msg``."""
+    out: dict[str, re.Pattern[str]] = {}
+    for service, pattern in layouts.items():
+        try:
+            rx = re.compile(pattern, re.S)
+        except re.error as exc:
+            raise ValueError(f"layout of {service!r} is not a valid regex: {exc}") from None
+        if "msg" not in rx.groupindex:
+            raise ValueError(f"layout of {service!r} has no (?P<msg>...) group")
+        out[service] = rx
+    return out
+
+
+def _layout(line: str, rx: re.Pattern[str]) -> _Parsed | None:
+    m = rx.match(line)
+    if m is None:
+        return None
+    groups = {k: v for k, v in m.groupdict().items() if v is not None}
+    level = groups.pop("level", None)
+    ts = groups.pop("ts", None)
+    message = groups.pop("msg", "")
+    return _Parsed(
+        message,
+        level,
+        normalise_severity(level) if level else None,
+        _iso_ms(ts.strip()) if ts else None,
+        None,
+        dict(groups) or None,
+    )
+
+
 def _parse_text(line: str, source: Source) -> _Parsed:
     first = line[:1]
     parsed: _Parsed | None = None
@@ -738,8 +777,14 @@ def _record(
     )
 
 
-def decode_log(raw: RawEvent, limits: DecodeLimits | None = None) -> LogRecord | DecodeFailure:
-    """Bytes to a ``LogRecord`` (JSON object or text line), or a failure with a dead-letter code."""
+def decode_log(
+    raw: RawEvent, limits: DecodeLimits | None = None, layouts: Layouts | None = None
+) -> LogRecord | DecodeFailure:
+    """Bytes to a ``LogRecord`` (JSON object or text line), or a failure with a dead-letter code.
+
+    ``layouts``: a text line whose key names a service with a layout is read with it first; lines it
+    does not match fall back to header inference.
+    """
     value = raw.value
     if value is None:
         return DecodeFailure(raw, "not_an_object", "record has no value (tombstone)")
@@ -758,7 +803,13 @@ def decode_log(raw: RawEvent, limits: DecodeLimits | None = None) -> LogRecord |
     line = text.rstrip("\r\n")
     if not stripped:
         return DecodeFailure(raw, "schema", "message: empty log line", field="message")
-    p = _parse_text(line, raw.source)
+    p: _Parsed | None = None
+    if layouts and raw.key is not None:
+        rx = layouts.get(raw.key.decode("utf-8", "replace"))
+        if rx is not None:
+            p = _layout(line, rx)
+    if p is None:
+        p = _parse_text(line, raw.source)
     message = p.message if p.message.strip() else line
     return _record(raw, None, p.time_ms, p.level, p.severity, p.service, message, p.fields or {})
 
@@ -767,13 +818,13 @@ _DEFAULT_LIMITS: Final = DecodeLimits()
 
 
 def decode_logs(
-    raws: Iterable[RawEvent], limits: DecodeLimits | None = None
+    raws: Iterable[RawEvent], limits: DecodeLimits | None = None, layouts: Layouts | None = None
 ) -> tuple[list[LogRecord], list[DecodeFailure]]:
     """Decode a batch, keeping order; failures go to the dead-letter topic, records to triage."""
     records: list[LogRecord] = []
     failures: list[DecodeFailure] = []
     for raw in raws:
-        out = decode_log(raw, limits)
+        out = decode_log(raw, limits, layouts)
         if isinstance(out, LogRecord):
             records.append(out)
         else:

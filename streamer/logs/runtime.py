@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -32,6 +32,7 @@ from streamer.agents.logs import BatchSender, LogBatch, LogProcessor, LogService
 from streamer.errors import ConfigError
 from streamer.events import DecodeLimits
 from streamer.kafka import clients
+from streamer.logs.decode import Layouts, compile_layouts
 from streamer.logs.triage import LogTriageConfig, LogTriageState
 from streamer.settings import Settings
 from streamer.topics import LOG_TEMPLATES, LOGS
@@ -170,6 +171,7 @@ class LogRuntime:
     model_info: ModelInfo
     limits: DecodeLimits
     bundle: Any
+    layouts: Layouts = field(default_factory=dict)
 
 
 def load_log_runtime(
@@ -194,6 +196,7 @@ def load_log_runtime(
         classifier=BundleIncidentClassifier(bundle),
         model_info=ModelInfo(bundle.name, bundle.version),
         limits=DecodeLimits(max_event_bytes=settings.max_event_bytes, max_text_chars=settings.max_text_chars),
+        layouts=compile_layouts(settings.log_layouts),
         bundle=bundle,
     )
 
@@ -248,7 +251,9 @@ def log_service(
         max_batch: most records per batch (default ``LOG_MAX_BATCH``).
         on_batch, on_assignment, kwargs: passed to ``LogService`` (``loop=`` for the worker's loop).
     """
-    processor = LogProcessor(runtime.state, runtime.classifier, runtime.model_info, runtime.limits)
+    processor = LogProcessor(
+        runtime.state, runtime.classifier, runtime.model_info, runtime.limits, layouts=runtime.layouts
+    )
     if not inline and executor is None:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="log-triage")
     return LogService(
