@@ -628,6 +628,8 @@ def find_pii(text: str) -> list[PiiSpan]:
         work = _mask(work, new)
         repeats = _literal_repeats(work, values, taken) if values else []
         work = _mask(work, repeats)
+        if repeats and _NON_IP_PII_RE.search(work) is not None:
+            return None
         new += repeats
         if not new:
             break
@@ -705,23 +707,28 @@ def mask_kinds(text: str, spans: list[PiiSpan]) -> str:
     return "".join(parts)
 
 
-# Every value a non-IP detector can report contains a match of this within itself (emails and URL
-# credentials an '@'; phones, cards, IBANs and most national ids seven digits in a separated run; UK NI
-# and Italian codes their letter+digit heads); a property test holds it to ``find_pii``.
+# Every value a non-IP detector can report contains a match of this within itself (or, for a URL
+# credential, with the '@' that follows it), shape by shape: emails and credentials an '@'; international
+# phones '+' and eight digits; cards 13+ digits in single-separated groups; a local or NANP phone 3+4 digits;
+# bare phones and SSNs nine digits; trunk phones a '0' and nine digits; SSNs 3-2-4; DNI/NIE, UK NI,
+# codice fiscale and IBAN their letter+digit heads. Property tests hold it to ``find_pii``.
 _NON_IP_PII_RE: Final = re.compile(
-    r"@|%40|\d(?:[\s\-./()+]{0,3}\d){6,}|[A-Za-z]{2} ?\d{2}(?: ?\d{2}){2}|[A-Za-z]{6}\d{2}"
+    r"@|%40|\+[1-9](?:[ .\-/()]{0,3}\d){7,}|\d(?:[ \-]?\d){12,}|\d{3}[ .\-]\d{4}(?!\d)|\d{9}"
+    r"|\(?0(?:[ .\-/()]{0,2}\d){8,}|\d{3}[ \-]\d{2}[ \-]\d{4}|\d{8}-?[A-Za-z]|[XYZxyz]-?\d{7}"
+    r"|[A-Za-z]{2} ?\d{2} ?\d{2} ?\d{2}|[A-Za-z]{6}\d{2}|[A-Za-z]{2}\d{2} ?[A-Za-z0-9]"
 )
 
 
 def find_ips_only(text: str) -> list[PiiSpan] | None:
-    """``find_pii(text)`` when its text can hold nothing but IP addresses, else ``None`` (then call ``find_pii``).
+    """``find_pii(text)`` when its text can hold nothing but IPv4 addresses, else ``None`` (then ``find_pii``).
 
-    The same passes as ``find_pii`` with the IP detector alone, checking once the addresses are masked
-    that the working text has no ``_NON_IP_PII_RE`` match. A value of another kind either lies outside
-    the addresses (and would show there), overlaps one as a phone (and loses to the address), or, for
-    the kinds that outrank IP, reaches past the address with a match of its own; masking never creates
-    a match. So the other detectors could find nothing, and the result is exactly ``find_pii``'s. Log
-    lines are mostly of that kind (addresses, ports, counters), and this costs a fraction of the search.
+    The same passes as ``find_pii`` with the IP detector alone (an IPv6 address declines), checking once
+    the addresses are masked that the working text has no ``_NON_IP_PII_RE`` match. A value of another
+    kind either lies outside the addresses (and would show there), overlaps one as a phone (and loses to
+    the address), or, for the kinds that outrank IP, reaches past the address with a match of its own;
+    masking never creates a match. So the other detectors could find nothing, and the result is exactly
+    ``find_pii``'s. Log lines are mostly of that kind (addresses, ports, counters), and this costs a
+    fraction of the full search.
     """
     if len(text) < 3:
         return []
@@ -731,6 +738,8 @@ def find_ips_only(text: str) -> list[PiiSpan] | None:
     work = text
     for _ in range(_MAX_PASSES):
         new = _select(list(_ips(work)), taken)
+        if any(":" in text[start:end] for start, end, _ in new):
+            return None  # IPv6 spans hold digits that higher-ranked kinds may share: the full search decides
         for start, end, kind in new:
             values.setdefault(text[start:end], kind)
         work = _mask(work, new)
@@ -738,6 +747,8 @@ def find_ips_only(text: str) -> list[PiiSpan] | None:
             return None
         repeats = _literal_repeats(work, values, taken) if values else []
         work = _mask(work, repeats)
+        if repeats and _NON_IP_PII_RE.search(work) is not None:
+            return None
         new += repeats
         if not new:
             break
