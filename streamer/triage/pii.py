@@ -628,8 +628,6 @@ def find_pii(text: str) -> list[PiiSpan]:
         work = _mask(work, new)
         repeats = _literal_repeats(work, values, taken) if values else []
         work = _mask(work, repeats)
-        if repeats and _NON_IP_PII_RE.search(work) is not None:
-            return None
         new += repeats
         if not new:
             break
