@@ -709,11 +709,14 @@ def mask_kinds(text: str, spans: list[PiiSpan]) -> str:
 # credential, with the '@' that follows it), shape by shape: emails and credentials an '@'; international
 # phones '+' and eight digits; cards 13+ digits in single-separated groups; a local or NANP phone 3+4 digits;
 # bare phones and SSNs nine digits; trunk phones a '0' and nine digits; SSNs 3-2-4; DNI/NIE, UK NI,
-# codice fiscale and IBAN their letter+digit heads. Property tests hold it to ``find_pii``.
+# codice fiscale and IBAN their letter+digit heads. Every branch opens on '@', '%', '+', '(' or a digit
+# (letter heads are looked behind), so the search skips straight to those. Property tests hold it to ``find_pii``.
 _NON_IP_PII_RE: Final = re.compile(
-    r"@|%40|\+[1-9](?:[ .\-/()]{0,3}\d){7,}|\d(?:[ \-]?\d){12,}|\d{3}[ .\-]\d{4}(?!\d)|\d{9}"
-    r"|\(?0(?:[ .\-/()]{0,2}\d){8,}|\d{3}[ \-]\d{2}[ \-]\d{4}|\d{8}-?[A-Za-z]|[XYZxyz]-?\d{7}"
-    r"|[A-Za-z]{2} ?\d{2} ?\d{2} ?\d{2}|[A-Za-z]{6}\d{2}|[A-Za-z]{2}\d{2} ?[A-Za-z0-9]"
+    r"@|%40|\+[1-9](?:[ .\-/()]{0,3}\d){7,}|\(0(?:[ .\-/()]{0,2}\d){8,}"
+    r"|\d(?:(?:[ \-]?\d){12,}|\d{2}[ .\-]\d{4}(?!\d)|\d{8}|(?<=0)(?:[ .\-/()]{0,2}\d){8,}"
+    r"|\d{2}[ \-]\d{2}[ \-]\d{4}|\d{7}-?[A-Za-z]|(?<=[XYZxyz]\d)\d{6}|(?<=[XYZxyz]-\d)\d{6}"
+    r"|(?<=[A-Za-z]{2}\d)\d ?\d{2} ?\d{2}|(?<=[A-Za-z]{2} \d)\d ?\d{2} ?\d{2}|(?<=[A-Za-z]{6}\d)\d"
+    r"|(?<=[A-Za-z]{2}\d)\d ?[A-Za-z0-9])"
 )
 
 
