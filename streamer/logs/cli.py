@@ -121,18 +121,24 @@ def run_eval(args: argparse.Namespace) -> int:
     width = max(8, *(len(n) for n in scores))
     raw = bool(args.raw)
     head = f"{'system':<{width}} {'lines':>6} {'GA':>6} {'PA':>6}"
-    head += f" {'GA enr':>6} {'warm':>6}" if raw else ""
+    head += f" {'GA enr':>6} {'held':>6} {'warm':>6}" if raw else ""
     head += f" {'templates':>11} {'churn':>6} {'lines/s':>9}"
     print(head)
     print("-" * len(head))
     for name, s in scores.items():
         row = f"{name:<{width}} {s.lines:>6} {s.ga:6.3f} {s.pa:6.3f}"
-        row += f" {s.ga_enriched or 0.0:6.3f} {s.ga_enriched_warm or 0.0:6.3f}" if raw else ""
+        row += (
+            f" {s.ga_enriched or 0.0:6.3f} {s.ga_enriched_held or 0.0:6.3f} {s.ga_enriched_warm or 0.0:6.3f}"
+            if raw
+            else ""
+        )
         row += f" {f'{s.templates}/{s.true_templates}':>11} {s.churn:6.3f} {s.lines_per_s:9.0f}"
         print(row)
     print("-" * len(head))
     row = f"{'average':<{width}} {'':>6} {mean['ga']:6.3f} {mean['pa']:6.3f}"
-    row += f" {mean.get('ga_enriched', 0.0):6.3f} {mean.get('ga_enriched_warm', 0.0):6.3f}" if raw else ""
+    if raw:
+        row += f" {mean.get('ga_enriched', 0.0):6.3f} {mean.get('ga_enriched_held', 0.0):6.3f}"
+        row += f" {mean.get('ga_enriched_warm', 0.0):6.3f}"
     row += f" {'':>11} {mean['churn']:6.3f} {mean['lines_per_s']:9.0f}"
     print(row)
     mode = f"raw lines through decode -> triage in batches of {args.batch}" if raw else f"column {args.text_col!r}"
