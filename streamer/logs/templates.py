@@ -4,21 +4,28 @@ How lines become templates
 --------------------------
 1. *Masking*: tokens that are variables by shape become ``<*>``: anything with two digits in a row or a
    digit not glued to a letter (ids, counters, IPs, ports, hex), ISO and syslog dates, sizes with a unit
-   (``5.4 KB``), URL bodies. ``ssh2``, ``tty2``, ``log4j`` stay words. Dotted runs of variables
-   collapse (an IP is one ``<*>``). The masked line is the *skeleton*; a dict from skeleton to template
-   answers almost every line with one lookup.
+   (``5.4 KB``), URL bodies, ``true``/``false``/``null``, and a redaction kind mask glued to other
+   characters (``blk_-<CARD>``); a kind mask on its own (``<IP>``) stays as written. ``ssh2``, ``tty2``,
+   ``log4j`` stay words. Dotted runs of variables collapse (an IP is one ``<*>``), and so do adjacent
+   masked tokens (``<*> <*>``), so a value spanning a varying number of tokens (``4 000``, ``1 2 s``)
+   keeps the line's length. The masked line is the *skeleton*; a dict from skeleton to template answers
+   almost every line with one lookup.
 2. *Grouping*: a new skeleton joins the most specific template of its length that accepts it
    (equal tokens, or a generalised position whose prefix/suffix fit).
 3. *Generalising on evidence*: otherwise it becomes a template of its own, and each position is
    checked for evidence that it holds a parameter: among templates equal everywhere else (compared by
-   shape, so ``rhost=<*>`` and ``rhost=<generalised>`` agree), the position has taken
-   ``min_values`` distinct words (3 by default), or one value is a masked form of the other
-   (``(<*>)`` vs ``()``). Then they merge into one template whose position keeps the common
-   prefix/suffix (``user=<*>``). The first token never generalises (log lines lead with constants).
+   shape, so ``rhost=<*>`` and ``rhost=<generalised>`` agree, and ``key=`` tokens only with the same key),
+   the position has taken ``min_values`` distinct words (3 by default), or two words that share a head
+   ending in punctuation (``user=root``/``user=bob``, ``android.intent.action.A``/``...B``), or one value
+   is a masked form of the other (``(<*>)`` vs ``()``). Then they merge into one template whose position
+   keeps the common prefix/suffix (``user=<*>``), never half of a mask. The first token never
+   generalises (log lines lead with constants).
 
+Every rule is one global setting of ``MinerConfig``; ``bench/loso_log_miner.py`` checks each one
+leave-one-system-out on the Loghub samples (tuned on eight systems, scored on the ninth).
 Drain generalises a token as soon as two lines differ there, which merges ``Failed password`` with
 ``Failed none``, and it splits one template across lengths and leading variables; waiting for three
-values, and comparing masked shapes, is what lifts grouping accuracy (``bench/bench_log_parsing.py``).
+values (two under a shared head), and comparing masked shapes, is what lifts grouping accuracy.
 Known limit: two word-valued parameters that always change together (``class A for class B``) give no
 one-position evidence and stay separate templates until each varies on its own.
 
