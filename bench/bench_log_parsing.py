@@ -7,8 +7,8 @@ EventTemplate) from ``--data`` and mines the ``Content`` column line by line, in
 global configuration (no per-system regexes or thresholds); then feeds the raw ``<System>_2k.log`` lines
 through decode -> triage in batches of ``--batch`` (the "raw" columns: final ids, and ``GA enr`` for the
 ids as written on enriched records). Scoring is ``streamer logs eval``'s (``streamer.logs.evaluate``).
-The data stays where it is: the Loghub
-license is for research use, so nothing of it is copied into this repository.
+The data stays where it is: the Loghub license is for research use, so nothing of it is copied into
+this repository.
 
 Metrics, as the Loghub papers define them:
 
