@@ -98,6 +98,12 @@ class Settings(BaseSettings):
         "and optional ts, level and other named groups; other lines have their header inferred.",
     )
 
+    log_hold_batch: bool = Field(
+        True,
+        description="Hold each batch's enriched log records until the next batch is mined (or the stream "
+        "pauses), so they leave with settled template ids; adds one batch of latency.",
+    )
+
     # Operations
     log_level: str = Field("INFO", description="Log level.")
     log_format: Literal["auto", "json", "console"] = Field(

@@ -71,7 +71,7 @@ from mode import Service
 from streamer.agents.output import log_dead_letter
 from streamer.events import DecodeFailure, DecodeLimits, RawEvent, Source, dead_letter, encode
 from streamer.logs.decode import Layouts, decode_logs, format_time_ms
-from streamer.logs.triage import IncidentClassifier, LogBatchResult, LogTriageState, triage_logs
+from streamer.logs.triage import IncidentClassifier, LogBatchResult, LogTriageState, resolve_enriched, triage_logs
 from streamer.topics import ALERTS, DEADLETTER, ESCALATIONS, LOG_TEMPLATES, LOGS, LOGS_ENRICHED
 from streamer.triage.outputs import ModelInfo
 
@@ -131,7 +131,23 @@ class LogProcessor:
     limits: DecodeLimits
     clock: Callable[[], float] = time.time
     layouts: Layouts = field(default_factory=dict)
+    hold: bool = False
     _keys: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
+    _held: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
+
+    def flush(self) -> LogBatch:
+        """The enriched records held back from the last batch, resolved to the current templates."""
+        batch = LogBatch()
+        enriched = self._release_held()
+        if enriched:
+            batch.records = {LOGS_ENRICHED: enriched}
+        batch.processed = len(enriched)
+        return batch
+
+    def _release_held(self) -> list[tuple[bytes | None, bytes]]:
+        held, self._held = self._held, []
+        resolve_enriched(held, self.state)
+        return [(self._key(record["service"]), encode(record)) for record in held]
 
     def __call__(self, raws: Sequence[RawEvent]) -> LogBatch:
         batch = LogBatch(size=len(raws))
@@ -157,6 +173,8 @@ class LogProcessor:
                     )
         triaged = time.perf_counter()
         out: Records = {LOGS_ENRICHED: [], ALERTS: [], ESCALATIONS: [], LOG_TEMPLATES: [], DEADLETTER: []}
+        if self.hold:  # the last batch's enriched records leave now, resolved with this batch's evidence
+            out[LOGS_ENRICHED] = self._release_held()
         for result in results:
             self._encode(result, out, batch)
         for failure in failures:
@@ -179,9 +197,12 @@ class LogProcessor:
         return key
 
     def _encode(self, result: LogBatchResult, out: Records, batch: LogBatch) -> None:
-        enriched = out[LOGS_ENRICHED]
-        for record in result.enriched:
-            enriched.append((self._key(record["service"]), encode(record)))
+        if self.hold:
+            self._held.extend(result.enriched)
+        else:
+            enriched = out[LOGS_ENRICHED]
+            for record in result.enriched:
+                enriched.append((self._key(record["service"]), encode(record)))
         for alert in result.alerts:
             out[ALERTS].append((self._key(alert["service"]), encode(alert)))
             batch.alerts[alert["kind"]] += 1
@@ -374,6 +395,7 @@ class LogService(Service):  # type: ignore[misc]
         self._ready: asyncio.Event | None = None
         self._generation = 0
         self._stopping = False
+        self._held_offsets: dict[TopicPartition, int] = {}
 
     async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self.executor is None:
@@ -431,6 +453,11 @@ class LogService(Service):  # type: ignore[misc]
         finally:
             if self._delivery is not None:
                 await asyncio.shield(self._delivery)
+            if self._held_offsets and self._consumer is not None:
+                try:
+                    await self._flush_held()
+                except Exception as exc:  # their offsets stay uncommitted: the next owner reads them again
+                    log.warning("held log records not delivered at stop", error=repr(exc))
 
     async def _consume(self) -> None:
         consumer = self._consumer
@@ -454,6 +481,8 @@ class LogService(Service):  # type: ignore[misc]
                 continue
             backoff = 0.5
             if not fetched:
+                if self._held_offsets:
+                    await self._flush_held()
                 continue
             if generation != self._generation:
                 self._rewind(consumer, fetched)  # a rebalance began during the fetch
@@ -471,10 +500,32 @@ class LogService(Service):  # type: ignore[misc]
             except BaseException:
                 self._release()
                 raise
-            batch.offsets = offsets
+            if self.processor.hold:  # this batch's enriched records wait for the next one: so do its offsets
+                batch.offsets, self._held_offsets = self._held_offsets, offsets
+            else:
+                batch.offsets = offsets
             if self._delivery is not None:
                 await self._delivery
             self._delivery = asyncio.ensure_future(self._deliver(batch))
+
+    async def _flush_held(self) -> None:
+        """Send the enriched records held back from the last batch and commit its offsets."""
+        offsets, self._held_offsets = self._held_offsets, {}
+        if not offsets:
+            return
+        assert self._idle is not None
+        self._busy += 1
+        self._idle.clear()
+        try:
+            batch: LogBatch = await self._in_thread(self.processor.flush)
+        except BaseException:
+            self._release()
+            raise
+        batch.offsets = offsets
+        if self._delivery is not None:
+            await self._delivery
+        self._delivery = asyncio.ensure_future(self._deliver(batch))
+        await self._delivery
 
     @staticmethod
     def _rewind(consumer: AIOKafkaConsumer, fetched: Mapping[TopicPartition, Sequence[Any]]) -> None:
@@ -533,6 +584,7 @@ class LogService(Service):  # type: ignore[misc]
         in_flight, started = self._busy, time.perf_counter()
         if self._idle is not None:
             await self._idle.wait()  # every batch taken so far: triaged, delivered, committed
+            await self._flush_held()  # and the records held back from the last one
         self.assigned -= revoked
         if self.on_assignment is not None:
             self.on_assignment({(tp.topic, tp.partition) for tp in self.assigned})

@@ -252,7 +252,12 @@ def log_service(
         on_batch, on_assignment, kwargs: passed to ``LogService`` (``loop=`` for the worker's loop).
     """
     processor = LogProcessor(
-        runtime.state, runtime.classifier, runtime.model_info, runtime.limits, layouts=runtime.layouts
+        runtime.state,
+        runtime.classifier,
+        runtime.model_info,
+        runtime.limits,
+        layouts=runtime.layouts,
+        hold=settings.log_hold_batch,
     )
     if not inline and executor is None:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="log-triage")

@@ -43,6 +43,7 @@ __all__ = [
     "LogTriageConfig",
     "LogTriageState",
     "headline",
+    "resolve_enriched",
     "triage_logs",
 ]
 
@@ -307,6 +308,26 @@ def triage_logs(
     for old, new in changes.superseded:
         published[old.id] = {"template_id": old.id, "template": old.text, "superseded_by": new.id}
     return LogBatchResult(enriched, alerts, list(escalations.values()), list(published.values()))
+
+
+def resolve_enriched(records: Sequence[dict[str, Any]], state: LogTriageState) -> int:
+    """Bring enriched records written earlier up to the current templates (in place); returns how many moved.
+
+    A record held back for a batch and resolved just before it leaves carries the id its template has
+    by then, not the one it had when first mined: far fewer ids are superseded after they are published.
+    """
+    moved = 0
+    for rec in records:
+        tid = rec["template_id"]
+        template = state.miner.resolve(tid)
+        if template is None or template.id == tid:
+            continue
+        rec["template_id"], rec["template"] = template.id, template.text
+        found = state.classes.get(template.id)
+        if found is not None:
+            rec["incident_class"] = found[0]
+        moved += 1
+    return moved
 
 
 def _window(time_ms: int | None, window_ms: int) -> tuple[str, str]:
