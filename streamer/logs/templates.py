@@ -86,7 +86,6 @@ _DATE: Final = re.compile(
     r"|\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?"
 )
 _SIZE: Final = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?\s(?:[KMGTP]i?B|B)(?!\w)")
-_LITERAL_GATE: Final = re.compile(r"true|false|null|TRUE|FALSE|NULL|True|False")
 _LITERAL: Final = re.compile(r"(?<![\w\-])(?:true|false|null|TRUE|FALSE|NULL|True|False)(?![\w\-])")
 # A kind mask (``<IP>``, ``<CARD>``, from redaction) glued to other characters of a token: one value.
 _GLUED_KIND: Final = re.compile(
@@ -324,7 +323,10 @@ class TemplateMiner:
             text = text.replace(_GEN, " ")
         skeleton = mask(text)
         cfg = self.config
-        if cfg.mask_literals and _LITERAL_GATE.search(skeleton):
+        if cfg.mask_literals and (
+            "true" in skeleton or "false" in skeleton or "null" in skeleton or "TRUE" in skeleton
+            or "FALSE" in skeleton or "NULL" in skeleton or "True" in skeleton or "False" in skeleton
+        ):  # fmt: skip
             skeleton = _LITERAL.sub(WILD, skeleton)
         if cfg.collapse_wildcards:
             while "<*> <*>" in skeleton:
