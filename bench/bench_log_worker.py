@@ -120,7 +120,7 @@ async def prefill(settings: Settings, records: Sequence[tuple[bytes | None, byte
     started = time.perf_counter()
     try:
         for i in range(0, len(records), 10_000):
-            await sender.send({LOGS: list(records[i : i + 10_000])})
+            await sender.send({LOGS: [(k, v, ()) for k, v in records[i : i + 10_000]]})
     finally:
         await sender.close()
     return time.perf_counter() - started

@@ -6,6 +6,9 @@
 2. Throughput: a topic pre-filled with N tickets (BANKING77 texts wrapped as tickets, a quarter of them longer
    multi-sentence ones), one worker process; tickets/s from its first to its last output.
 3. Latency: tickets paced at about 60% of that throughput; produce time to the enriched record's timestamp.
+4. Contracts overhead: the core with output headers and trace context (tracing off, the default) against the
+   same core without them, interleaved in this process; and the broker's cost of those headers (the same
+   outputs produced with and without them). ``--overhead-only`` runs just this part.
 The worker's peak RSS is read from /proc. BANKING77 is read from ../shared/data (never copied).
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import dataclasses
 import json
 import os
 import platform
@@ -32,13 +36,17 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from streamer.agents.output import OutputSender  # noqa: E402
+from streamer.agents.tickets import BatchResult, TicketProcessor  # noqa: E402
 from streamer.defaults import ensure_default_bundle  # noqa: E402
-from streamer.events import RawEvent, Source  # noqa: E402
-from streamer.kafka import local  # noqa: E402
+from streamer.events import Output, RawEvent, Source  # noqa: E402
+from streamer.headers import TraceParent, incoming_trace  # noqa: E402
+from streamer.kafka import clients, local  # noqa: E402
 from streamer.kafka.admin import apply_topics, delete_prefixed_topics  # noqa: E402
 from streamer.kafka.clients import topic_partitions  # noqa: E402
 from streamer.settings import Settings  # noqa: E402
 from streamer.topics import load_catalog  # noqa: E402
+from streamer.tracing import InputTrace  # noqa: E402
 from streamer.worker import load_ticket_runtime  # noqa: E402
 
 BANKING = REPO.parent / "shared" / "data" / "banking77" / "train.csv"
@@ -85,6 +93,128 @@ def bare_model(settings: Settings, bundle_dir: Path, docs: list[dict[str, Any]],
         inference += processor(raws[i : i + batch]).inference_s
     elapsed = time.perf_counter() - started
     return {"tickets_per_s": len(raws) / elapsed, "elapsed_s": elapsed, "inference_share": inference / elapsed}
+
+
+class WithoutContracts(TicketProcessor):
+    """The ticket core as it was before output headers: no trace context read, no headers built."""
+
+    def __call__(self, raws: Any) -> BatchResult:
+        unused = InputTrace(TraceParent("0" * 31 + "1", "0" * 15 + "1"))
+        return self._process(raws, [unused] * len(raws), None)
+
+    def _headed(self, outputs: Any, *args: Any) -> list[Output]:
+        return list(outputs)
+
+
+def contracts_overhead(
+    settings: Settings, bundle_dir: Path, docs: list[dict[str, Any]], batch: int, repeats: int
+) -> dict[str, Any]:
+    """Tickets/s of the core with and without headers (interleaved, alternating order), and the producer's
+    cost of the headers: the same outputs sent with and without them, interleaved too."""
+    runtime = load_ticket_runtime(settings.model_copy(update={"bundle_dir": bundle_dir}))
+    with_headers = runtime.processor
+    without = WithoutContracts(**{f.name: getattr(with_headers, f.name) for f in dataclasses.fields(with_headers)})
+    parent = TraceParent.new(sampled=True).header().encode()
+    raws = [
+        RawEvent(
+            orjson.dumps(d), Source("bench", 0, i, 0), d["id"].encode(), (("traceparent", parent),) if i % 2 else ()
+        )
+        for i, d in enumerate(docs)
+    ]
+
+    def rate(processor: TicketProcessor) -> tuple[float, list[Output]]:
+        outputs: list[Output] = []
+        started, cpu = time.perf_counter(), time.process_time()
+        for i in range(0, len(raws), batch):
+            outputs.extend(processor(raws[i : i + batch]).outputs)
+        cpu_per_ticket[processor is with_headers].append((time.process_time() - cpu) / len(raws))
+        return len(raws) / (time.perf_counter() - started), outputs
+
+    cpu_per_ticket: dict[bool, list[float]] = {True: [], False: []}
+
+    with_headers(raws[:batch]), without(raws[:batch])  # warm-up
+    on: list[float] = []
+    off: list[float] = []
+    outputs: list[Output] = []
+    for r in range(repeats):
+        for processor, into in ((with_headers, on), (without, off)) if r % 2 else ((without, off), (with_headers, on)):
+            per_s, out = rate(processor)
+            into.append(per_s)
+            outputs = out if processor is with_headers else outputs
+    bare = [dataclasses.replace(o, headers=()) for o in outputs]
+
+    # The added work alone, timed apart from the model (best of 20: the least disturbed by other load):
+    # reading each input's trace context and building every output's headers.
+    per_ticket: dict[str, list[Output]] = {}
+    for o in bare:
+        per_ticket.setdefault(str(o.value.get("id")), []).append(o)
+    groups = list(per_ticket.values())
+    tracing = with_headers.tracing
+    best = float("inf")
+    for _ in range(20):
+        sink = BatchResult()
+        started = time.perf_counter()
+        for raw, outs in zip(raws, groups, strict=False):
+            trace = tracing.receive(incoming_trace(raw.headers), "bench", partition=0, offset=0, key=raw.key)
+            with_headers._headed(outs, trace, "2026-11-28T10:00:00.000Z", 0.5, sink)
+        best = min(best, (time.perf_counter() - started) / len(groups))
+
+    async def send_rates() -> tuple[list[float], list[float]]:
+        sender = OutputSender(lambda: clients.producer(settings), topic_prefix=settings.topic_prefix)
+        sent_on: list[float] = []
+        sent_off: list[float] = []
+        try:
+            await sender.send_all(bare[:100])  # warm-up: producer started, metadata fetched
+            for r in range(repeats):
+                for records, into in (
+                    ((outputs, sent_on), (bare, sent_off)) if r % 2 else ((bare, sent_off), (outputs, sent_on))
+                ):
+                    started = time.perf_counter()
+                    for i in range(0, len(records), 3 * batch):
+                        await sender.send_all(records[i : i + 3 * batch])
+                    into.append(len(docs) / (time.perf_counter() - started))
+        finally:
+            await sender.close()
+        return sent_on, sent_off
+
+    sent_on, sent_off = asyncio.run(send_rates())
+    med = statistics.median
+    core_ratio = med(on) / med(off)
+    # The producer's extra time per ticket, as a share of a ticket's time in the worker (core-bound).
+    send_extra_s = 1 / med(sent_on) - 1 / med(sent_off)
+    header_bytes = sum(len(k) + len(v) for o in outputs for k, v in o.headers) / len(docs)
+    core_cpu_s = med(cpu_per_ticket[False])
+    return {
+        "tickets": len(docs),
+        "repeats": repeats,
+        "headers_us_per_ticket": best * 1e6,
+        "core_cpu_us_per_ticket_without": core_cpu_s * 1e6,
+        "core_cpu_us_per_ticket_with": med(cpu_per_ticket[True]) * 1e6,
+        "headers_share_of_core_cpu": best / core_cpu_s,
+        "core_with_headers_per_s": on,
+        "core_without_headers_per_s": off,
+        "core_ratio_with_to_without": core_ratio,
+        "send_with_headers_tickets_per_s": sent_on,
+        "send_without_headers_tickets_per_s": sent_off,
+        "send_extra_us_per_ticket": send_extra_s * 1e6,
+        "header_bytes_per_ticket": header_bytes,
+        "outputs_per_ticket": len(outputs) / len(docs),
+    }
+
+
+def print_overhead(o: dict[str, Any]) -> None:
+    med = statistics.median
+    print(f"{'contracts overhead (tracing off)':<44}{'with':>10}{'without':>10}{'ratio':>8}")
+    on, off = med(o["core_with_headers_per_s"]), med(o["core_without_headers_per_s"])
+    print(f"{'  core tickets/s, median of ' + str(o['repeats']):<44}{on:>10.1f}{off:>10.1f}{on / off:>8.3f}")
+    s_on, s_off = med(o["send_with_headers_tickets_per_s"]), med(o["send_without_headers_tickets_per_s"])
+    print(f"{'  producing their outputs, tickets/s':<44}{s_on:>10.0f}{s_off:>10.0f}{s_on / s_off:>8.3f}")
+    print(f"  header bytes per ticket {o['header_bytes_per_ticket']:.0f} ({o['outputs_per_ticket']:.2f} outputs)")
+    print(
+        f"  core CPU per ticket {o['core_cpu_us_per_ticket_with']:.0f} / {o['core_cpu_us_per_ticket_without']:.0f} us; "
+        f"headers + trace context alone {o['headers_us_per_ticket']:.1f} us per ticket = "
+        f"{o['headers_share_of_core_cpu']:.2%} of the core's CPU"
+    )
 
 
 async def produce(bootstrap: str, topic: str, docs: list[dict[str, Any]], rate: float | None = None) -> None:
@@ -148,6 +278,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="worker processes in the group (default 1)")
     parser.add_argument("--intra-threads", type=int, default=0, help="STREAMER_INTRA_THREADS of the workers")
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "ticket_worker.json")
+    parser.add_argument("--overhead-tickets", type=int, default=512, help="tickets per pass of the overhead check")
+    parser.add_argument("--overhead-repeats", type=int, default=6, help="interleaved passes of the overhead check")
+    parser.add_argument("--overhead-only", action="store_true", help="only the headers/tracing overhead check")
     args = parser.parse_args()
 
     bootstrap = os.environ.get("STREAMER_KAFKA_BOOTSTRAP") or local.start().bootstrap_servers
@@ -159,6 +292,18 @@ def main() -> int:
     )
     asyncio.run(apply_topics(settings, load_catalog(settings.topics_file).topics.values()))
     docs = tickets(ticket_texts(args.tickets), run)
+
+    overhead = contracts_overhead(
+        settings, bundle_dir, docs[: args.overhead_tickets], args.max_batch, args.overhead_repeats
+    )
+    print_overhead(overhead)
+    if args.overhead_only:
+        asyncio.run(delete_prefixed_topics(settings))
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(
+            json.dumps({"contracts_overhead": overhead, "load_average_end": os.getloadavg()}, indent=2)
+        )
+        return 0
 
     bare = bare_model(settings, bundle_dir, docs, args.max_batch)
     print(f"bare core: {bare['tickets_per_s']:.1f} tickets/s (model share {bare['inference_share']:.0%})")
@@ -232,6 +377,7 @@ def main() -> int:
         "latency_rate_per_s": paced_rate,
         "latency_ms": {"p50": statistics.median(latencies), "p99": q[98], "n": len(latencies)},
         "worker_peak_rss_mb": rss,
+        "contracts_overhead": overhead,
     }
     print()
     print(f"{'metric':<34}{'value':>12}")
@@ -241,6 +387,8 @@ def main() -> int:
     print(f"{'latency p50 ms @ ' + format(paced_rate, '.0f') + '/s':<34}{result['latency_ms']['p50']:>12.0f}")
     print(f"{'latency p99 ms':<34}{result['latency_ms']['p99']:>12.0f}")
     print(f"{'worker peak RSS MB':<34}{rss:>12.0f}")
+    print()
+    print_overhead(overhead)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2))
     return 0

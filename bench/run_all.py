@@ -8,7 +8,9 @@ Runs, each in its own process so one cannot warm or starve the next:
                            has torch;
   2. bench_ticket_worker.py the ticket worker through the real broker vs the bare core (repeated);
   3. bench_log_worker.py   log lines/s of one worker process through the real broker (repeated);
-  4. bench_log_parsing.py  template-mining accuracy (GA/PA) on the Loghub samples, when ../shared has them.
+  4. bench_log_parsing.py  template-mining accuracy (GA/PA) on the Loghub samples, when ../shared has them;
+  5. bench_cpu_backends.py int8 speed, BANKING77 accuracy and parity on MKL, oneDNN and oneDNN/AVX2, when
+                           ../shared has BANKING77.
 Figures are medians of the repeats; the table shows min-max. Writes bench/results/<name>.json and
 bench/results/<name>.png (throughput vs batch size, worker latency percentiles).
 """
@@ -181,6 +183,12 @@ def main() -> int:
         run([py, "bench/bench_log_parsing.py", "--no-drain3", "--json", str(out)], timeout=600)
         parsing = json.loads(out.read_text())
 
+    cpu_backends: dict[str, Any] | None = None
+    if (SHARED / "banking77" / "train.csv").is_file() and not quick:
+        out = RESULTS / f"{args.name}.cpu-backends.json"
+        run([py, "bench/bench_cpu_backends.py", "--json", str(out)], timeout=1200)
+        cpu_backends = json.loads(out.read_text())["backends"]
+
     def model_rate(backend: str, batch: int) -> float | None:
         for r in models.get("rows", []):
             if r["backend"] == backend and r["batch"] == batch:
@@ -219,6 +227,7 @@ def main() -> int:
         "tickets": tickets,
         "logs": logs,
         "parsing": parsing,
+        "cpu_backends": cpu_backends,
         "elapsed_s": time.monotonic() - started,
     }
     path = RESULTS / f"{args.name}.json"
@@ -246,6 +255,9 @@ def main() -> int:
     if parsing:
         ga_pa = f"{summary['log_ga_avg']:.3f} / {summary['log_pa_avg']:.3f}"
         print(f"{'template mining GA / PA, Loghub average':<46}{ga_pa:>32}")
+    for backend, fig in (cpu_backends or {}).items():
+        line = f"{fig['texts_per_s_batch32']:.0f} texts/s, acc {fig['banking77_accuracy']:.4f}"
+        print(f"{'int8 on ' + backend + ', batch 32 / BANKING77':<46}{line:>32}")
     print("-" * 78)
     print(f"wrote {path.relative_to(REPO)}" + (f" and {png.relative_to(REPO)}" if has_chart else ""))
     print(f"took {record['elapsed_s'] / 60:.1f} min; load average at the end {os.getloadavg()[0]:.1f}")

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from streamer import __version__
 from streamer.bridge.cli import add_bridge_commands
@@ -59,6 +60,34 @@ def _topics_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _topics_asyncapi(args: argparse.Namespace) -> int:
+    from streamer.asyncapi import asyncapi_document, render
+    from streamer.topics import SchemaRegistry, load_catalog
+
+    settings = load_settings()
+    defaults = Settings.model_construct()  # group ids as documented defaults, not this environment's
+    text = render(
+        asyncapi_document(
+            load_catalog(settings.topics_file),
+            SchemaRegistry(settings.schemas_dir),
+            group_id=defaults.group_id,
+            bridge_group_id=defaults.bridge_group_id,
+        )
+    )
+    if args.check:
+        current = args.out.read_text(encoding="utf-8") if args.out and args.out.exists() else None
+        if current != text:
+            print(f"{args.out}: out of date; run: streamer topics asyncapi --out {args.out}", file=sys.stderr)
+            return 1
+        print(f"{args.out}: up to date")
+    elif args.out:
+        args.out.write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _kafka(args: argparse.Namespace) -> int:
     from streamer.kafka import local
 
@@ -100,6 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
     listing = topic_cmds.add_parser("list", help="show the cluster's topics, partitions and retention")
     listing.add_argument("--all", action="store_true", help="include internal topics (__consumer_offsets)")
     listing.set_defaults(handler=_topics_list)
+    asyncapi = topic_cmds.add_parser(
+        "asyncapi",
+        help="write the AsyncAPI 3 document of every topic (channels, messages, schemas, headers, groups)",
+        description=(
+            "Generate the AsyncAPI 3 document from topics/topics.yaml and topics/schemas/: channels with "
+            "partitions, retention and compaction, messages with their JSON Schemas, keys and headers, and "
+            "which program sends or reads each topic (with its consumer group)."
+        ),
+    )
+    asyncapi.add_argument("--out", type=Path, metavar="FILE", help="write here (default: standard output)")
+    asyncapi.add_argument("--check", action="store_true", help="exit 1 when FILE differs from what would be written")
+    asyncapi.set_defaults(handler=_topics_asyncapi)
 
     kafka = commands.add_parser("kafka", help="start or stop the local single-node broker (development)")
     kafka.add_argument("kafka_action", choices=["start", "stop", "status"])

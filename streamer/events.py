@@ -48,6 +48,8 @@ class RawEvent:
     value: bytes | None
     source: Source
     key: bytes | None = None
+    #: Kafka headers as received (``traceparent`` is continued on every output).
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +233,7 @@ def dead_letter(failure: DecodeFailure, failed_at: str) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    """One record to produce: topic, key and the JSON value (encoded by ``encode``)."""
+    """One record to produce: topic, key, the JSON value (encoded by ``encode``) and headers (``streamer.headers``)."""
 
     topic: str
     key: bytes | None

@@ -19,6 +19,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry, Resource
 
 from streamer.errors import ConfigError
+from streamer.headers import Contracts, TopicContract, event_type
 
 #: Names the code refers to; the definitions (partitions, configs, schema) come from topics.yaml.
 TICKETS = "support.tickets.v1"
@@ -143,6 +144,12 @@ class SchemaRegistry:
     def names(self) -> list[str]:
         return sorted(self._schemas)
 
+    def document(self, name: str) -> dict[str, Any]:
+        """The schema file ``name`` as parsed (not to be modified)."""
+        if name not in self._schemas:
+            raise ConfigError(f"schema {name!r} not found in {self._dir}")
+        return self._schemas[name]
+
     def validator(self, name: str) -> Draft202012Validator:
         """A compiled validator for one schema file name, e.g. ``ticket.v1.json``."""
         if name not in self._validators:
@@ -156,6 +163,22 @@ class SchemaRegistry:
     def errors(self, name: str, value: object) -> list[str]:
         """Every violation as ``field: message``; empty when ``value`` is valid."""
         return [f"{error_path(err.absolute_path)}: {err.message}" for err in self.validator(name).iter_errors(value)]
+
+
+def topic_contracts(catalog: TopicCatalog, registry: SchemaRegistry) -> dict[str, TopicContract]:
+    """Per declared topic, its CloudEvents type (from its schema's name) and data schema (the schema's ``$id``)."""
+    out: dict[str, TopicContract] = {}
+    for spec in catalog.topics.values():
+        if spec.schema:
+            schema_id = registry.document(spec.schema).get("$id")
+            out[spec.name] = TopicContract(spec.name, event_type(spec.schema), schema_id)
+    return out
+
+
+def load_contracts(topics_dir: Path, source: str, model: tuple[str, str] | None = None) -> Contracts:
+    """The header factory of one producing path, from ``topics.yaml`` and ``schemas/`` under ``topics_dir``."""
+    catalog = load_catalog(topics_dir / "topics.yaml")
+    return Contracts(topic_contracts(catalog, SchemaRegistry(topics_dir / "schemas")), source, model)
 
 
 def error_path(path: object) -> str:

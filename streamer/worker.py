@@ -33,12 +33,14 @@ from streamer.agents.output import OutputSender
 from streamer.agents.tickets import BatchResult, TicketProcessor, register_ticket_agent
 from streamer.app import create_app
 from streamer.events import DecodeLimits
+from streamer.headers import SOURCE_LOGS, SOURCE_TICKETS
 from streamer.kafka import clients
 from streamer.logs.runtime import LogRuntime, load_log_runtime, log_group_id, log_service
 from streamer.metrics import Metrics, OpsService, Readiness, lag_probe
 from streamer.observability import bind_process_fields
 from streamer.settings import Settings
-from streamer.topics import SchemaRegistry, load_catalog
+from streamer.topics import SchemaRegistry, load_catalog, load_contracts
+from streamer.tracing import Tracing, configure_tracing
 from streamer.triage.escalation import EscalationPolicy, policy_from
 from streamer.triage.outputs import ModelInfo
 from streamer.triage.routing import Router, load_router
@@ -103,6 +105,7 @@ def load_ticket_runtime(settings: Settings, bundle: Any | None = None) -> Ticket
         policy=ticket_policy(settings, bundle),
         validator=registry.validator(schema),
         limits=DecodeLimits(max_event_bytes=settings.max_event_bytes, max_text_chars=settings.max_text_chars),
+        contracts=load_contracts(settings.topics_dir, SOURCE_TICKETS, (bundle.name, bundle.version)),
     )
     return TicketRuntime(processor=processor, bundle=bundle)
 
@@ -131,10 +134,12 @@ class TriageWorker(faust.Worker):  # type: ignore[misc]
         readiness: Readiness | None = None,
         shutdown_timeout_s: float | None = None,
         run_app: bool = True,
+        tracing: Tracing | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(app, *services, **kwargs)
         self._sender = sender
+        self._tracing = tracing
         self._run_app = run_app
         self._readiness = readiness
         self.shutdown_timeout_s = shutdown_timeout_s
@@ -179,6 +184,8 @@ class TriageWorker(faust.Worker):  # type: ignore[misc]
     async def on_shutdown(self) -> None:
         await super().on_shutdown()
         await self._sender.close()
+        if self._tracing is not None:
+            self._tracing.shutdown()  # spans still buffered leave before the process does
         if self._signalled_at is not None:
             log.info("worker stopped", shutdown_s=round(time.monotonic() - self._signalled_at, 2))
 
@@ -252,6 +259,10 @@ def build_worker(
         if on_batch is not None:
             on_batch(result)
 
+    tracing = configure_tracing("streamer-worker")
+    tracing.topic_prefix, tracing.consumer_group = settings.topic_prefix, settings.group_id
+    if ticket_runtime is not None:
+        ticket_runtime.processor.tracing = tracing
     loop = asyncio.new_event_loop()
     app = create_app(settings)
     sender = OutputSender(lambda: clients.producer(settings), topic_prefix=settings.topic_prefix)
@@ -295,9 +306,11 @@ def build_worker(
                 readiness.assigned = partitions
                 metrics.set_assignment(partitions)
 
-        services.append(
-            log_service(settings, log_runtime, on_batch=log_batch_done, on_assignment=log_assignment, loop=loop)
-        )
+        logs = log_service(settings, log_runtime, on_batch=log_batch_done, on_assignment=log_assignment, loop=loop)
+        logs.processor.tracing = tracing
+        model = log_runtime.model_info
+        logs.processor.contracts = load_contracts(settings.topics_dir, SOURCE_LOGS, (model.name, model.version))
+        services.append(logs)
     log.info(
         "worker configured",
         paths=sorted(paths),
@@ -313,6 +326,7 @@ def build_worker(
         readiness=readiness,
         shutdown_timeout_s=settings.shutdown_timeout_s,
         run_app=ticket_runtime is not None,
+        tracing=tracing,
         loglevel=loglevel,
         override_logging=False,
         quiet=True,

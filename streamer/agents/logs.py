@@ -70,17 +70,19 @@ from mode import Service
 
 from streamer.agents.output import log_dead_letter
 from streamer.events import DecodeFailure, DecodeLimits, RawEvent, Source, dead_letter, encode
+from streamer.headers import SOURCE_LOGS, Contracts, Headers, TraceParent, event_id, incoming_trace, subject_of
 from streamer.logs.decode import Layouts, decode_logs, format_time_ms
 from streamer.logs.triage import IncidentClassifier, LogBatchResult, LogTriageState, resolve_enriched, triage_logs
-from streamer.topics import ALERTS, DEADLETTER, ESCALATIONS, LOG_TEMPLATES, LOGS, LOGS_ENRICHED
+from streamer.topics import ALERTS, DEADLETTER, ESCALATIONS, LOG_TEMPLATES, LOGS, LOGS_ENRICHED, load_contracts
+from streamer.tracing import InputTrace, Tracing
 from streamer.triage.outputs import ModelInfo
 
 __all__ = ["BatchSender", "LogBatch", "LogProcessor", "LogService", "TemplateSource"]
 
 log = structlog.get_logger(__name__)
 
-#: Encoded outputs of a batch: declared topic -> ``(key, value)`` in input order.
-Records = dict[str, list[tuple[bytes | None, bytes]]]
+#: Encoded outputs of a batch: declared topic -> ``(key, value, headers)`` in input order.
+Records = dict[str, list[tuple[bytes | None, bytes, Headers]]]
 
 
 @dataclass
@@ -110,15 +112,23 @@ class LogBatch:
 
 
 class _Counting:
-    """Counts the templates a batch hands to the model."""
+    """Counts the templates a batch hands to the model (in a ``model`` span when tracing is on)."""
 
-    def __init__(self, inner: IncidentClassifier) -> None:
+    def __init__(
+        self, inner: IncidentClassifier, tracing: Tracing | None = None, parent: Any = None, model: Any = None
+    ) -> None:
         self.inner = inner
         self.templates = 0
+        self.tracing = tracing
+        self.parent = parent
+        self.model = model
 
     def classify_templates(self, templates: Sequence[str]) -> Sequence[tuple[str, float]]:
         self.templates += len(templates)
-        return self.inner.classify_templates(templates)
+        if self.tracing is None or self.parent is None:
+            return self.inner.classify_templates(templates)
+        with self.tracing.span("model", self.parent, self.model, batch=len(templates)):
+            return self.inner.classify_templates(templates)
 
 
 @dataclass
@@ -130,10 +140,24 @@ class LogProcessor:
     model_info: ModelInfo
     limits: DecodeLimits
     clock: Callable[[], float] = time.time
+    #: Output headers (``streamer.headers``); default: from the ``topics/`` of the checkout.
+    contracts: Contracts | None = None
+    #: Spans (``streamer.tracing``): one batch span linked to the lines and the model's; no per-line spans.
+    tracing: Tracing = field(default_factory=Tracing)
+    #: Per-service text layouts (``STREAMER_LOG_LAYOUTS``), compiled.
     layouts: Layouts = field(default_factory=dict)
+    #: Hold each batch's enriched records until the next batch is mined (``STREAMER_LOG_HOLD_BATCH``).
     hold: bool = False
     _keys: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
-    _held: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
+    _traces: dict[tuple[str, int, int], TraceParent] = field(default_factory=dict, init=False, repr=False)
+    _held: list[tuple[dict[str, Any], TraceParent, str]] = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.contracts is None:
+            from streamer.settings import load_settings
+
+            model = (self.model_info.name, self.model_info.version)
+            self.contracts = load_contracts(load_settings().topics_dir, SOURCE_LOGS, model)
 
     def flush(self) -> LogBatch:
         """The enriched records held back from the last batch, resolved to the current templates."""
@@ -144,18 +168,55 @@ class LogProcessor:
         batch.processed = len(enriched)
         return batch
 
-    def _release_held(self) -> list[tuple[bytes | None, bytes]]:
+    def _release_held(self) -> list[tuple[bytes | None, bytes, Headers]]:
+        """Held records, resolved now, with the trace and time they were triaged under."""
         held, self._held = self._held, []
-        resolve_enriched(held, self.state)
-        return [(self._key(record["service"]), encode(record)) for record in held]
+        resolve_enriched([record for record, _, _ in held], self.state)
+        contracts = self.contracts
+        assert contracts is not None
+        out: list[tuple[bytes | None, bytes, Headers]] = []
+        for record, trace, now in held:
+            headers = contracts.headers(
+                LOGS_ENRICHED,
+                event_id=event_id(LOGS_ENRICHED, record["source"], None),
+                time=now,
+                trace=trace,
+                subject=subject_of(record),
+                confidence=self._confidence(record["template_id"]),
+            )
+            out.append((self._key(record["service"]), encode(record), headers))
+        return out
 
     def __call__(self, raws: Sequence[RawEvent]) -> LogBatch:
+        # Lines keep the trace they came with; the others each start one (no span: see streamer.tracing).
+        self._traces = {
+            (src.topic, src.partition, src.offset): found
+            for r in raws
+            if (found := incoming_trace(r.headers)) is not None
+            for src in (r.source,)
+        }
+        if not self.tracing.enabled:
+            return self._process(raws, None)
+        inputs = [InputTrace(self._trace_of(r.source.to_dict())) for r in raws]
+        with self.tracing.batch(inputs, size=len(raws)) as batch_span:
+            return self._process(raws, batch_span)
+
+    def _trace_of(self, source: Mapping[str, Any] | None) -> TraceParent:
+        if source is None:
+            return TraceParent.new()
+        key = (source["topic"], source["partition"], source["offset"])
+        found = self._traces.get(key)
+        if found is None:
+            found = self._traces[key] = TraceParent.new()
+        return found
+
+    def _process(self, raws: Sequence[RawEvent], batch_span: Any) -> LogBatch:
         batch = LogBatch(size=len(raws))
         started = time.perf_counter()
         records, failures = decode_logs(raws, self.limits, self.layouts)
         decoded = time.perf_counter()
         now = format_time_ms(int(self.clock() * 1000))
-        counting = _Counting(self.classifier)
+        counting = _Counting(self.classifier, self.tracing, batch_span, self.model_info.to_dict())
         try:
             results = [triage_logs(records, self.state, counting, model=self.model_info, now=now)]
         except Exception:
@@ -176,9 +237,11 @@ class LogProcessor:
         if self.hold:  # the last batch's enriched records leave now, resolved with this batch's evidence
             out[LOGS_ENRICHED] = self._release_held()
         for result in results:
-            self._encode(result, out, batch)
+            self._encode(result, out, batch, now)
         for failure in failures:
-            out[DEADLETTER].append((failure.raw.key, encode(dead_letter(failure, now))))
+            dead = dead_letter(failure, now)
+            headers = self._headers(DEADLETTER, dead, now, dead["source"], failure.id)
+            out[DEADLETTER].append((failure.raw.key, encode(dead), headers))
             batch.dead_letters[failure.code] += 1
             log_dead_letter(failure, "log record dead-lettered")
         batch.records = {topic: recs for topic, recs in out.items() if recs}
@@ -196,22 +259,53 @@ class LogProcessor:
             key = self._keys[service] = service.encode()
         return key
 
-    def _encode(self, result: LogBatchResult, out: Records, batch: LogBatch) -> None:
-        if self.hold:
-            self._held.extend(result.enriched)
-        else:
-            enriched = out[LOGS_ENRICHED]
-            for record in result.enriched:
-                enriched.append((self._key(record["service"]), encode(record)))
+    def _headers(
+        self,
+        topic: str,
+        record: Mapping[str, Any],
+        now: str,
+        source: Mapping[str, Any] | None,
+        record_id: str | None,
+        confidence: float | None = None,
+    ) -> Headers:
+        contracts = self.contracts
+        assert contracts is not None
+        return contracts.headers(
+            topic,
+            event_id=event_id(topic, source, record_id),
+            time=now,
+            trace=self._trace_of(source),
+            subject=subject_of(record),
+            confidence=confidence,
+        )
+
+    def _confidence(self, template_id: Any) -> float | None:
+        found = self.state.classes.get(template_id)
+        return found[1] if found is not None else None
+
+    def _encode(self, result: LogBatchResult, out: Records, batch: LogBatch, now: str) -> None:
+        enriched = out[LOGS_ENRICHED]
+        head = self._headers
+        for record in result.enriched:
+            if self.hold:
+                self._held.append((record, self._trace_of(record["source"]), now))
+                continue
+            headers = head(LOGS_ENRICHED, record, now, record["source"], None, self._confidence(record["template_id"]))
+            enriched.append((self._key(record["service"]), encode(record), headers))
         for alert in result.alerts:
-            out[ALERTS].append((self._key(alert["service"]), encode(alert)))
+            headers = head(ALERTS, alert, now, None, alert["id"], self._confidence(alert["template_id"]))
+            out[ALERTS].append((self._key(alert["service"]), encode(alert), headers))
             batch.alerts[alert["kind"]] += 1
         for escalation in result.escalations:
-            out[ESCALATIONS].append((escalation["id"].encode(), encode(escalation)))
+            confidence = escalation["candidates"][0]["confidence"] if escalation["candidates"] else None
+            headers = head(ESCALATIONS, escalation, now, escalation["source"], None, confidence)
+            out[ESCALATIONS].append((escalation["id"].encode(), encode(escalation), headers))
             for reason in escalation["reasons"]:
                 batch.escalations[reason["code"]] += 1
         for template in result.templates:
-            out[LOG_TEMPLATES].append((template["template_id"].encode(), encode(template)))
+            confidence = template.get("incident_confidence")
+            headers = head(LOG_TEMPLATES, template, now, None, template["template_id"], confidence)
+            out[LOG_TEMPLATES].append((template["template_id"].encode(), encode(template), headers))
         batch.templates += len(result.templates)
 
 
@@ -235,7 +329,7 @@ class BatchSender:
         self.retry_initial_s = 0.5
         self.retry_max_s = 10.0
 
-    async def send(self, records: Mapping[str, Sequence[tuple[bytes | None, bytes]]]) -> None:
+    async def send(self, records: Mapping[str, Sequence[tuple[bytes | None, bytes, Headers]]]) -> None:
         """Return once the brokers hold every record (acks=all), retrying until they do."""
         if not any(records.values()):
             return
@@ -279,7 +373,7 @@ class BatchSender:
             found = self._by_key[(topic, key)] = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
         return found
 
-    async def _send_once(self, records: Mapping[str, Sequence[tuple[bytes | None, bytes]]]) -> None:
+    async def _send_once(self, records: Mapping[str, Sequence[tuple[bytes | None, bytes, Headers]]]) -> None:
         producer = await self._producer_started()
         self._spread += 1
         pending: list[asyncio.Future[Any]] = []
@@ -288,21 +382,23 @@ class BatchSender:
                 continue
             topic = self.topic_prefix + declared
             partitions = await self._partitions_of(producer, topic)
-            by_partition: dict[int, list[tuple[bytes | None, bytes]]] = {}
-            for key, value in recs:
-                by_partition.setdefault(self._partition(topic, key, partitions), []).append((key, value))
+            by_partition: dict[int, list[tuple[bytes | None, bytes, Headers]]] = {}
+            for rec in recs:
+                by_partition.setdefault(self._partition(topic, rec[0], partitions), []).append(rec)
             for partition, items in by_partition.items():
                 batch = producer.create_batch()
-                for key, value in items:
-                    if batch.append(key=key, value=value, timestamp=None) is not None:
+                for key, value, headers in items:
+                    if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is not None:
                         continue
                     if batch.record_count():
                         pending.append(await producer.send_batch(batch, topic, partition=partition))
                         batch = producer.create_batch()
-                        if batch.append(key=key, value=value, timestamp=None) is not None:
+                        if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is not None:
                             continue
                     # Larger than a whole batch: let the producer's own checks take it (or refuse it).
-                    pending.append(await producer.send(topic, value, key=key, partition=partition))
+                    pending.append(
+                        await producer.send(topic, value, key=key, partition=partition, headers=list(headers) or None)
+                    )
                 if batch.record_count():
                     pending.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*pending)
@@ -491,7 +587,10 @@ class LogService(Service):  # type: ignore[misc]
             offsets: dict[TopicPartition, int] = {}
             for tp, messages in fetched.items():
                 topic, partition = tp.topic, tp.partition
-                raws.extend(RawEvent(m.value, Source(topic, partition, m.offset, m.timestamp), m.key) for m in messages)
+                raws.extend(
+                    RawEvent(m.value, Source(topic, partition, m.offset, m.timestamp), m.key, tuple(m.headers or ()))
+                    for m in messages
+                )
                 offsets[tp] = messages[-1].offset + 1
             self._busy += 1
             self._idle.clear()

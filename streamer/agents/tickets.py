@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 import faust
 import structlog
@@ -30,7 +31,9 @@ from streamer.events import (
     dead_letter,
     decode_ticket,
 )
-from streamer.topics import DEADLETTER, TICKETS
+from streamer.headers import SOURCE_TICKETS, Contracts, event_id, incoming_trace
+from streamer.topics import DEADLETTER, TICKETS, load_contracts
+from streamer.tracing import InputTrace, Tracing
 from streamer.triage.escalation import EscalationPolicy
 from streamer.triage.outputs import ModelInfo, ticket_outputs
 from streamer.triage.routing import Router
@@ -57,6 +60,8 @@ class BatchResult:
     intents: Counter[str] = field(default_factory=Counter)
     routes: Counter[str] = field(default_factory=Counter)
     inference_s: float = 0.0
+    #: Trace spans to end once the outputs are acknowledged (empty unless tracing is on).
+    spans: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -70,24 +75,49 @@ class TicketProcessor:
     validator: Draft202012Validator
     limits: DecodeLimits
     clock: Callable[[], float] = time.time
+    #: Output headers (``streamer.headers``); default: from the ``topics/`` of the checkout.
+    contracts: Contracts | None = None
+    #: Spans (``streamer.tracing``); default: off, trace context still carried from input to outputs.
+    tracing: Tracing = field(default_factory=Tracing)
+
+    def __post_init__(self) -> None:
+        if self.contracts is None:
+            from streamer.settings import load_settings
+
+            model = (self.model_info.name, self.model_info.version)
+            self.contracts = load_contracts(load_settings().topics_dir, SOURCE_TICKETS, model)
 
     def __call__(self, raws: Sequence[RawEvent]) -> BatchResult:
+        tracing = self.tracing
+        traces = [
+            tracing.receive(incoming_trace(r.headers), s.topic, partition=s.partition, offset=s.offset, key=r.key)
+            for r in raws
+            for s in (r.source,)
+        ]
+        with tracing.batch(traces, size=len(raws)) as batch_span:
+            return self._process(raws, traces, batch_span)
+
+    def _process(self, raws: Sequence[RawEvent], traces: Sequence[InputTrace], batch_span: Any) -> BatchResult:
         result = BatchResult(size=len(raws))
+        result.spans.extend(t.span for t in traces if t.span is not None)
         tickets: list[Ticket] = []
         raw_of: dict[int, RawEvent] = {}
-        for raw in raws:
+        trace_of: dict[int, InputTrace] = {}
+        for raw, trace in zip(raws, traces, strict=True):
             result.events_in[raw.source.topic] += 1
             if raw.source.timestamp_ms is not None:
                 result.source_timestamps_ms.append(raw.source.timestamp_ms)
             decoded = decode_ticket(raw, self.validator, self.limits)
             if isinstance(decoded, DecodeFailure):
-                self._dead(result, decoded)
+                self._dead(result, decoded, trace)
             else:
                 raw_of[id(decoded)] = raw
+                trace_of[id(decoded)] = trace
                 tickets.append(decoded)
         started = time.perf_counter()
         try:
-            decisions = triage_tickets(tickets, self.model, self.router, self.policy)
+            with self.tracing.span("model", batch_span, self.model_info.to_dict(), batch=len(tickets)):
+                decisions = triage_tickets(tickets, self.model, self.router, self.policy)
             pairs = list(zip(tickets, decisions, strict=True))
         except Exception:
             # One bad ticket must not sink its batch: retry one by one, dead-letter what still fails.
@@ -107,14 +137,16 @@ class TicketProcessor:
                         f"{type(exc).__name__}: {exc}"[:500],
                         id=ticket.id,
                     )
-                    self._dead(result, failure)
+                    self._dead(result, failure, trace_of[id(ticket)])
         result.inference_s = time.perf_counter() - started
         now = self.clock()
         stamp = utc_iso(now)
         for ticket, decision in pairs:
             sent_ms = ticket.source.timestamp_ms
             latency_ms = (now * 1000 - sent_ms) if sent_ms is not None else 0.0
-            result.outputs.extend(ticket_outputs(ticket, decision, self.model_info, stamp, latency_ms))
+            outputs = ticket_outputs(ticket, decision, self.model_info, stamp, latency_ms)
+            trace = trace_of[id(ticket)]
+            result.outputs.extend(self._headed(outputs, trace, stamp, decision.intent.confidence, result))
             result.processed += 1
             result.intents[decision.intent.label] += 1
             for route in decision.routes:
@@ -123,9 +155,32 @@ class TicketProcessor:
                 result.escalations[reason.code.value] += 1
         return result
 
-    def _dead(self, result: BatchResult, failure: DecodeFailure) -> None:
+    def _headed(
+        self, outputs: Sequence[Output], trace: InputTrace, stamp: str, confidence: float | None, result: BatchResult
+    ) -> list[Output]:
+        """``outputs`` with their headers: CloudEvents attributes, the model and the trace continued."""
+        contracts = self.contracts
+        assert contracts is not None
+        headed = []
+        for out in outputs:
+            source = out.value.get("source")
+            context = self.tracing.send(trace, out.topic, result.spans, key=out.key, message_id=out.value.get("id"))
+            headers = contracts.headers(
+                out.topic,
+                event_id=event_id(out.topic, source, out.value.get("id")),
+                time=stamp,
+                trace=context,
+                subject=out.value.get("id"),
+                confidence=confidence,
+            )
+            headed.append(Output(out.topic, out.key, out.value, out.headers + headers))
+        return headed
+
+    def _dead(self, result: BatchResult, failure: DecodeFailure, trace: InputTrace) -> None:
         key = failure.raw.key
-        result.outputs.append(Output(DEADLETTER, key, dead_letter(failure, utc_iso(self.clock()))))
+        stamp = utc_iso(self.clock())
+        record = Output(DEADLETTER, key, dead_letter(failure, stamp))
+        result.outputs.extend(self._headed([record], trace, stamp, None, result))
         result.dead_letters[failure.code] += 1
         log_dead_letter(failure)
 
@@ -134,9 +189,11 @@ def raw_event(event: faust.types.EventT) -> RawEvent:
     """Faust's event as our transport-free ``RawEvent``."""
     message = event.message
     timestamp = getattr(message, "timestamp", None)
+    headers = message.headers
     return RawEvent(
         value=message.value,
         key=message.key,
+        headers=tuple(headers.items()) if isinstance(headers, Mapping) else tuple(headers or ()),
         source=Source(
             topic=message.topic,
             partition=message.partition,
@@ -179,6 +236,7 @@ def register_ticket_agent(
     async def deliver(events: Sequence[faust.types.EventT], result: BatchResult, timing: dict[str, float]) -> None:
         started = time.perf_counter()
         await sender.send_all(result.outputs)
+        processor.tracing.end(result.spans)
         for event in events:
             event.ack()
         if on_batch is not None:

@@ -377,10 +377,16 @@ class LLMClient:
         return text
 
     async def complete(
-        self, messages: Sequence[Mapping[str, str]], *, json_answer: bool = True, request_id: str | None = None
+        self,
+        messages: Sequence[Mapping[str, str]],
+        *,
+        json_answer: bool = True,
+        request_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Completion:
         """Send one chat request; return the answer, or raise ``LLMUnavailable`` / ``LLMRejected`` /
-        ``MalformedCompletion``. Retries happen here; waiting out an open circuit is the caller's choice."""
+        ``MalformedCompletion``. Retries happen here; waiting out an open circuit is the caller's choice.
+        ``headers`` go with every attempt (the trace context)."""
         body: dict[str, Any] = {
             "model": self.options.model,
             "messages": list(messages),
@@ -410,7 +416,7 @@ class LLMClient:
                 exc.attempts = attempt
                 raise
             try:
-                return await self._attempt(payload, attempt + 1)
+                return await self._attempt(payload, attempt + 1, headers)
             except _Retryable as exc:
                 self.breaker.record_failure()
                 self.metrics.requests.labels(outcome=exc.outcome).inc()
@@ -426,7 +432,7 @@ class LLMClient:
             attempts=self.options.max_retries + 1,
         )
 
-    async def _attempt(self, payload: bytes, attempt: int) -> Completion:
+    async def _attempt(self, payload: bytes, attempt: int, extra: Mapping[str, str] | None = None) -> Completion:
         if self._session is None:
             await self.start()
         session = self._session
@@ -435,7 +441,7 @@ class LLMClient:
             await self.bucket.acquire()
             started = self._clock()
             try:
-                async with session.post(self.url, data=payload) as response:
+                async with session.post(self.url, data=payload, headers=extra) as response:
                     status = response.status
                     text = await response.text(errors="replace")
                     headers = response.headers

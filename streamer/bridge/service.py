@@ -21,7 +21,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
+from typing import Any
 
+import orjson
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
@@ -53,9 +55,11 @@ from streamer.bridge.records import (
 )
 from streamer.errors import ConfigError
 from streamer.events import DecodeFailure, Output, RawEvent, Source
+from streamer.headers import SOURCE_BRIDGE, Contracts, TraceParent, event_id, incoming_trace, subject_of, trace_headers
 from streamer.kafka import clients
 from streamer.settings import Settings
-from streamer.topics import DEADLETTER, ESCALATIONS, LLM_RESPONSES, SchemaRegistry, load_catalog
+from streamer.topics import DEADLETTER, ESCALATIONS, LLM_RESPONSES, SchemaRegistry, load_catalog, topic_contracts
+from streamer.tracing import InputTrace, Tracing, configure_tracing
 
 log = structlog.get_logger(__name__)
 
@@ -118,6 +122,7 @@ class Bridge:
         sender: OutputSender | None = None,
         clock: Callable[[], float] = time.time,
         metrics: BridgeMetrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
         self.topic = settings.topic(ESCALATIONS)
@@ -126,6 +131,13 @@ class Bridge:
         catalog = load_catalog(settings.topics_file)
         registry = SchemaRegistry(settings.schemas_dir)
         self.validator = registry.validator(catalog[ESCALATIONS].schema or "escalation.v1.json")
+        #: Output headers: answers name the large model, dead letters no model.
+        self.contracts = Contracts(topic_contracts(catalog, registry), SOURCE_BRIDGE)
+        self._answer_contracts: dict[str, Contracts] = {}
+        #: Spans (``OTEL_EXPORTER_OTLP_ENDPOINT``); the trace context is carried over either way.
+        self.tracing = tracing or configure_tracing("streamer-bridge")
+        self.tracing.topic_prefix = settings.topic_prefix
+        self.tracing.consumer_group = settings.bridge_group_id
         self.client = client or LLMClient(ClientOptions.from_settings(settings), metrics=metrics)
         self.metrics = self.client.metrics
         self.sender = sender or OutputSender(lambda: clients.producer(settings), topic_prefix=settings.topic_prefix)
@@ -229,6 +241,7 @@ class Bridge:
             await consumer.stop()
             await self.sender.close()
             await self.client.close()
+            self.tracing.shutdown()
             log.info("bridge stopped", **dict(self.stats))
 
     # --- records ------------------------------------------------------------------------------------
@@ -240,6 +253,7 @@ class Bridge:
             value=message.value,
             key=message.key,
             source=Source(tp.topic, tp.partition, offset, message.timestamp),
+            headers=tuple(message.headers or ()),
         )
         task = asyncio.create_task(self._handle(raw), name=f"escalation {tp.topic}[{tp.partition}]@{offset}")
         self._tasks[(tp, offset)] = task
@@ -263,14 +277,62 @@ class Bridge:
 
     async def _handle(self, raw: RawEvent) -> None:
         started = time.monotonic()
-        outputs, outcome = await self.process(raw)
-        await self.sender.send_all(outputs)
+        src = raw.source
+        trace = self.tracing.receive(
+            incoming_trace(raw.headers), src.topic, partition=src.partition, offset=src.offset, key=raw.key
+        )
+        spans: list[Any] = [trace.span] if trace.span is not None else []
+        try:
+            outputs, outcome = await self.process(raw, trace, spans)
+            await self.sender.send_all(outputs)
+        except BaseException as exc:
+            self.tracing.end(spans, error=exc)
+            raise
+        self.tracing.end(spans)
         self.stats[outcome] += 1
         self.metrics.records.labels(outcome=outcome).inc()
         self.metrics.answer_seconds.observe(time.monotonic() - started)
 
-    async def process(self, raw: RawEvent) -> tuple[list[Output], str]:
-        """The records to write for one escalation and the outcome's name; waits out endpoint outages."""
+    async def process(
+        self, raw: RawEvent, trace: InputTrace | None = None, spans: list[Any] | None = None
+    ) -> tuple[list[Output], str]:
+        """The records to write for one escalation (with their headers) and the outcome's name.
+
+        Waits out endpoint outages. ``trace``: the escalation's (default: from its ``traceparent`` header or
+        a new trace); ``spans``: where the ``send`` spans go until their records are acknowledged.
+        """
+        trace = trace or InputTrace(incoming_trace(raw.headers) or TraceParent.new())
+        outputs, outcome = await self._process(raw, trace)
+        return self._headed(raw, outputs, trace, spans if spans is not None else []), outcome
+
+    def _headed(self, raw: RawEvent, outputs: Sequence[Output], trace: InputTrace, spans: list[Any]) -> list[Output]:
+        """Headers for the bridge's records; ``ce_subject`` is the escalation's ticket or template id."""
+        try:
+            escalation = orjson.loads(raw.value or b"")
+            subject = subject_of(escalation) if isinstance(escalation, dict) else None
+        except orjson.JSONDecodeError:
+            subject = None
+        now = utc_now_iso(self.clock)
+        headed = []
+        for out in outputs:
+            contracts = self.contracts
+            model = out.value.get("model") if out.topic == LLM_RESPONSES else None
+            if isinstance(model, str) and model:
+                contracts = self._answer_contracts.get(model) or self._answer_contracts.setdefault(
+                    model, self.contracts.with_model(model, None)
+                )
+            context = self.tracing.send(trace, out.topic, spans, key=out.key, message_id=out.value.get("id"))
+            headers = contracts.headers(
+                out.topic,
+                event_id=event_id(out.topic, out.value.get("source"), out.value.get("id")),
+                time=now,
+                trace=context,
+                subject=subject,
+            )
+            headed.append(Output(out.topic, out.key, out.value, out.headers + headers))
+        return headed
+
+    async def _process(self, raw: RawEvent, trace: InputTrace) -> tuple[list[Output], str]:
         decoded = decode_escalation(raw, self.validator, self.settings.max_event_bytes)
         if isinstance(decoded, DecodeFailure):
             log.warning("undecodable escalation", code=decoded.code, error=decoded.message, offset=raw.source.offset)
@@ -287,7 +349,7 @@ class Bridge:
             )
             return [dead_letter_output(pii_failure(escalation, findings), utc_now_iso(self.clock))], "unredacted_pii"
         started = self.clock()
-        result = await self._complete(escalation, prompt)
+        result = await self._complete(escalation, prompt, trace)
         if isinstance(result, DecodeFailure):
             return [dead_letter_output(result, utc_now_iso(self.clock))], result.code
         answer = parse_answer(result.content, prompt.labels, prompt.priorities)
@@ -306,7 +368,9 @@ class Bridge:
         )
         return [answer_output(escalation, record)], "answered"
 
-    async def _complete(self, escalation: Escalation, prompt: Prompt) -> Completion | DecodeFailure:
+    async def _complete(
+        self, escalation: Escalation, prompt: Prompt, trace: InputTrace | None = None
+    ) -> Completion | DecodeFailure:
         """The endpoint's answer, trying until it comes: outages are waited out, never turned into loss.
 
         Two exceptions end the wait with a dead letter: the endpoint refusing this very request (4xx),
@@ -318,7 +382,7 @@ class Bridge:
         while True:
             successes_before = self.client.successes
             try:
-                completion = await self.client.complete(prompt.messages, request_id=escalation.id)
+                completion = await self._call(escalation, prompt, trace)
                 return replace(completion, attempts=sent + completion.attempts)
             except LLMRejected as exc:
                 return failure_for(escalation, "processing_failed", f"the endpoint refused the request: {exc}")
@@ -343,6 +407,16 @@ class Bridge:
                     "endpoint unavailable; escalation waits", id=escalation.id, wait_s=round(wait, 2), error=str(exc)
                 )
                 await self._wait(wait)
+
+    async def _call(self, escalation: Escalation, prompt: Prompt, trace: InputTrace | None) -> Completion:
+        """One ``complete`` call in a ``chat`` span; the endpoint gets the trace context as HTTP headers."""
+        if trace is None:
+            return await self.client.complete(prompt.messages, request_id=escalation.id)
+        options = self.client.options
+        attributes = {"gen_ai.operation.name": "chat", "gen_ai.request.model": options.model}
+        with self.tracing.span(f"chat {options.model}", trace, attributes, client=True) as span:
+            headers = trace_headers(self.tracing.current(span, trace.trace))
+            return await self.client.complete(prompt.messages, request_id=escalation.id, headers=headers)
 
     async def _wait(self, seconds: float) -> None:
         try:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import orjson
 
@@ -25,8 +26,8 @@ def raws(lines: list[str], start: int) -> list[RawEvent]:
     ]
 
 
-def enriched(batch_records: dict[str, list[tuple[bytes | None, bytes]]]) -> list[dict[str, object]]:
-    return [orjson.loads(value) for _, value in batch_records.get(LOGS_ENRICHED, [])]
+def enriched(batch_records: Mapping[str, Sequence[tuple[Any, ...]]]) -> list[dict[str, object]]:
+    return [orjson.loads(rec[1]) for rec in batch_records.get(LOGS_ENRICHED, [])]
 
 
 def processor(hold: bool) -> LogProcessor:
