@@ -1,6 +1,6 @@
 """Throughput of the pure log core on one core: decode, template mining, extraction, burst counting.
 
-    python bench/bench_log_core.py [--n 50000] [--seed 7] [--runs 3] [--batch 500]
+    python bench/bench_log_core.py [--n 50000] [--seed 7] [--runs 3] [--batch 500] [--baseline main]
 
 Input is a realistic mix from ``streamer.demo.demo_log_lines`` (JSON shipper records and nginx,
 syslog, postgres and ISO text lines, stack traces, bursts), encoded to bytes as they would arrive
@@ -8,14 +8,21 @@ from Kafka; without the demo module a small built-in generator stands in. Each s
 the whole input, fresh state per run; the table shows the median of ``--runs`` runs. The last row is
 the complete ``triage_logs`` (adds PII redaction, output records and a stub incident model) in
 batches of ``--batch``, for comparison: redaction is the most expensive step of log triage.
+
+``--baseline REF`` measures the ``streamer`` package of git revision REF in the same run: each run
+alternates a child process on REF's code and one on this tree's, on the same input, so a busy machine
+slows both alike; the table then shows both and their ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,10 +30,12 @@ from typing import Any
 
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+_ROOT = sys.argv[sys.argv.index("--root") + 1] if "--root" in sys.argv else str(REPO)
+sys.path.insert(0, _ROOT)
 
-from streamer.events import RawEvent, Source
-from streamer.logs import (
+from streamer.events import RawEvent, Source  # noqa: E402
+from streamer.logs import (  # noqa: E402
     BurstDetector,
     LogRecord,
     LogTriageState,
@@ -116,29 +125,75 @@ def run_triage(raws: Sequence[RawEvent], batch: int) -> float:
     return time.perf_counter() - t0
 
 
+def measure(n: int, seed: int, batch: int) -> dict[str, float]:
+    """One run: seconds per stage, the core and the full triage over ``n`` lines."""
+    raws = make_input(n, seed)
+    stages = run_stages(raws)
+    return {**stages, "core": sum(stages.values()), "triage": run_triage(raws, batch), "n": float(len(raws))}
+
+
+def _child(root: str, args: argparse.Namespace) -> dict[str, float]:
+    cmd = [sys.executable, __file__, "--child", "--root", root, "--n", str(args.n), "--seed", str(args.seed)]
+    out = subprocess.run([*cmd, "--batch", str(args.batch)], check=True, capture_output=True, text=True).stdout
+    result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def _baseline_tree(ref: str, into: Path) -> str:
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "streamer"], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return str(into)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=50_000, help="log lines (default 50000)")
     ap.add_argument("--seed", type=int, default=7, help="seed of the generated mix (default 7)")
     ap.add_argument("--runs", type=int, default=3, help="runs; the median is reported (default 3)")
     ap.add_argument("--batch", type=int, default=500, help="batch size of the triage_logs row (default 500)")
+    ap.add_argument("--baseline", default=None, help="git revision measured alongside, run by run (e.g. main)")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--root", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.child:
+        print(json.dumps(measure(args.n, args.seed, args.batch)))
+        return 0
 
-    raws = make_input(args.n, args.seed)
-    n = len(raws)
-    stage_runs = [run_stages(raws) for _ in range(args.runs)]
-    stages = {name: statistics.median(run[name] for run in stage_runs) for name in stage_runs[0]}
-    core = statistics.median(sum(run.values()) for run in stage_runs)
-    triage = statistics.median(run_triage(raws, args.batch) for _ in range(args.runs))
+    with tempfile.TemporaryDirectory() as tmp:
+        base_root = _baseline_tree(args.baseline, Path(tmp)) if args.baseline else None
+        runs: list[dict[str, float]] = []
+        base_runs: list[dict[str, float]] = []
+        for _ in range(args.runs):
+            if base_root is not None:
+                base_runs.append(_child(base_root, args))
+                runs.append(_child(str(REPO), args))
+            else:
+                runs.append(measure(args.n, args.seed, args.batch))
+    n = runs[0]["n"]
 
-    print(f"{n} lines, median of {args.runs} runs, one core")
-    print(f"{'stage':<34} {'us/line':>8} {'lines/s':>10}")
-    print("-" * 54)
-    for name, secs in stages.items():
-        print(f"{name:<34} {secs / n * 1e6:8.2f} {n / secs:10.0f}")
-    print("-" * 54)
-    print(f"{'core: decode+template+extract+bursts':<34} {core / n * 1e6:8.2f} {n / core:10.0f}")
-    print(f"{'triage_logs (adds redaction, outputs)':<34} {triage / n * 1e6:8.2f} {n / triage:10.0f}")
+    def med(rs: list[dict[str, float]], key: str) -> float:
+        return statistics.median(r[key] for r in rs)
+
+    names = ("decode", "template", "extract", "bursts")
+    label = {"core": "core: decode+template+extract+bursts", "triage": "triage_logs (adds redaction, outputs)"}
+    print(
+        f"{int(n)} lines, median of {args.runs} runs, one core"
+        + (f", baseline {args.baseline} run by run" if base_runs else "")
+    )
+    head = f"{'stage':<38} {'us/line':>8} {'lines/s':>10}"
+    if base_runs:
+        head += f" | {'baseline lines/s':>16} {'ratio':>6}"
+    print(head)
+    print("-" * len(head))
+    for key in (*names, "core", "triage"):
+        if key == "core":
+            print("-" * len(head))
+        secs = med(runs, key)
+        row = f"{label.get(key, key):<38} {secs / n * 1e6:8.2f} {n / secs:10.0f}"
+        if base_runs:
+            base = med(base_runs, key)
+            row += f" | {n / base:16.0f} {base / secs:6.2f}"
+        print(row)
     return 0
 
 

@@ -4,8 +4,11 @@
 
 Reads ``<System>/<System>_2k.log_structured_corrected.csv`` (columns LineId, ..., Content, EventId,
 EventTemplate) from ``--data`` and mines the ``Content`` column line by line, in file order, with one
-global configuration (no per-system regexes or thresholds). The data stays where it is: the Loghub
-license is for research use, so nothing of it is copied into this repository.
+global configuration (no per-system regexes or thresholds); then feeds the raw ``<System>_2k.log`` lines
+through decode -> triage in batches of ``--batch`` (the "raw" columns: final ids, and ``GA enr`` for the
+ids as written on enriched records). Scoring is ``streamer logs eval``'s (``streamer.logs.evaluate``).
+The data stays where it is: the Loghub license is for research use, so nothing of it is copied into
+this repository.
 
 Metrics, as the Loghub papers define them:
 
@@ -24,64 +27,32 @@ Metrics, as the Loghub papers define them:
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import random
-import re
 import statistics
 import sys
 import time
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from streamer.logs.cli import EVAL_BATCH, LabelledSample, load_samples
+from streamer.logs.evaluate import evaluate_content, evaluate_raw, grouping_accuracy, parsing_accuracy
 from streamer.logs.templates import TemplateMiner
 
-SYSTEMS = ("Apache", "BGL", "Hadoop", "HDFS", "Linux", "OpenSSH", "Spark")
+SYSTEMS = ("Android", "Apache", "BGL", "Hadoop", "HDFS", "Linux", "OpenSSH", "Spark", "Windows")
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "loghub"
-_SPACES = re.compile(r"\s+")
 
 
-def load(data: Path, system: str) -> tuple[list[str], list[str]]:
-    path = data / system / f"{system}_2k.log_structured_corrected.csv"
-    with path.open(newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    return [r["Content"] for r in rows], [r["EventTemplate"] for r in rows]
+def load(data: Path, system: str) -> LabelledSample:
+    return load_samples(data, systems=[system], text_col="Content", template_col="EventTemplate")[0]
 
 
-def normalise(template: str) -> str:
-    t = _SPACES.sub(" ", template.strip())
-    while "<*><*>" in t:
-        t = t.replace("<*><*>", "<*>")
-    return t
-
-
-def grouping_accuracy(predicted: Sequence[str], truth: Sequence[str]) -> float:
-    by_pred: dict[str, set[int]] = defaultdict(set)
-    by_truth: dict[str, set[int]] = defaultdict(set)
-    for i, (p, t) in enumerate(zip(predicted, truth, strict=True)):
-        by_pred[p].add(i)
-        by_truth[t].add(i)
-    return sum(by_pred[p] == by_truth[t] for p, t in zip(predicted, truth, strict=True)) / len(truth)
-
-
-def parsing_accuracy(predicted: Sequence[str], truth: Sequence[str]) -> float:
-    return sum(normalise(p) == normalise(t) for p, t in zip(predicted, truth, strict=True)) / len(truth)
-
-
-def mine_ours(lines: Sequence[str]) -> tuple[list[str], list[str], float, float]:
-    """Final group ids, final template texts, lines/s, churn."""
+def final_ids(lines: Sequence[str]) -> list[str]:
     miner = TemplateMiner()
-    t0 = time.perf_counter()
-    at_time = [miner.add(line).id for line in lines]
-    elapsed = time.perf_counter() - t0
-    final = [miner.resolve(t) for t in at_time]
-    ids = [t.id for t in final if t is not None]
-    texts = [t.text for t in final if t is not None]
-    churn = sum(a != b for a, b in zip(at_time, ids, strict=True)) / len(lines)
-    return ids, texts, len(lines) / elapsed, churn
+    added = [miner.add(line).id for line in lines]
+    return [t.id if (t := miner.resolve(a)) is not None else a for a in added]
 
 
 def shuffled_ids(lines: Sequence[str], seed: int) -> list[str]:
@@ -130,9 +101,10 @@ def drain3_miner() -> Callable[[Sequence[str]], tuple[list[str], list[str], floa
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"Loghub 2k folder (default {DEFAULT_DATA})")
-    ap.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated systems (default: all seven)")
+    ap.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated systems (default: all nine)")
     ap.add_argument("--no-drain3", action="store_true", help="skip the drain3 reference")
     ap.add_argument("--seed", type=int, default=1, help="seed of the shuffled run (default 1)")
+    ap.add_argument("--batch", type=int, default=EVAL_BATCH, help=f"batch of the raw run (default {EVAL_BATCH})")
     ap.add_argument("--json", type=Path, default=None, help="also write the table as JSON here")
     args = ap.parse_args(argv)
     record: dict[str, object] = {"systems": {}}
@@ -140,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     drain3 = None if args.no_drain3 else drain3_miner()
     header = (
         f"{'system':<8} {'GA':>6} {'PA':>6} {'templates':>11} {'lines/s':>9} {'churn':>6} "
-        f"{'same ids':>8} {'GA shuf':>7}"
+        f"{'same ids':>8} {'GA shuf':>7} | {'raw GA':>6} {'PA':>6} {'GA enr':>6} {'lines/s':>8}"
     )
     if drain3 is not None:
         header += f" | {'drain3 GA':>9} {'PA':>6} {'templates':>9} {'lines/s':>8}"
@@ -148,15 +120,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("-" * len(header))
     rows: list[list[float]] = []
     for system in [s.strip() for s in args.systems.split(",") if s.strip()]:
-        lines, truth = load(args.data, system)
-        ids, texts, rate, churn = mine_ours(lines)
-        ga, pa = grouping_accuracy(ids, truth), parsing_accuracy(texts, truth)
+        sample = load(args.data, system)
+        lines, truth = sample.texts, sample.templates
+        c = evaluate_content(lines, truth)
+        r = evaluate_raw(sample.raw or lines, truth, batch=args.batch, service=system)
+        ids = final_ids(lines)
         shuffled = shuffled_ids(lines, args.seed)
         same = sum(a == b for a, b in zip(ids, shuffled, strict=True)) / len(lines)
         ga_shuffled = grouping_accuracy(shuffled, truth)
-        found = f"{len(set(ids))}/{len(set(truth))}"
-        line = f"{system:<8} {ga:6.3f} {pa:6.3f} {found:>11} {rate:9.0f} {churn:6.3f} {same:8.3f} {ga_shuffled:7.3f}"
-        row = [ga, pa, rate, churn, same, ga_shuffled]
+        found = f"{c.templates}/{c.true_templates}"
+        line = (
+            f"{system:<8} {c.ga:6.3f} {c.pa:6.3f} {found:>11} {c.lines_per_s:9.0f} {c.churn:6.3f} {same:8.3f} "
+            f"{ga_shuffled:7.3f} | {r.ga:6.3f} {r.pa:6.3f} {r.ga_enriched or 0.0:6.3f} {r.lines_per_s:8.0f}"
+        )
+        row = [c.ga, c.pa, c.lines_per_s, c.churn, same, ga_shuffled, r.ga, r.pa, r.ga_enriched or 0.0, r.lines_per_s]
         if drain3 is not None:
             d_ids, d_texts, d_rate = drain3(lines)
             d_ga, d_pa = grouping_accuracy(d_ids, truth), parsing_accuracy(d_texts, truth)
@@ -164,18 +141,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             row += [d_ga, d_pa, d_rate]
         print(line)
         rows.append(row)
-        record["systems"][system] = {"ga": ga, "pa": pa, "lines_per_s": rate}  # type: ignore[index]
+        entry = {"content": c.to_dict(), "raw": r.to_dict(), "same_ids_shuffled": same}
+        record["systems"][system] = entry  # type: ignore[index]
     if rows:
         mean = [statistics.fmean(col) for col in zip(*rows, strict=True)]
         print("-" * len(header))
         line = (
             f"{'average':<8} {mean[0]:6.3f} {mean[1]:6.3f} {'':>11} {mean[2]:9.0f} {mean[3]:6.3f} "
-            f"{mean[4]:8.3f} {mean[5]:7.3f}"
+            f"{mean[4]:8.3f} {mean[5]:7.3f} | {mean[6]:6.3f} {mean[7]:6.3f} {mean[8]:6.3f} {mean[9]:8.0f}"
         )
         if drain3 is not None:
-            line += f" | {mean[6]:9.3f} {mean[7]:6.3f} {'':>9} {mean[8]:8.0f}"
+            line += f" | {mean[10]:9.3f} {mean[11]:6.3f} {'':>9} {mean[12]:8.0f}"
         print(line)
-        record["average"] = {"ga": mean[0], "pa": mean[1], "lines_per_s": mean[2]}
+        record["average"] = {
+            "ga": mean[0], "pa": mean[1], "raw_ga": mean[6], "raw_pa": mean[7], "ga_enriched": mean[8],
+        }  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -16,6 +16,7 @@ from streamer import __version__
 from streamer.bridge.cli import add_bridge_commands
 from streamer.deadletters import add_dlq_commands
 from streamer.errors import StreamerError
+from streamer.logs.cli import add_logs_commands
 from streamer.models.cli import add_models_commands
 from streamer.offline import add_triage_commands
 from streamer.replay.cli import add_replay_commands
@@ -163,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bridge_commands(commands)
     add_dlq_commands(commands)
     add_triage_commands(commands)
+    add_logs_commands(commands)
     return parser
 
 

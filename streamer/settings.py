@@ -6,6 +6,7 @@ which a test keeps in step with this class). Secrets are ``SecretStr``: they nev
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
@@ -160,6 +161,19 @@ class Settings(BaseSettings):
         1, ge=1, description="Version of the pseudonym secret, written in every token (k1); raise it on rotation."
     )
 
+    # Log path
+    log_layouts: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per-service text layouts as JSON: service (record key) -> regex with a msg group "
+        "and optional ts, level and other named groups; other lines have their header inferred.",
+    )
+
+    log_hold_batch: bool = Field(
+        True,
+        description="Hold each batch's enriched log records until the next batch is mined (or the stream "
+        "pauses), so they leave with settled template ids; adds one batch of latency.",
+    )
+
     # Operations
     log_level: str = Field("INFO", description="Log level.")
     log_format: Literal["auto", "json", "console"] = Field(
@@ -179,6 +193,18 @@ class Settings(BaseSettings):
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip().lower() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("log_layouts")
+    @classmethod
+    def _layouts_compile(cls, value: dict[str, str]) -> dict[str, str]:
+        for service, pattern in value.items():
+            try:
+                rx = re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"layout of {service!r} is not a valid regex: {exc}") from None
+            if "msg" not in rx.groupindex:
+                raise ValueError(f"layout of {service!r} has no (?P<msg>...) group")
         return value
 
     @model_validator(mode="after")

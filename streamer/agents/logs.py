@@ -71,8 +71,8 @@ from mode import Service
 from streamer.agents.output import log_dead_letter
 from streamer.events import DecodeFailure, DecodeLimits, RawEvent, Source, encode
 from streamer.headers import SOURCE_LOGS, Contracts, Headers, TraceParent, event_id, incoming_trace, subject_of
-from streamer.logs.decode import decode_logs, format_time_ms
-from streamer.logs.triage import IncidentClassifier, LogBatchResult, LogTriageState, triage_logs
+from streamer.logs.decode import Layouts, decode_logs, format_time_ms
+from streamer.logs.triage import IncidentClassifier, LogBatchResult, LogTriageState, resolve_enriched, triage_logs
 from streamer.privacy import Privacy
 from streamer.topics import ALERTS, DEADLETTER, ESCALATIONS, LOG_TEMPLATES, LOGS, LOGS_ENRICHED, load_contracts
 from streamer.tracing import InputTrace, Tracing
@@ -147,8 +147,13 @@ class LogProcessor:
     tracing: Tracing = field(default_factory=Tracing)
     #: Applied to every record just before it is encoded (default: everything masked, raw dead letters).
     privacy: Privacy = field(default_factory=Privacy)
+    #: Per-service text layouts (``STREAMER_LOG_LAYOUTS``), compiled.
+    layouts: Layouts = field(default_factory=dict)
+    #: Hold each batch's enriched records until the next batch is mined (``STREAMER_LOG_HOLD_BATCH``).
+    hold: bool = False
     _keys: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
     _traces: dict[tuple[str, int, int], TraceParent] = field(default_factory=dict, init=False, repr=False)
+    _held: list[tuple[dict[str, Any], Any, TraceParent, str]] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.contracts is None:
@@ -156,6 +161,38 @@ class LogProcessor:
 
             model = (self.model_info.name, self.model_info.version)
             self.contracts = load_contracts(load_settings().topics_dir, SOURCE_LOGS, model)
+
+    def flush(self) -> LogBatch:
+        """The enriched records held back from the last batch, resolved to the current templates."""
+        batch = LogBatch()
+        enriched = self._release_held()
+        if enriched:
+            batch.records = {LOGS_ENRICHED: enriched}
+        batch.processed = len(enriched)
+        return batch
+
+    def _release_held(self) -> list[tuple[bytes | None, bytes, Headers]]:
+        """Held records, resolved now, with the trace and time they were triaged under."""
+        held, self._held = self._held, []
+        resolve_enriched([record for record, _, _, _ in held], self.state)
+        return [self._enriched(record, values, trace, now) for record, values, trace, now in held]
+
+    def _enriched(
+        self, record: dict[str, Any], values: Any, trace: TraceParent, now: str
+    ) -> tuple[bytes | None, bytes, Headers]:
+        """One enriched record as it leaves: rendered by the privacy policy, with its headers."""
+        contracts = self.contracts
+        assert contracts is not None
+        headers = contracts.headers(
+            LOGS_ENRICHED,
+            event_id=event_id(LOGS_ENRICHED, record["source"], None),
+            time=now,
+            trace=trace,
+            subject=subject_of(record),
+            confidence=self._confidence(record["template_id"]),
+        )
+        value = self.privacy.log_record(record, values) if values else record
+        return self._key(record["service"]), encode(value), headers
 
     def __call__(self, raws: Sequence[RawEvent]) -> LogBatch:
         # Lines keep the trace they came with; the others each start one (no span: see streamer.tracing).
@@ -183,7 +220,7 @@ class LogProcessor:
     def _process(self, raws: Sequence[RawEvent], batch_span: Any) -> LogBatch:
         batch = LogBatch(size=len(raws))
         started = time.perf_counter()
-        records, failures = decode_logs(raws, self.limits)
+        records, failures = decode_logs(raws, self.limits, self.layouts)
         decoded = time.perf_counter()
         now = format_time_ms(int(self.clock() * 1000))
         counting = _Counting(self.classifier, self.tracing, batch_span, self.model_info.to_dict())
@@ -204,6 +241,8 @@ class LogProcessor:
                     )
         triaged = time.perf_counter()
         out: Records = {LOGS_ENRICHED: [], ALERTS: [], ESCALATIONS: [], LOG_TEMPLATES: [], DEADLETTER: []}
+        if self.hold:  # the last batch's enriched records leave now, resolved with this batch's evidence
+            out[LOGS_ENRICHED] = self._release_held()
         for result in results:
             self._encode(result, out, batch, now)
         for failure in failures:
@@ -256,9 +295,12 @@ class LogProcessor:
         head = self._headers
         render = bool(result.pii) and bool(self.privacy.actions(LOGS_ENRICHED))
         for i, record in enumerate(result.enriched):
-            headers = head(LOGS_ENRICHED, record, now, record["source"], None, self._confidence(record["template_id"]))
-            value = self.privacy.log_record(record, result.pii[i]) if render else record
-            enriched.append((self._key(record["service"]), encode(value), headers))
+            values = result.pii[i] if render else None
+            trace = self._trace_of(record["source"])
+            if self.hold:
+                self._held.append((record, values, trace, now))
+            else:
+                enriched.append(self._enriched(record, values, trace, now))
         for alert in result.alerts:
             headers = head(ALERTS, alert, now, None, alert["id"], self._confidence(alert["template_id"]))
             out[ALERTS].append((self._key(alert["service"]), encode(alert), headers))
@@ -458,6 +500,7 @@ class LogService(Service):  # type: ignore[misc]
         self._ready: asyncio.Event | None = None
         self._generation = 0
         self._stopping = False
+        self._held_offsets: dict[TopicPartition, int] = {}
 
     async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self.executor is None:
@@ -515,6 +558,11 @@ class LogService(Service):  # type: ignore[misc]
         finally:
             if self._delivery is not None:
                 await asyncio.shield(self._delivery)
+            if self._held_offsets and self._consumer is not None:
+                try:
+                    await self._flush_held()
+                except Exception as exc:  # their offsets stay uncommitted: the next owner reads them again
+                    log.warning("held log records not delivered at stop", error=repr(exc))
 
     async def _consume(self) -> None:
         consumer = self._consumer
@@ -538,6 +586,8 @@ class LogService(Service):  # type: ignore[misc]
                 continue
             backoff = 0.5
             if not fetched:
+                if self._held_offsets:
+                    await self._flush_held()
                 continue
             if generation != self._generation:
                 self._rewind(consumer, fetched)  # a rebalance began during the fetch
@@ -558,10 +608,32 @@ class LogService(Service):  # type: ignore[misc]
             except BaseException:
                 self._release()
                 raise
-            batch.offsets = offsets
+            if self.processor.hold:  # this batch's enriched records wait for the next one: so do its offsets
+                batch.offsets, self._held_offsets = self._held_offsets, offsets
+            else:
+                batch.offsets = offsets
             if self._delivery is not None:
                 await self._delivery
             self._delivery = asyncio.ensure_future(self._deliver(batch))
+
+    async def _flush_held(self) -> None:
+        """Send the enriched records held back from the last batch and commit its offsets."""
+        offsets, self._held_offsets = self._held_offsets, {}
+        if not offsets:
+            return
+        assert self._idle is not None
+        self._busy += 1
+        self._idle.clear()
+        try:
+            batch: LogBatch = await self._in_thread(self.processor.flush)
+        except BaseException:
+            self._release()
+            raise
+        batch.offsets = offsets
+        if self._delivery is not None:
+            await self._delivery
+        self._delivery = asyncio.ensure_future(self._deliver(batch))
+        await self._delivery
 
     @staticmethod
     def _rewind(consumer: AIOKafkaConsumer, fetched: Mapping[TopicPartition, Sequence[Any]]) -> None:
@@ -620,6 +692,7 @@ class LogService(Service):  # type: ignore[misc]
         in_flight, started = self._busy, time.perf_counter()
         if self._idle is not None:
             await self._idle.wait()  # every batch taken so far: triaged, delivered, committed
+            await self._flush_held()  # and the records held back from the last one
         self.assigned -= revoked
         if self.on_assignment is not None:
             self.on_assignment({(tp.topic, tp.partition) for tp in self.assigned})

@@ -38,7 +38,9 @@ from streamer.events import DecodeFailure, DecodeLimits, RawEvent, Source
 __all__ = [
     "SEVERITIES",
     "SEVERITY_RANK",
+    "Layouts",
     "LogRecord",
+    "compile_layouts",
     "decode_log",
     "decode_logs",
     "format_time_ms",
@@ -234,7 +236,7 @@ _ISO_LINE: Final = re.compile(
 )
 _SYSLOG_3164: Final = re.compile(
     r"(?:<(?P<pri>\d{1,3})>)?(?P<mon>[A-Z][a-z]{2}) +(?P<day>\d{1,2}) (?P<h>\d{2}):(?P<m>\d{2}):(?P<s>\d{2}) "
-    r"(?P<host>\S+) (?P<tag>[\w./@-]{1,64}?)(?:\[(?P<pid>\d+)\])?: ?(?P<msg>.*)",
+    r"(?P<host>\S+) (?P<tag>[\w./@()-]{1,64}?)(?:\[(?P<pid>\d+)\])?: ?(?P<msg>.*)",
     re.S,
 )
 _SYSLOG_5424: Final = re.compile(
@@ -436,6 +438,170 @@ def _bare(line: str) -> _Parsed:
     return _Parsed(line)
 
 
+# --------------------------------------------------------------------------------------------------
+# Header inference: the layouts above are exact; this reads any header made of the usual fields
+# --------------------------------------------------------------------------------------------------
+
+_H_DATE: Final = re.compile(
+    r"(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/]\d{1,2}(?:[-/]\d{2,4})?|\d{6}|\d{8})"
+    r"(?:[-T_](?:\d{1,2}[:.]\d{2}[:.]\d{2}(?:[.,:]\d{1,9})?))?(?:Z|[+-]\d{2}:?\d{2})?,?"
+)
+_H_TIME: Final = re.compile(r"\d{1,2}:\d{2}(?::\d{2})?(?:[.,:]\d{1,9})?(?:Z|[+-]\d{2}:?\d{2})?,?|\d{6}")
+_H_EPOCH: Final = re.compile(r"\d{10}(?:\.\d{1,9})?")
+_H_NUMBER: Final = re.compile(r"\d{1,10}")
+_H_NAMES: Final = frozenset(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+     "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun", "UTC", "GMT")
+)  # fmt: skip
+# A logger or component closing the header: ``sshd[42]:``, ``dfs.DataNode$PacketResponder:``, ``su(pam_unix)[7]:``.
+_H_COMPONENT: Final = re.compile(r"[A-Za-z_$][\w$.\-/()@]{0,127}(?:\[\d{1,10}\])?:")
+_H_TAG: Final = re.compile(r"(?=[\w\-.:]{1,64}$)(?:[A-Z][A-Z0-9_]{1,15}|.*\d.*)")
+_H_SHORT_LEVELS: Final = frozenset("VDIWEFA")
+_H_MAX_TOKENS: Final = 12
+
+
+def _is_time_token(tok: str, after_date: bool) -> bool:
+    if _H_TIME.fullmatch(tok) is None:
+        return False
+    return ":" in tok or after_date
+
+
+def _infer_header(line: str) -> _Parsed | None:
+    """Split a header of timestamp parts, pids, bracketed fields, a level and a component off ``line``.
+
+    No fixed layout: each leading token is classified by its shape, and the header ends after the level
+    (and a thread and component right behind it) or after a ``component:``. Needs a date or time among
+    the first tokens and a level or component to end on, else it claims nothing (``None``).
+    """
+    pos, n = 0, len(line)
+    saw_time = saw_date = False
+    level: str | None = None
+    fields: dict[str, Any] = {}
+    end = -1
+    tags = 0
+    bracketed_level = False
+    for _ in range(_H_MAX_TOKENS):
+        while pos < n and line[pos] in " \t":
+            pos += 1
+        if pos >= n:
+            break
+        if line[pos] == "[":
+            close = line.find("]", pos + 1, pos + 258)
+            if close < 0:
+                break
+            inner = line[pos + 1 : close].strip()
+            nxt = close + 1
+            words = inner.split()
+            if normalise_severity(inner) is not None and level is None and len(words) == 1:
+                level, end, bracketed_level = inner, nxt, True
+            elif (
+                words
+                and all(w.rstrip(",") in _H_NAMES or w[:1].isdigit() for w in words)
+                and any(":" in w for w in words)
+            ):
+                saw_time = True
+            elif saw_time and inner and not bracketed_level:
+                fields.setdefault("thread", inner)
+                if level is not None:
+                    end = nxt
+            else:
+                break
+            pos = nxt
+            continue
+        stop = pos
+        while stop < n and line[stop] not in " \t":
+            stop += 1
+        tok = line[pos:stop]
+        if level is None and not (saw_time and tok.endswith(":") and _H_COMPONENT.fullmatch(tok)):
+            if tok == "-" or tok in _H_NAMES or tok.rstrip(",") in _H_NAMES:
+                pos = stop
+                continue
+            if _H_DATE.fullmatch(tok) and not (saw_date and _H_TIME.fullmatch(tok)):
+                saw_date = True
+                saw_time = saw_time or "-" in tok[8:] or "T" in tok or ":" in tok
+                pos = stop
+                continue
+            if _is_time_token(tok, saw_date) or _H_EPOCH.fullmatch(tok):
+                saw_time = True
+                pos = stop
+                continue
+            if (saw_time or saw_date) and _H_NUMBER.fullmatch(tok):
+                fields.setdefault("pid", int(tok)) if "pid" not in fields else fields.setdefault("tid", int(tok))
+                pos = stop
+                continue
+        if not (saw_time or saw_date):
+            if pos == 0 and _H_TAG.match(tok) and not tok[:1].isdigit():
+                pos = stop  # a label before the timestamp (``APPREAD 1117869872 ...``)
+                continue
+            break
+        sev = normalise_severity(tok) if (len(tok) > 1 or tok in _H_SHORT_LEVELS) and not tok.isdigit() else None
+        if sev is not None and level is None:
+            level, end = tok, stop
+            pos = stop
+            continue
+        if _H_COMPONENT.fullmatch(tok) and (level is not None or tags < 4):
+            fields["component"] = tok[:-1]
+            end = stop
+            break
+        if level is not None:
+            if tok == "-" and end == pos - 1:
+                end = stop
+            elif _H_TAG.match(tok) and line.startswith("  ", stop):
+                fields["component"] = tok  # a padded column right after the level
+                end = stop
+            break
+        if _H_TAG.match(tok) and tags < 4:
+            tags += 1
+            pos = stop
+            continue
+        break
+    if end < 0 or not (saw_time or saw_date):
+        return None
+    message = line[end:].lstrip(" \t")
+    if message.startswith("- "):
+        message = message[2:]
+    if not message.strip():
+        return None
+    return _Parsed(message, level, normalise_severity(level) if level else None, None, None, fields or None)
+
+
+#: Per-service text layouts: service (the record key) -> a regex with a ``msg`` group and optionally
+#: ``ts`` (ISO-8601), ``level`` and any other named groups (kept as fields).
+Layouts = Mapping[str, "re.Pattern[str]"]
+
+
+def compile_layouts(layouts: Mapping[str, str]) -> dict[str, re.Pattern[str]]:
+    """Compile per-service layouts; ``ValueError`` naming the service for a bad regex or one without ``msg``."""
+    out: dict[str, re.Pattern[str]] = {}
+    for service, pattern in layouts.items():
+        try:
+            rx = re.compile(pattern, re.S)
+        except re.error as exc:
+            raise ValueError(f"layout of {service!r} is not a valid regex: {exc}") from None
+        if "msg" not in rx.groupindex:
+            raise ValueError(f"layout of {service!r} has no (?P<msg>...) group")
+        out[service] = rx
+    return out
+
+
+def _layout(line: str, rx: re.Pattern[str]) -> _Parsed | None:
+    m = rx.match(line)
+    if m is None:
+        return None
+    groups = {k: v for k, v in m.groupdict().items() if v is not None}
+    level = groups.pop("level", None)
+    ts = groups.pop("ts", None)
+    message = groups.pop("msg", "")
+    return _Parsed(
+        message,
+        level,
+        normalise_severity(level) if level else None,
+        _iso_ms(ts.strip()) if ts else None,
+        None,
+        dict(groups) or None,
+    )
+
+
 def _parse_text(line: str, source: Source) -> _Parsed:
     first = line[:1]
     parsed: _Parsed | None = None
@@ -449,7 +615,29 @@ def _parse_text(line: str, source: Source) -> _Parsed:
         parsed = _syslog_3164(line, source)
     if parsed is None and first.isalnum() and ":" in line[:64]:
         parsed = _access(line)  # IPv6 or host-named clients
+    if parsed is None:
+        parsed = _infer_header(line)
+    elif parsed.level is not None and not (parsed.fields or {}).get("logger"):
+        _component_after_header(parsed)
     return parsed if parsed is not None else _bare(line)
+
+
+def _component_after_header(parsed: _Parsed) -> None:
+    """A thread in brackets and a ``logger:`` left at the head of a message once a layout took its header."""
+    msg = parsed.message
+    fields = parsed.fields if parsed.fields is not None else {}
+    if msg.startswith("["):
+        close = msg.find("]", 1, 258)
+        if close > 0:
+            fields.setdefault("thread", msg[1:close])
+            msg = msg[close + 1 :].lstrip(" ")
+    head, sep, rest = msg.partition(" ")
+    if sep and _H_COMPONENT.fullmatch(head) and ("." in head or "$" in head or "[" in head):
+        fields["component"] = head[:-1]
+        msg = rest.lstrip(" ")
+    if msg is not parsed.message and msg.strip():
+        parsed.message = msg
+        parsed.fields = fields
 
 
 # --------------------------------------------------------------------------------------------------
@@ -589,8 +777,14 @@ def _record(
     )
 
 
-def decode_log(raw: RawEvent, limits: DecodeLimits | None = None) -> LogRecord | DecodeFailure:
-    """Bytes to a ``LogRecord`` (JSON object or text line), or a failure with a dead-letter code."""
+def decode_log(
+    raw: RawEvent, limits: DecodeLimits | None = None, layouts: Layouts | None = None
+) -> LogRecord | DecodeFailure:
+    """Bytes to a ``LogRecord`` (JSON object or text line), or a failure with a dead-letter code.
+
+    ``layouts``: a text line whose key names a service with a layout is read with it first; lines it
+    does not match fall back to header inference.
+    """
     value = raw.value
     if value is None:
         return DecodeFailure(raw, "not_an_object", "record has no value (tombstone)")
@@ -609,7 +803,13 @@ def decode_log(raw: RawEvent, limits: DecodeLimits | None = None) -> LogRecord |
     line = text.rstrip("\r\n")
     if not stripped:
         return DecodeFailure(raw, "schema", "message: empty log line", field="message")
-    p = _parse_text(line, raw.source)
+    p: _Parsed | None = None
+    if layouts and raw.key is not None:
+        rx = layouts.get(raw.key.decode("utf-8", "replace"))
+        if rx is not None:
+            p = _layout(line, rx)
+    if p is None:
+        p = _parse_text(line, raw.source)
     message = p.message if p.message.strip() else line
     return _record(raw, None, p.time_ms, p.level, p.severity, p.service, message, p.fields or {})
 
@@ -618,13 +818,13 @@ _DEFAULT_LIMITS: Final = DecodeLimits()
 
 
 def decode_logs(
-    raws: Iterable[RawEvent], limits: DecodeLimits | None = None
+    raws: Iterable[RawEvent], limits: DecodeLimits | None = None, layouts: Layouts | None = None
 ) -> tuple[list[LogRecord], list[DecodeFailure]]:
     """Decode a batch, keeping order; failures go to the dead-letter topic, records to triage."""
     records: list[LogRecord] = []
     failures: list[DecodeFailure] = []
     for raw in raws:
-        out = decode_log(raw, limits)
+        out = decode_log(raw, limits, layouts)
         if isinstance(out, LogRecord):
             records.append(out)
         else:

@@ -32,6 +32,7 @@ from streamer.agents.logs import BatchSender, LogBatch, LogProcessor, LogService
 from streamer.errors import ConfigError
 from streamer.events import DecodeLimits
 from streamer.kafka import clients
+from streamer.logs.decode import Layouts, compile_layouts
 from streamer.logs.triage import LogTriageConfig, LogTriageState
 from streamer.privacy import Privacy, privacy_for
 from streamer.settings import Settings
@@ -172,6 +173,7 @@ class LogRuntime:
     limits: DecodeLimits
     bundle: Any
     privacy: Privacy = field(default_factory=Privacy)
+    layouts: Layouts = field(default_factory=dict)
 
 
 def load_log_runtime(
@@ -197,6 +199,7 @@ def load_log_runtime(
         classifier=BundleIncidentClassifier(bundle),
         model_info=ModelInfo(bundle.name, bundle.version),
         limits=DecodeLimits(max_event_bytes=settings.max_event_bytes, max_text_chars=settings.max_text_chars),
+        layouts=compile_layouts(settings.log_layouts),
         bundle=bundle,
         privacy=privacy,
     )
@@ -257,7 +260,13 @@ def log_service(
         on_batch, on_assignment, kwargs: passed to ``LogService`` (``loop=`` for the worker's loop).
     """
     processor = LogProcessor(
-        runtime.state, runtime.classifier, runtime.model_info, runtime.limits, privacy=runtime.privacy
+        runtime.state,
+        runtime.classifier,
+        runtime.model_info,
+        runtime.limits,
+        privacy=runtime.privacy,
+        layouts=runtime.layouts,
+        hold=settings.log_hold_batch,
     )
     if not inline and executor is None:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="log-triage")

@@ -4,21 +4,28 @@ How lines become templates
 --------------------------
 1. *Masking*: tokens that are variables by shape become ``<*>``: anything with two digits in a row or a
    digit not glued to a letter (ids, counters, IPs, ports, hex), ISO and syslog dates, sizes with a unit
-   (``5.4 KB``), URL bodies. ``ssh2``, ``tty2``, ``log4j`` stay words. Dotted runs of variables
-   collapse (an IP is one ``<*>``). The masked line is the *skeleton*; a dict from skeleton to template
-   answers almost every line with one lookup.
+   (``5.4 KB``), URL bodies, ``true``/``false``/``null``, and a redaction kind mask glued to other
+   characters (``blk_-<CARD>``); a kind mask on its own (``<IP>``) stays as written. ``ssh2``, ``tty2``,
+   ``log4j`` stay words. Dotted runs of variables collapse (an IP is one ``<*>``), and so do adjacent
+   masked tokens (``<*> <*>``), so a value spanning a varying number of tokens (``4 000``, ``1 2 s``)
+   keeps the line's length. The masked line is the *skeleton*; a dict from skeleton to template answers
+   almost every line with one lookup.
 2. *Grouping*: a new skeleton joins the most specific template of its length that accepts it
    (equal tokens, or a generalised position whose prefix/suffix fit).
 3. *Generalising on evidence*: otherwise it becomes a template of its own, and each position is
    checked for evidence that it holds a parameter: among templates equal everywhere else (compared by
-   shape, so ``rhost=<*>`` and ``rhost=<generalised>`` agree), the position has taken
-   ``min_values`` distinct words (3 by default), or one value is a masked form of the other
-   (``(<*>)`` vs ``()``). Then they merge into one template whose position keeps the common
-   prefix/suffix (``user=<*>``). The first token never generalises (log lines lead with constants).
+   shape, so ``rhost=<*>`` and ``rhost=<generalised>`` agree, and ``key=`` tokens only with the same key),
+   the position has taken ``min_values`` distinct words (3 by default), or two words that share a head
+   ending in punctuation (``user=root``/``user=bob``, ``android.intent.action.A``/``...B``), or one value
+   is a masked form of the other (``(<*>)`` vs ``()``). Then they merge into one template whose position
+   keeps the common prefix/suffix (``user=<*>``), never half of a mask. The first token never
+   generalises (log lines lead with constants).
 
+Every rule is one global setting of ``MinerConfig``; ``bench/loso_log_miner.py`` checks each one
+leave-one-system-out on the Loghub samples (tuned on eight systems, scored on the ninth).
 Drain generalises a token as soon as two lines differ there, which merges ``Failed password`` with
 ``Failed none``, and it splits one template across lengths and leading variables; waiting for three
-values, and comparing masked shapes, is what lifts grouping accuracy (``bench/bench_log_parsing.py``).
+values (two under a shared head), and comparing masked shapes, is what lifts grouping accuracy.
 Known limit: two word-valued parameters that always change together (``class A for class B``) give no
 one-position evidence and stay separate templates until each varies on its own.
 
@@ -79,6 +86,12 @@ _DATE: Final = re.compile(
     r"|\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?"
 )
 _SIZE: Final = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?\s(?:[KMGTP]i?B|B)(?!\w)")
+_LITERAL: Final = re.compile(r"(?<![\w\-])(?:true|false|null|TRUE|FALSE|NULL|True|False)(?![\w\-])")
+# A kind mask (``<IP>``, ``<CARD>``, from redaction) glued to other characters of a token: one value.
+_GLUED_KIND: Final = re.compile(
+    r"[\w\-@]+<[A-Z]{2,16}(?:_[A-Z]{2,16})?>[\w\-@]*|<[A-Z]{2,16}(?:_[A-Z]{2,16})?>[\w\-@]+"
+)
+_KEY: Final = re.compile(r"[A-Za-z_][\w.\-]{0,63}[=:]")
 _VARIABLE: Final = re.compile(r"(?<![\w\-/@])(?!//)(?=[\w\-/@]*(?:\d\d|(?<![A-Za-z])\d))[\w\-/@]+")
 
 
@@ -90,6 +103,8 @@ def mask(text: str) -> str:
         text = _DATE.sub(WILD, text)
     if "B" in text and (" B" in text or "KB" in text or "MB" in text or "GB" in text or "iB" in text or "TB" in text):
         text = _SIZE.sub(WILD, text)
+    if ">" in text:
+        text = _GLUED_KIND.sub(WILD, text)
     text = _VARIABLE.sub(WILD, text)
     while "<*>.<*>" in text:
         text = text.replace("<*>.<*>", WILD)
@@ -137,6 +152,13 @@ class MinerConfig:
     ``max_templates``: live templates kept; past it, unseen shapes fall into one catch-all template per
     length instead of growing state without bound (20,000).
     ``cache_size``: skeletons remembered for the one-lookup fast path (200,000; cleared when full).
+    ``prefix_min_values``: distinct words enough when they share a constant head ending in punctuation
+    with a letter or digit in it (``user=root``/``user=guest``, ``android.intent.action.A``/``...B``) (2).
+    ``key_holes``: a ``key=value`` token only collects evidence with tokens of the same key, so a
+    position never generalises across keys (``num=1,...`` vs ``topActivity=...``) (on).
+    ``mask_literals``: ``true``/``false``/``null`` are values, masked like numbers (on).
+    ``collapse_wildcards``: adjacent masked tokens (``<*> <*>``) count as one, so a value that spans a
+    varying number of tokens keeps the line's length (on).
     """
 
     min_values: int = 3
@@ -144,6 +166,10 @@ class MinerConfig:
     max_tokens: int = 128
     max_templates: int = 20_000
     cache_size: int = 200_000
+    prefix_min_values: int = 2
+    key_holes: bool = True
+    mask_literals: bool = True
+    collapse_wildcards: bool = True
 
 
 class _Cluster:
@@ -206,11 +232,25 @@ def _instance(value: str, pattern: str) -> bool:
     return True
 
 
-def _evidence(values: set[str], min_values: int) -> bool:
+def _has_head(values: set[str]) -> bool:
+    """Whether the values share a constant head that ends in punctuation and holds a letter or digit."""
+    head = _trim_prefix(_common_prefix([v.replace(_GEN, WILD) for v in values]))
+    return any(ch.isalnum() for ch in head)
+
+
+def _key(token: str) -> str:
+    """The ``key=`` (or ``key:``) a token opens with, else the empty string."""
+    m = _KEY.match(token)
+    return m.group() if m is not None else ""
+
+
+def _evidence(values: set[str], min_values: int, prefix_min_values: int = 0) -> bool:
     if len(values) >= min_values:
         return True
     if len(values) < 2:
         return False
+    if prefix_min_values and len(values) >= prefix_min_values and _has_head(values):
+        return True
     if any(_GEN in v for v in values):
         return True
     shown = [v.replace(_GEN, WILD) for v in values]
@@ -243,6 +283,9 @@ def _generalise(values: Iterable[str]) -> str:
     shortest = min(len(v) for v in vals)
     if len(pre) + len(suf) > shortest:
         suf = ""
+    # Never keep half of a mask (``rhost=<`` from ``rhost=<IP>`` and ``rhost=<*>``).
+    pre = pre[: pre.rfind("<")] if "<" in pre and ">" not in pre[pre.rfind("<") :] else pre
+    suf = suf[suf.find(">") + 1 :] if ">" in suf and "<" not in suf[: suf.find(">")] else suf
     return pre + _GEN + suf
 
 
@@ -264,7 +307,7 @@ class TemplateMiner:
         self._cache: dict[str, _Cluster] = {}
         self._by_len: dict[int, list[_Cluster]] = {}
         self._by_head: dict[tuple[int, str], list[_Cluster]] = {}
-        self._holes: dict[tuple[int, int, int, int], _Hole] = {}
+        self._holes: dict[tuple[int, int, int, int, str], _Hole] = {}
         self._by_id: dict[str, _Cluster] = {}
         self._live = 0
         self._announced: set[str] = set()
@@ -279,6 +322,15 @@ class TemplateMiner:
         if _GEN in text:
             text = text.replace(_GEN, " ")
         skeleton = mask(text)
+        cfg = self.config
+        if cfg.mask_literals and (
+            "true" in skeleton or "false" in skeleton or "null" in skeleton or "TRUE" in skeleton
+            or "FALSE" in skeleton or "NULL" in skeleton or "True" in skeleton or "False" in skeleton
+        ):  # fmt: skip
+            skeleton = _LITERAL.sub(WILD, skeleton)
+        if cfg.collapse_wildcards:
+            while "<*> <*>" in skeleton:
+                skeleton = skeleton.replace("<*> <*>", WILD)
         c = self._cache.get(skeleton)
         if c is None:
             tokens = tuple(skeleton.split()[: self.config.max_tokens])
@@ -371,19 +423,21 @@ class TemplateMiner:
         tokens = c.tokens
         n = len(tokens)
         shapes = tuple(_shape(t) for t in tokens)
+        key_holes = self.config.key_holes
+        prefix_min = self.config.prefix_min_values
         hit: tuple[int, _Hole] | None = None
         for p in range(self.config.constant_prefix, n):
             token = tokens[p]
             if token == _GEN:
                 continue
-            key = (n, p, hash(shapes[:p]), hash(shapes[p + 1 :]))
+            key = (n, p, hash(shapes[:p]), hash(shapes[p + 1 :]), _key(token) if key_holes else "")
             hole = self._holes.get(key)
             if hole is None:
                 hole = self._holes[key] = _Hole()
             if len(hole.values) < 64:
                 hole.values.add(token)
             hole.members.append(c)
-            if hit is None and len(hole.values) >= 2 and _evidence(hole.values, self.config.min_values):
+            if hit is None and len(hole.values) >= 2 and _evidence(hole.values, self.config.min_values, prefix_min):
                 hit = (p, hole)
         if hit is None:
             return None

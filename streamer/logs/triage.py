@@ -9,8 +9,10 @@ What leaves the core is PII-free: messages are redacted before anything else rea
 templates, samples, alerts and escalations are built from redacted text only.
 
 Per batch:
-1. redact each message; mine the template of its headline (first line, plus the exception type of a
-   stack trace, so a traceback is grouped by what was thrown, not by ``Traceback (most recent...``);
+1. redact each message (numbered placeholders in what leaves, ``<KIND>`` masks in what is mined, so
+   ``[IP_1]``/``[IP_2]`` do not split a template); mine the template of its headline (first line,
+   plus the exception type of a stack trace, so a traceback is grouped by what was thrown, not by
+   ``Traceback (most recent...``);
 2. resolve every line to its template as of the end of the batch, move counters of superseded
    templates to their successors, and classify the templates the classifier has not seen, in one call;
 3. enrich each record; count it for bursts; raise ``new_error_template`` the first time a template
@@ -34,7 +36,7 @@ from streamer.logs.extract import exception_type, extract_log_entities, ip_entit
 from streamer.logs.templates import MinerConfig, Template, TemplateMiner, template_record
 from streamer.triage.escalation import Reason, ReasonCode
 from streamer.triage.outputs import ModelInfo
-from streamer.triage.pii import Redaction, redact
+from streamer.triage.pii import Redaction, find_ips_only, mask_kinds, redact, redact_spans
 
 __all__ = [
     "IncidentClassifier",
@@ -42,6 +44,7 @@ __all__ = [
     "LogTriageConfig",
     "LogTriageState",
     "headline",
+    "resolve_enriched",
     "triage_logs",
 ]
 
@@ -191,9 +194,11 @@ def _cut(text: str, limit: int) -> str:
 
 
 def _redacted(message: str) -> Redaction | None:
+    """The message redacted (numbered placeholders), or None when it holds no personal data."""
     if not _MAYBE_PII.search(message):
         return None
-    r = redact(message)
+    spans = find_ips_only(message)  # exact, and much cheaper on the usual log line
+    r = redact_spans(message, spans) if spans is not None else redact(message)
     return r if r.spans else None
 
 
@@ -255,7 +260,9 @@ def triage_logs(
         cut = _cut(rec.message, cfg.max_message_chars)  # bounds the redactor's work too
         red = _redacted(cut)
         text = red.text if red is not None else cut
-        template = miner.add(headline(text, cfg.max_mining_chars), rec.time_ms)
+        # The miner sees kinds (<IP>), not numbered placeholders that would split one template in two.
+        mined = mask_kinds(cut, red.spans) if red is not None else cut
+        template = miner.add(headline(mined, cfg.max_mining_chars), rec.time_ms)
         lines.append(_Line(rec, text, red.counts if red is not None else {}, template, red))
 
     changes = miner.changes(consume=False)  # consumed once the model has run: a failed batch can be retried
@@ -351,6 +358,26 @@ def triage_logs(
     for old, new in changes.superseded:
         published[old.id] = {"template_id": old.id, "template": old.text, "superseded_by": new.id}
     return LogBatchResult(enriched, alerts, list(escalations.values()), list(published.values()), values)
+
+
+def resolve_enriched(records: Sequence[dict[str, Any]], state: LogTriageState) -> int:
+    """Bring enriched records written earlier up to the current templates (in place); returns how many moved.
+
+    A record held back for a batch and resolved just before it leaves carries the id its template has
+    by then, not the one it had when first mined: far fewer ids are superseded after they are published.
+    """
+    moved = 0
+    for rec in records:
+        tid = rec["template_id"]
+        template = state.miner.resolve(tid)
+        if template is None or template.id == tid:
+            continue
+        rec["template_id"], rec["template"] = template.id, template.text
+        found = state.classes.get(template.id)
+        if found is not None:
+            rec["incident_class"] = found[0]
+        moved += 1
+    return moved
 
 
 def _window(time_ms: int | None, window_ms: int) -> tuple[str, str]:

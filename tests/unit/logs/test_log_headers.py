@@ -1,0 +1,93 @@
+"""Header inference: common header shapes come off the message without a per-system format; layouts win."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamer.errors import ConfigError
+from streamer.events import RawEvent, Source
+from streamer.logs.decode import LogRecord, compile_layouts, decode_log
+from streamer.settings import load_settings
+
+SOURCE = Source("ops.logs.v1", 0, 7, 1_795_860_000_000)
+
+
+def decode(line: str, key: bytes = b"svc", layouts: dict[str, str] | None = None) -> LogRecord:
+    out = decode_log(RawEvent(line.encode(), SOURCE, key), None, compile_layouts(layouts or {}))
+    assert isinstance(out, LogRecord), out
+    return out
+
+
+@pytest.mark.parametrize(
+    ("line", "message", "severity", "fields"),
+    [
+        # month-day, time with millis, pid, tid, one-letter level, component
+        (
+            "11-28 10:00:01.123  4242  4301 W PowerManager: wake lock held by uid=1000",
+            "wake lock held by uid=1000", "warning", {"pid": 4242, "tid": 4301, "component": "PowerManager"},
+        ),
+        # yymmdd hhmmss pid level component
+        (
+            "261128 100001 77 INFO storage.BlockServer$Writer: stored block 12 of 40",
+            "stored block 12 of 40", "info", {"pid": 77, "component": "storage.BlockServer$Writer"},
+        ),
+        # yy/mm/dd time level component
+        ("26/11/28 10:00:01 ERROR sched.Planner: no slot for task 9", "no slot for task 9", "error",
+         {"component": "sched.Planner"}),
+        # a bracketed timestamp and a bracketed level; what follows stays in the message
+        ("[Sat Nov 28 10:00:01 2026] [warn] [client 192.0.2.4] file does not exist: /srv/x", "[client 192.0.2.4] "
+         "file does not exist: /srv/x", "warning", {}),
+        # ISO time, level, a thread with spaces, a dotted logger
+        (
+            "2026-11-28 10:00:01,123 INFO [IPC handler 3 on 8020] org.example.rpc.Server: call done",
+            "call done", "info", {"thread": "IPC handler 3 on 8020", "component": "org.example.rpc.Server"},
+        ),
+        # a label, an epoch, dotted date, node names, upper-case tags, then the level
+        (
+            "- 1795860001 2026.11.28 R01-M0-N1 2026-11-28-10.00.01.123456 R01-M0-N1 RAS KERNEL FATAL data TLB error",
+            "data TLB error", "critical", {},
+        ),
+        # a padded level column and a padded component column
+        ("2026-11-28 10:00:01, Info                  CBS    Session 7 initialized", "Session 7 initialized", "info",
+         {"component": "CBS"}),
+        # syslog with a tag holding parentheses
+        ("Nov 28 10:00:01 host1 su(pam_unix)[912]: session opened for user bob", "session opened for user bob",
+         "unknown", {"host": "host1", "pid": 912}),
+    ],
+)  # fmt: skip
+def test_header_shapes_are_inferred(line: str, message: str, severity: str, fields: dict[str, object]) -> None:
+    rec = decode(line)
+    assert rec.message == message
+    assert rec.severity == severity
+    for key, value in fields.items():
+        assert rec.fields.get(key) == value, (key, rec.fields)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Connection: closed by peer",  # a word and a colon is not a header without a time before it
+        "12 files copied in 3 s",
+        "user=alice action=login",
+    ],
+)
+def test_lines_without_a_header_keep_their_message(line: str) -> None:
+    assert decode(line).message == line
+
+
+def test_a_service_layout_reads_what_inference_cannot_know() -> None:
+    layout = {"billing": r"(?P<ts>\S+) \| (?P<tenant>\w+) \| (?P<level>\w+) \| (?P<msg>.*)"}
+    rec = decode("2026-11-28T10:00:01Z | acme | WARN | invoice 17 overdue", key=b"billing", layouts=layout)
+    assert (rec.message, rec.severity, rec.fields.get("tenant")) == ("invoice 17 overdue", "warning", "acme")
+    assert rec.timestamp == "2026-11-28T10:00:01.000Z"
+    # another service, or a line the layout does not match, falls back to inference
+    other = decode("2026-11-28 10:00:01 ERROR app.Main: boom", key=b"billing", layouts=layout)
+    assert (other.message, other.severity) == ("boom", "error")
+
+
+def test_bad_layouts_are_one_line_config_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAMER_LOG_LAYOUTS", '{"billing": "(?P<ts>\\\\S+) (.*)"}')
+    with pytest.raises(ConfigError, match="layout of 'billing' has no"):
+        load_settings()
+    with pytest.raises(ValueError, match="not a valid regex"):
+        compile_layouts({"x": "(?P<msg>"})
