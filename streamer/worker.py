@@ -32,6 +32,7 @@ from streamer.agents.logs import LogBatch
 from streamer.agents.output import OutputSender
 from streamer.agents.tickets import BatchResult, TicketProcessor, register_ticket_agent
 from streamer.app import create_app
+from streamer.batching import BatchPolicy
 from streamer.events import DecodeLimits
 from streamer.kafka import clients
 from streamer.logs.runtime import LogRuntime, load_log_runtime, log_group_id, log_service
@@ -105,6 +106,17 @@ def load_ticket_runtime(settings: Settings, bundle: Any | None = None) -> Ticket
         limits=DecodeLimits(max_event_bytes=settings.max_event_bytes, max_text_chars=settings.max_text_chars),
     )
     return TicketRuntime(processor=processor, bundle=bundle)
+
+
+def ticket_batch_policy(settings: Settings, app: faust.App) -> BatchPolicy | None:
+    """The adaptive batcher's policy (``None``: fixed batches); no batch may run half the poll interval."""
+    if settings.batching == "fixed":
+        return None
+    return BatchPolicy(
+        max_batch_tokens=settings.batch_max_tokens,
+        latency_target_s=settings.latency_target_ms / 1000,
+        max_batch_s=float(app.conf.broker_max_poll_interval) / 2,
+    )
 
 
 #: Exit status when the shutdown deadline passes (0 is a clean shutdown).
@@ -266,6 +278,8 @@ def build_worker(
             executor=executor,
             on_batch=batch_done,
             topic=settings.topic("support.tickets.v1"),
+            policy=ticket_batch_policy(settings, app),
+            max_record_tokens=int(getattr(getattr(ticket_runtime.bundle, "encoder", None), "max_length", 256)),
         )
     # Without the ticket path, readiness and lag follow the log consumer's partitions and group.
     probe_settings = (
