@@ -13,8 +13,10 @@ Batches are budgeted in tokens, not records (TEI's ``--max-batch-tokens``): a lo
 several short ones. Length bucketing stays inside the batch (the encoder sorts and splits by length).
 
 Back-pressure with hysteresis: above ``pause_ratio`` budgets buffered, the partitions that feed the buffer
-are paused (the consumer keeps polling, so the group's ``max.poll.interval.ms`` never lapses and a
-rebalance never waits behind an unbounded buffer); below ``resume_ratio`` budgets they are resumed.
+are paused; below ``resume_ratio`` budgets they are resumed. Memory stays bounded (two budgets plus what was
+already fetched), a rebalance waits at most for the batch in the model (the buffer is dropped, not drained),
+and since a pause lasts about two batches and no batch is predicted to run longer than ``max_batch_s``
+(a quarter of ``max.poll.interval.ms``), the group never takes a paused worker for a stuck one.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class BatchPolicy:
         latency_target_s: while the oldest buffered record is younger than this, a batch is cut to what the
             model is predicted to finish before that record reaches it; once records are older (backlog),
             batches take the full budget for throughput (``STREAMER_LATENCY_TARGET_MS``).
-        max_batch_s: no batch is predicted to run longer than this (half the group's ``max.poll.interval``).
+        max_batch_s: no batch is predicted to run longer than this (a quarter of ``max.poll.interval.ms``).
         pause_ratio: pause fetching above this many budgets buffered (default 2).
         resume_ratio: resume below this many budgets buffered (default 1).
         cost_smoothing: weight of the newest batch in the model's tokens/s estimate (default 0.2).

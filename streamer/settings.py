@@ -75,9 +75,7 @@ class Settings(BaseSettings):
     latency_target_ms: int = Field(
         100, ge=1, description="Adaptive batching: batches are cut to finish within this while not behind."
     )
-    max_batch: int = Field(
-        64, ge=1, description="Fixed batching (and replay): most events triaged in one model batch."
-    )
+    max_batch: int = Field(64, ge=1, description="Fixed batching (and replay): most events triaged in one model batch.")
     max_wait_ms: int = Field(
         50, ge=1, description="Fixed batching: longest wait to fill a batch; logs: longest wait for records."
     )

@@ -282,7 +282,8 @@ def register_ticket_agent(
                         continue
                     batch = planner.take(time.monotonic())
                     if batch.resume:
-                        app.consumer.resume_partitions(batch.resume)
+                        for partition in batch.resume:
+                            app.consumer.on_buffer_drop(partition)
                         log.info("fetching resumed", partitions=sorted(map(str, batch.resume)), buffered=len(planner))
                     took = time.perf_counter()
                     result = await loop.run_in_executor(executor, processor, [raw_event(e) for e in batch.items])
@@ -310,16 +311,21 @@ def register_ticket_agent(
                 message.incref()
                 tokens = estimate_tokens(ticket_text_bytes(message.value), max_tokens=max_record_tokens)
                 paused_before = len(planner.paused)
-                pause = planner.add(event, tokens, message.tp, time.monotonic())
-                if pause:
-                    app.consumer.pause_partitions(pause)
-                    if len(planner.paused) > paused_before:
-                        log.info(
-                            "fetching paused: inference behind",
-                            partitions=sorted(map(str, planner.paused)),
-                            buffered=len(planner),
-                            buffered_tokens=planner.buffered_tokens,
-                        )
+                # Faust's own TP type: its fetch loop asserts on any other (aiokafka's TopicPartition too).
+                tp = TP(message.topic, message.partition)
+                pause = planner.add(event, tokens, tp, time.monotonic())
+                for partition in pause:
+                    # Faust's own back-pressure call (its queues make it when they fill): the partition leaves
+                    # the fetch, and records already fetched still come. ``pause_partitions`` would instead
+                    # skip the rest of a fetch in progress, records the consumer has already moved past.
+                    app.consumer.on_buffer_full(partition)
+                if len(planner.paused) > paused_before:
+                    log.info(
+                        "fetching paused: inference behind",
+                        partitions=sorted(map(str, planner.paused)),
+                        buffered=len(planner),
+                        buffered_tokens=planner.buffered_tokens,
+                    )
                 arrived.set()
         except asyncio.CancelledError:
             if runner.done() and not runner.cancelled() and (error := runner.exception()) is not None:
