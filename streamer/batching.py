@@ -57,7 +57,7 @@ class BatchPolicy:
         cost_smoothing: weight of the newest batch in the model's tokens/s estimate (default 0.2).
     """
 
-    max_batch_tokens: int = 4096
+    max_batch_tokens: int = 2048
     latency_target_s: float = 0.1
     max_batch_s: float = 500.0
     pause_ratio: float = 2.0

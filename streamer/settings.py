@@ -70,7 +70,7 @@ class Settings(BaseSettings):
         description="Ticket batches: adaptive (sized by backlog and a token budget) or fixed (count or wait).",
     )
     batch_max_tokens: int = Field(
-        4096, ge=16, description="Adaptive batching: most (estimated) tokens in one model batch."
+        2048, ge=16, description="Adaptive batching: most (estimated) tokens in one model batch."
     )
     latency_target_ms: int = Field(
         100, ge=1, description="Adaptive batching: batches are cut to finish within this while not behind."

@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
 
 import faust
 import orjson
@@ -182,13 +181,22 @@ class _DropOnRevoke:
     """Registered with Faust's flow control, which clears agents' input buffers when partitions are revoked
     (and on shutdown): records not yet in the model are dropped unacknowledged, so a rebalance waits only
     for the batch in the model and the one being delivered; the partitions' next owner reads the rest from
-    the committed offsets."""
+    the committed offsets.
 
-    def __init__(self, planner: BatchPlanner[Any, Any]) -> None:
+    A dropped record is also taken off the consumer's set of records in progress: Faust waits for that set
+    to empty before it gives partitions up, and the record would stay there as long as anything still
+    refers to it (Faust's own stream iterator holds on to the last record it delivered).
+    """
+
+    def __init__(self, planner: BatchPlanner[faust.types.EventT, TP], consumer: faust.types.ConsumerT) -> None:
         self.planner = planner
+        self.consumer = consumer
 
     def clear(self) -> None:
         dropped = self.planner.clear()
+        in_progress = self.consumer.unacked
+        for event in dropped:
+            in_progress.discard(event.message)
         if dropped:
             log.info("buffered records dropped on revocation; redelivered from committed offsets", records=len(dropped))
 
@@ -268,7 +276,7 @@ def register_ticket_agent(
     async def triage_adaptive(stream: faust.StreamT[bytes]) -> None:
         loop = asyncio.get_running_loop()
         planner: BatchPlanner[faust.types.EventT, TP] = BatchPlanner(batch_policy)
-        dropper = _DropOnRevoke(planner)
+        dropper = _DropOnRevoke(planner, app.consumer)
         app.flow_control.manage_queue(dropper)  # a weak reference: ``dropper`` lives as long as this agent
         arrived = asyncio.Event()
 
