@@ -1,6 +1,7 @@
 """Adaptive micro-batching: how many buffered records the model takes next, and when to stop fetching.
 
-Pure: no clock (the caller passes ``now``, any monotonic seconds), no I/O, no Kafka. The agent feeds every
+Pure: no clock (the caller passes ``now``: wall-clock seconds, the clock of Kafka's record timestamps), no
+I/O, no Kafka. The agent feeds every
 record in as it arrives and asks for a batch whenever the model is free; this module decides its size.
 
 Why not a fixed count with a timer (Faust's ``take_events(n, within)``): the timer starts when the previous
@@ -13,10 +14,11 @@ Batches are budgeted in tokens, not records (TEI's ``--max-batch-tokens``): a lo
 several short ones. Length bucketing stays inside the batch (the encoder sorts and splits by length).
 
 Back-pressure with hysteresis: above ``pause_ratio`` budgets buffered, the partitions that feed the buffer
-are paused; below ``resume_ratio`` budgets they are resumed. Memory stays bounded (two budgets plus what was
-already fetched), a rebalance waits at most for the batch in the model (the buffer is dropped, not drained),
-and since a pause lasts about two batches and no batch is predicted to run longer than ``max_batch_s``
-(a quarter of ``max.poll.interval.ms``), the group never takes a paused worker for a stuck one.
+are paused; below ``resume_ratio`` budgets they are resumed (both marks grow to ``refill_s`` of the model's
+work when that is more, so the model never idles while a resumed fetch restarts). Memory stays bounded
+(twice the resume mark plus what was already fetched), a rebalance waits at most for the batch in the model
+(the buffer is dropped, not drained), and no batch is predicted to run longer than ``max_batch_s`` (a
+quarter of ``max.poll.interval.ms``), so the group never takes a paused worker for a stuck one.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ class BatchPolicy:
         pause_ratio: pause fetching above this many budgets buffered (default 2).
         resume_ratio: resume below this many budgets buffered (default 1).
         cost_smoothing: weight of the newest batch in the model's tokens/s estimate (default 0.2).
+        refill_s: how long a resumed partition may take to deliver records again (Faust looks at paused
+            partitions once a second); the resume mark is at least this much of the model's work, so a
+            backlog never leaves the model idle while fetching restarts (default 1.5).
     """
 
     max_batch_tokens: int = 2048
@@ -63,6 +68,7 @@ class BatchPolicy:
     pause_ratio: float = 2.0
     resume_ratio: float = 1.0
     cost_smoothing: float = 0.2
+    refill_s: float = 1.5
 
     def __post_init__(self) -> None:
         if self.max_batch_tokens < 1:
@@ -71,6 +77,8 @@ class BatchPolicy:
             raise ValueError("need 0 < resume_ratio < pause_ratio (hysteresis)")
         if not 0 < self.cost_smoothing <= 1:
             raise ValueError("cost_smoothing must be in (0, 1]")
+        if self.refill_s < 0:
+            raise ValueError("refill_s must not be negative")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,23 +127,33 @@ class BatchPlanner(Generic[T, P]):
         return frozenset(self._paused)
 
     @property
-    def pause_above(self) -> float:
-        return self.policy.pause_ratio * self.policy.max_batch_tokens
+    def resume_below(self) -> float:
+        """Resume fetching below this many buffered tokens: a budget, or ``refill_s`` of model work if more."""
+        mark = self.policy.resume_ratio * self.policy.max_batch_tokens
+        if self.tokens_per_s is not None:
+            mark = max(mark, self.tokens_per_s * self.policy.refill_s)
+        return mark
 
     @property
-    def resume_below(self) -> float:
-        return self.policy.resume_ratio * self.policy.max_batch_tokens
+    def pause_above(self) -> float:
+        """Pause fetching above this many buffered tokens (``pause_ratio / resume_ratio`` times the resume mark)."""
+        return self.resume_below * self.policy.pause_ratio / self.policy.resume_ratio
 
     # -- input ---------------------------------------------------------------------------------------------
-    def add(self, item: T, tokens: int, partition: P, now: float) -> frozenset[P]:
+    def add(self, item: T, tokens: int, partition: P, now: float, since: float | None = None) -> frozenset[P]:
         """Buffer one record; returns the partitions to pause now (empty while below the high mark).
+
+        ``since`` is when the record was produced, on the same clock as ``now`` (its Kafka timestamp): a
+        record that waited in the topic counts as late at once, so a backlog gets full batches from its
+        first record on. Without it (or from a clock ahead of ours) the record counts from ``now``.
 
         Once above the mark, every partition holding buffered records is paused, and so is the partition
         of each record that still arrives (fetched before its pause took effect, or resumed by a rebalance):
         pausing twice is harmless, fetching on is not.
         """
         tokens = max(1, tokens)
-        self._buffer.append(Pending(item, tokens, partition, now))
+        arrived = since if since is not None and since < now else now
+        self._buffer.append(Pending(item, tokens, partition, arrived))
         self._tokens += tokens
         self._by_partition[partition] = self._by_partition.get(partition, 0) + tokens
         if self._tokens <= self.pause_above:

@@ -288,7 +288,7 @@ def register_ticket_agent(
                         arrived.clear()
                         await arrived.wait()
                         continue
-                    batch = planner.take(time.monotonic())
+                    batch = planner.take(time.time())
                     if batch.resume:
                         for partition in batch.resume:
                             app.consumer.on_buffer_drop(partition)
@@ -318,21 +318,24 @@ def register_ticket_agent(
                 message = event.message
                 message.incref()
                 tokens = estimate_tokens(ticket_text_bytes(message.value), max_tokens=max_record_tokens)
-                paused_before = len(planner.paused)
                 # Faust's own TP type: its fetch loop asserts on any other (aiokafka's TopicPartition too).
                 tp = TP(message.topic, message.partition)
-                pause = planner.add(event, tokens, tp, time.monotonic())
+                was_paused = bool(planner.paused)
+                stamp = message.timestamp  # seconds (Kafka's record timestamp), or None
+                pause = planner.add(event, tokens, tp, time.time(), since=stamp or None)
                 for partition in pause:
                     # Faust's own back-pressure call (its queues make it when they fill): the partition leaves
                     # the fetch, and records already fetched still come. ``pause_partitions`` would instead
                     # skip the rest of a fetch in progress, records the consumer has already moved past.
                     app.consumer.on_buffer_full(partition)
-                if len(planner.paused) > paused_before:
+                if pause and not was_paused:
                     log.info(
                         "fetching paused: inference behind",
-                        partitions=sorted(map(str, planner.paused)),
+                        partitions=sorted(map(str, pause)),
                         buffered=len(planner),
                         buffered_tokens=planner.buffered_tokens,
+                        pause_above=int(planner.pause_above),
+                        resume_below=int(planner.resume_below),
                     )
                 arrived.set()
         except asyncio.CancelledError:

@@ -25,9 +25,9 @@ from streamer.topics import load_catalog
 pytestmark = pytest.mark.kafka
 
 REPO = Path(__file__).resolve().parents[2]
-BUDGET = 64  # tokens: pause above 128 buffered (a handful of tickets), resume below 64
+BUDGET = 64  # tokens: the marks grow to 1.5 s of model work, a few hundred tickets, so the waves are larger
 KEYS = 12
-PER_KEY = 15
+PER_KEY = 30
 
 
 async def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
@@ -108,8 +108,8 @@ def test_paused_partitions_resume_and_nothing_is_lost_or_reordered_per_key(
         "STREAMER_LOG_LEVEL": "INFO",
         "STREAMER_METRICS_PORT": "0",
     }
-    # Two waves, each one far above the buffer bound: the first pauses fetching and must resume, or the
-    # second (produced only after that resume) would never be fetched.
+    # Two waves above the buffer's bound: the first pauses fetching, and the partitions must resume, or the
+    # second (produced only after that) would never be fetched.
     waves = [[ticket(k, seq) for seq in range(w * PER_KEY, (w + 1) * PER_KEY) for k in range(KEYS)] for w in (0, 1)]
     records = [r for wave in waves for r in wave]
     with log_path.open("wb") as log:
@@ -120,10 +120,10 @@ def test_paused_partitions_resume_and_nothing_is_lost_or_reordered_per_key(
             warm = [ticket(99, 0)]
             asyncio.run(produce(kafka_bootstrap, source, warm))
             assert len(asyncio.run(read_all(kafka_bootstrap, enriched, 1, 120))) == 1, "worker never answered"
-            for number, wave in enumerate(waves, start=1):
-                asyncio.run(produce(kafka_bootstrap, source, wave))
-                wait_for(lambda n=number: len(log_events(log_path, RESUMED)) >= n, 180, f"resume {number}")
-                assert proc.poll() is None, "worker died"
+            asyncio.run(produce(kafka_bootstrap, source, waves[0]))
+            wait_for(lambda: bool(log_events(log_path, RESUMED)), 180, "fetching to resume")
+            assert proc.poll() is None, "worker died"
+            asyncio.run(produce(kafka_bootstrap, source, waves[1]))
             out = asyncio.run(read_all(kafka_bootstrap, enriched, len(records) + 1, 180))
             assert proc.poll() is None, "worker died"
         finally:
@@ -131,9 +131,12 @@ def test_paused_partitions_resume_and_nothing_is_lost_or_reordered_per_key(
             proc.wait(timeout=60)
 
     paused, resumed = log_events(log_path, PAUSED), log_events(log_path, RESUMED)
-    assert len(paused) >= 2 and len(resumed) >= 2
-    # The buffer is bounded by two budgets plus one fetch: at the pause it held a fraction of the wave.
-    assert all(isinstance(e["buffered"], int) and e["buffered"] < len(waves[0]) for e in paused)
+    assert paused and resumed
+    # Fetching pauses once the buffer is above its high mark, not long after (the mark follows the model's
+    # measured speed, so it can also drop below a buffer that is filling).
+    for e in paused:
+        assert isinstance(e["buffered_tokens"], int) and isinstance(e["pause_above"], int)
+        assert e["pause_above"] < e["buffered_tokens"] <= 2 * e["pause_above"]
 
     # Nothing lost, nothing twice, and each key's tickets came out in the order they went in.
     ids = [value["id"] for _, _, value in out if value["id"] != "K99-000"]

@@ -66,6 +66,29 @@ def test_latency_target_cuts_batches_while_on_time_and_backlog_takes_the_full_bu
     assert len(p.take(now=0.5).items) == 160
 
 
+def test_records_that_waited_in_the_topic_count_as_late_from_the_start() -> None:
+    p = planner(max_batch_tokens=10_000, latency_target_s=0.1)
+    p.observe(1000, 0.1)
+    for i in range(200):
+        p.add(i, 20, 0, now=100.0, since=99.0)  # produced a second ago: a backlog, not fresh traffic
+    assert len(p.take(now=100.0).items) == 200
+    fresh = planner(max_batch_tokens=10_000, latency_target_s=0.1)
+    fresh.observe(1000, 0.1)
+    for i in range(200):
+        fresh.add(i, 20, 0, now=100.0, since=100.5)  # a producer clock ahead of ours: counted from now
+    assert len(fresh.take(now=100.0).items) == 50
+
+
+def test_marks_hold_enough_work_to_cover_the_refetch() -> None:
+    p = planner(max_batch_tokens=100, refill_s=1.5)
+    assert (p.resume_below, p.pause_above) == (100, 200)
+    p.observe(1000, 1.0)  # 1,000 tokens/s: a resumed fetch may take 1.5 s, so resume below 1,500
+    assert (p.resume_below, p.pause_above) == (1500, 3000)
+    for i in range(20):
+        assert p.add(i, 100, 0, now=0) == frozenset()  # 2,000 buffered: still fetching
+    assert p.add(20, 1100, 1, now=0) == {0, 1}
+
+
 def test_no_batch_is_predicted_to_outlast_the_poll_interval_bound() -> None:
     p = planner(max_batch_tokens=100_000, max_batch_s=2.0)
     p.observe(100, 1.0)  # a slow machine: 100 tokens/s
