@@ -51,8 +51,8 @@ class BatchPolicy:
         max_batch_tokens: most (estimated) tokens in one model call; a single longer record still goes
             alone (``STREAMER_BATCH_MAX_TOKENS``).
         latency_target_s: while the oldest buffered record is younger than this, a batch is cut to what the
-            model is predicted to finish before that record reaches it; once records are older (backlog),
-            batches take the full budget for throughput (``STREAMER_LATENCY_TARGET_MS``).
+            model is predicted to finish within this time; once records are older (a backlog), batches take
+            the full budget for throughput (``STREAMER_LATENCY_TARGET_MS``).
         max_batch_s: no batch is predicted to run longer than this (a quarter of ``max.poll.interval.ms``).
         pause_ratio: pause fetching above this many budgets buffered (default 2).
         resume_ratio: resume below this many budgets buffered (default 1).
@@ -182,10 +182,10 @@ class BatchPlanner(Generic[T, P]):
         rate = self.tokens_per_s
         if rate is not None:
             cap = min(cap, int(rate * self.policy.max_batch_s))
-            slack = self.policy.latency_target_s - (now - self._buffer[0].arrived)
-            if slack > 0:
-                # On time: finish before the oldest record's target. Late (backlog): take the full budget.
-                cap = min(cap, int(rate * slack))
+            if now - self._buffer[0].arrived < self.policy.latency_target_s:
+                # Keeping up: no batch runs longer than the target, so none holds the records behind it for
+                # longer. Behind (the oldest record is past the target): the full budget, for throughput.
+                cap = min(cap, int(rate * self.policy.latency_target_s))
         return max(cap, 1)
 
     def take(self, now: float) -> Batch[T, P]:

@@ -73,7 +73,7 @@ class Settings(BaseSettings):
         2048, ge=16, description="Adaptive batching: most (estimated) tokens in one model batch."
     )
     latency_target_ms: int = Field(
-        100, ge=1, description="Adaptive batching: batches are cut to finish within this while not behind."
+        100, ge=1, description="Adaptive batching: while keeping up, no batch is predicted to run longer than this."
     )
     max_batch: int = Field(64, ge=1, description="Fixed batching (and replay): most events triaged in one model batch.")
     max_wait_ms: int = Field(
