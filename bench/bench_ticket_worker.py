@@ -275,6 +275,7 @@ def main() -> int:
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--bundle", type=Path, default=None)
     parser.add_argument("--max-batch", type=int, default=64)
+    parser.add_argument("--batching", choices=["adaptive", "fixed"], default="adaptive", help="STREAMER_BATCHING")
     parser.add_argument("--workers", type=int, default=1, help="worker processes in the group (default 1)")
     parser.add_argument("--intra-threads", type=int, default=0, help="STREAMER_INTRA_THREADS of the workers")
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "ticket_worker.json")
@@ -316,6 +317,7 @@ def main() -> int:
         "STREAMER_GROUP_ID": f"bench-{run}",
         "STREAMER_BUNDLE_DIR": str(bundle_dir),
         "STREAMER_MAX_BATCH": str(args.max_batch),
+        "STREAMER_BATCHING": args.batching,
         "STREAMER_LOG_LEVEL": "WARNING",
         "STREAMER_INTRA_THREADS": str(args.intra_threads),
         "STREAMER_METRICS_PORT": "0",
@@ -364,6 +366,7 @@ def main() -> int:
         "settings": {
             "tickets": args.tickets,
             "max_batch": args.max_batch,
+            "batching": args.batching,
             "workers": args.workers,
             "intra_threads": args.intra_threads,
             "bundle": str(bundle_dir),

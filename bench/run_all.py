@@ -10,7 +10,11 @@ Runs, each in its own process so one cannot warm or starve the next:
   3. bench_log_worker.py   log lines/s of one worker process through the real broker (repeated);
   4. bench_log_parsing.py  template-mining accuracy (GA/PA) on the Loghub samples, when ../shared has them;
   5. bench_cpu_backends.py int8 speed, BANKING77 accuracy and parity on MKL, oneDNN and oneDNN/AVX2, when
-                           ../shared has BANKING77.
+                           ../shared has BANKING77;
+  6. bench_latency_curve.py ticket latency p50/p99 (short and long tickets) at 10/30/60/90% of capacity and
+                           saturation throughput, adaptive vs fixed batching side by side in one run;
+  7. bench_encoder_flops.py the encoder's FLOP/s against numpy's GEMM rate at its shapes, per CPU backend,
+                           and where the ticket core's time goes.
 Figures are medians of the repeats; the table shows min-max. Writes bench/results/<name>.json and
 bench/results/<name>.png (throughput vs batch size, worker latency percentiles).
 """
@@ -189,6 +193,20 @@ def main() -> int:
         run([py, "bench/bench_cpu_backends.py", "--json", str(out)], timeout=1200)
         cpu_backends = json.loads(out.read_text())["backends"]
 
+    curve_json = RESULTS / f"{args.name}.latency-curve.json"
+    run(
+        [py, "bench/bench_latency_curve.py", "--json", str(curve_json)]
+        + (["--seconds", "5", "--backlog", "400", "--levels", "0.1,0.6"] if quick else []),
+        timeout=1800,
+    )
+    curve: dict[str, Any] = json.loads(curve_json.read_text())
+
+    flops: dict[str, Any] | None = None
+    if not quick:
+        out = RESULTS / f"{args.name}.encoder-flops.json"
+        run([py, "bench/bench_encoder_flops.py", "--json", str(out)], timeout=1800)
+        flops = json.loads(out.read_text())
+
     def model_rate(backend: str, batch: int) -> float | None:
         for r in models.get("rows", []):
             if r["backend"] == backend and r["batch"] == batch:
@@ -228,6 +246,8 @@ def main() -> int:
         "logs": logs,
         "parsing": parsing,
         "cpu_backends": cpu_backends,
+        "latency_curve": curve,
+        "encoder_flops": flops,
         "elapsed_s": time.monotonic() - started,
     }
     path = RESULTS / f"{args.name}.json"
@@ -258,6 +278,16 @@ def main() -> int:
     for backend, fig in (cpu_backends or {}).items():
         line = f"{fig['texts_per_s_batch32']:.0f} texts/s, acc {fig['banking77_accuracy']:.4f}"
         print(f"{'int8 on ' + backend + ', batch 32 / BANKING77':<46}{line:>32}")
+    for row in curve["rows"]:
+        label = f"{row['mode']} batching, {int(row['level'] * 100)}% load: p50/p99 ms"
+        figure = f"{row['all']['p50']:.0f} / {row['all']['p99']:.0f} at {row['achieved_per_s']:.0f}/s"
+        print(f"{label:<46}{figure:>32}")
+    for mode, rate in curve["saturation_mean_per_s"].items():
+        print(f"{mode + ' batching, saturation tickets/s':<46}{rate:>32.1f}")
+    for backend, fig in (flops or {}).get("backends", {}).items():
+        for ct in ("int8", "float32"):
+            line = f"{fig[ct]['forward_efficiency']:.2f} (core {fig[ct]['core_efficiency']:.2f})"
+            print(f"{'encoder FLOP/s / GEMM rate, ' + backend + ' ' + ct:<46}{line:>32}")
     print("-" * 78)
     print(f"wrote {path.relative_to(REPO)}" + (f" and {png.relative_to(REPO)}" if has_chart else ""))
     print(f"took {record['elapsed_s'] / 60:.1f} min; load average at the end {os.getloadavg()[0]:.1f}")

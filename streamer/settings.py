@@ -103,8 +103,20 @@ class Settings(BaseSettings):
     inter_threads: int = Field(1, ge=1, description="Inference calls run in parallel.")
 
     # Batching and limits
-    max_batch: int = Field(64, ge=1, description="Most events triaged in one model batch.")
-    max_wait_ms: int = Field(50, ge=1, description="Longest wait to fill a batch before it runs anyway.")
+    batching: Literal["adaptive", "fixed"] = Field(
+        "adaptive",
+        description="Ticket batches: adaptive (sized by backlog and a token budget) or fixed (count or wait).",
+    )
+    batch_max_tokens: int = Field(
+        2048, ge=16, description="Adaptive batching: most (estimated) tokens in one model batch."
+    )
+    latency_target_ms: int = Field(
+        100, ge=1, description="Adaptive batching: while keeping up, no batch is predicted to run longer than this."
+    )
+    max_batch: int = Field(64, ge=1, description="Fixed batching (and replay): most events triaged in one model batch.")
+    max_wait_ms: int = Field(
+        50, ge=1, description="Fixed batching: longest wait to fill a batch; logs: longest wait for records."
+    )
     max_event_bytes: int = Field(1_000_000, ge=1024, description="Larger raw events go to the dead-letter topic.")
     max_text_chars: int = Field(
         4000, ge=64, description="Longer texts are cut for the model and flagged (kept whole in output)."

@@ -34,6 +34,7 @@ from streamer.agents.output import OutputSender
 from streamer.agents.shadow import EmbeddingTap, ShadowRun, shadow_topic, shares_encoder
 from streamer.agents.tickets import BatchResult, TicketProcessor, register_ticket_agent
 from streamer.app import create_app
+from streamer.batching import BatchPolicy
 from streamer.events import DecodeLimits
 from streamer.headers import SOURCE_LOGS, SOURCE_TICKETS
 from streamer.kafka import clients
@@ -186,6 +187,21 @@ def shadow_topic_spec(settings: Settings, shadow: ShadowRun) -> TopicSpec:
 
     base = load_catalog(settings.topics_file).replay_topic("support.tickets.enriched.v1", "shadow")
     return replace(base, name=shadow.topic, description=f"Decisions of shadow bundle {shadow.model_info.version}")
+
+
+def ticket_batch_policy(settings: Settings, app: faust.App) -> BatchPolicy | None:
+    """The adaptive batcher's policy (``None``: fixed batches).
+
+    A pause lasts about two batches (from two budgets buffered down to one), so a batch may run at most a
+    quarter of the poll interval: the group never sees a worker as stuck while its fetch is paused.
+    """
+    if settings.batching == "fixed":
+        return None
+    return BatchPolicy(
+        max_batch_tokens=settings.batch_max_tokens,
+        latency_target_s=settings.latency_target_ms / 1000,
+        max_batch_s=float(app.conf.broker_max_poll_interval) / 4,
+    )
 
 
 #: Exit status when the shutdown deadline passes (0 is a clean shutdown).
@@ -373,6 +389,8 @@ def build_worker(
             executor=executor,
             on_batch=batch_done,
             topic=settings.topic("support.tickets.v1"),
+            policy=ticket_batch_policy(settings, app),
+            max_record_tokens=int(getattr(getattr(ticket_runtime.bundle, "encoder", None), "max_length", 256)),
         )
     # Without the ticket path, readiness and lag follow the log consumer's partitions and group.
     probe_settings = (
