@@ -51,6 +51,7 @@ from streamer.bridge.records import (
     pii_failure,
     response_record,
 )
+from streamer.bridge.schema import answer_schema
 from streamer.errors import ConfigError
 from streamer.events import DecodeFailure, Output, RawEvent, Source
 from streamer.kafka import clients
@@ -318,9 +319,14 @@ class Bridge:
         while True:
             successes_before = self.client.successes
             try:
-                completion = await self.client.complete(prompt.messages, request_id=escalation.id)
+                completion = await self.client.complete(
+                    prompt.messages, request_id=escalation.id, schema=answer_schema(prompt.labels, prompt.priorities)
+                )
                 return replace(completion, attempts=sent + completion.attempts)
             except LLMRejected as exc:
+                if self.client.refuses_structured(exc):
+                    sent += 1
+                    continue
                 return failure_for(escalation, "processing_failed", f"the endpoint refused the request: {exc}")
             except MalformedCompletion as exc:
                 return invalid_answer_failure(escalation, exc.body, str(exc), None)

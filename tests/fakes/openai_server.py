@@ -9,8 +9,9 @@ Answers are decided by the ticket text the prompt carries:
 * ``SLOW``: the answer waits ``slow_s`` seconds first.
 
 Failures are scripted with ``fail_next(status, count)`` (applied to the next requests, in order),
-``hang_s`` (every request waits), ``down()``/``up()`` (the port stops/starts listening) and ``api_key``
-(requests without that bearer token get a 401 that echoes what they sent, as real providers do).
+``hang_s`` (every request waits), ``down()``/``up()`` (the port stops/starts listening), ``api_key``
+(requests without that bearer token get a 401 that echoes what they sent, as real providers do) and
+``refuse_schema`` (a ``json_schema`` response format gets the 400 of a server that lacks it).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class FakeOpenAI:
         self.api_key = api_key
         self.hang_s = 0.0
         self.slow_s = 5.0
+        self.refuse_schema = False
         self.requests: list[Seen] = []
         self._failures: deque[_Failure] = deque()
         self._lock = threading.Lock()
@@ -133,6 +135,10 @@ class FakeOpenAI:
             seen.status = 401
             sent = request.headers.get("Authorization", "")
             return web.json_response({"error": {"message": f"Incorrect API key provided: {sent}"}}, status=401)
+        if self.refuse_schema and (body.get("response_format") or {}).get("type") == "json_schema":
+            seen.status = 400
+            message = "response_format type 'json_schema' is not supported"
+            return web.json_response({"error": {"message": message}}, status=400)
         if failure is not None:
             seen.status = failure.status
             return web.json_response(

@@ -1,0 +1,42 @@
+"""The JSON Schema of one answer, sent as ``response_format`` so the endpoint can constrain its output.
+
+A server that supports structured output (OpenAI, vLLM, llama.cpp's server, ...) then cannot answer with
+a label outside the prompt's list or forget a field; one that does not gets ``json_object`` or nothing,
+and ``parse_answer`` checks (and extracts) whatever comes back either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from streamer.bridge.answers import REPLY_MAX_CHARS, SUMMARY_MAX_CHARS
+from streamer.bridge.prompt import OTHER
+
+#: Structured-output levels, most to least specific; the client steps down when an endpoint refuses one.
+LEVELS = ("json_schema", "json_object", "none")
+
+
+def answer_schema(labels: Sequence[str], priorities: Sequence[str]) -> dict[str, Any]:
+    """The schema ``parse_answer`` accepts, with the labels and priorities of one prompt as enums."""
+    intents = [*labels, OTHER] if OTHER not in labels else list(labels)
+    return {
+        "type": "object",
+        "properties": {
+            "intent": {"type": "string", "enum": intents},
+            "priority": {"type": "string", "enum": list(priorities)},
+            "summary": {"type": "string", "minLength": 1, "maxLength": SUMMARY_MAX_CHARS},
+            "suggested_reply": {"type": "string", "maxLength": REPLY_MAX_CHARS},
+        },
+        "required": ["intent", "priority", "summary", "suggested_reply"],
+        "additionalProperties": False,
+    }
+
+
+def response_format(level: str, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The ``response_format`` of a request at ``level`` (``None``: send none)."""
+    if level == "json_schema" and schema is not None:
+        return {"type": "json_schema", "json_schema": {"name": "answer", "strict": True, "schema": schema}}
+    if level in ("json_schema", "json_object"):
+        return {"type": "json_object"}
+    return None
