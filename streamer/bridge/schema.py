@@ -1,8 +1,9 @@
 """The JSON Schema of one answer, sent as ``response_format`` so the endpoint can constrain its output.
 
-A server that supports structured output (OpenAI, vLLM, llama.cpp's server, ...) then cannot answer with
-a label outside the prompt's list or forget a field; one that does not gets ``json_object`` or nothing,
-and ``parse_answer`` checks (and extracts) whatever comes back either way.
+A server that supports structured output (OpenAI, vLLM, llama.cpp, ...) then cannot answer with a label
+outside the prompt's list or forget a field; one that refuses ``json_schema`` gets ``json_object`` (with the
+schema beside it, which llama-cpp-python's server honours), then nothing, and ``parse_answer`` checks (and
+extracts) whatever comes back either way.
 """
 
 from __future__ import annotations
@@ -38,5 +39,7 @@ def response_format(level: str, schema: dict[str, Any] | None) -> dict[str, Any]
     if level == "json_schema" and schema is not None:
         return {"type": "json_schema", "json_schema": {"name": "answer", "strict": True, "schema": schema}}
     if level in ("json_schema", "json_object"):
-        return {"type": "json_object"}
+        # ``schema`` beside ``json_object`` is the older convention (llama.cpp's Python server, Anyscale):
+        # servers that know it constrain the answer to the schema, others ignore it or refuse it by name.
+        return {"type": "json_object", "schema": schema} if schema is not None else {"type": "json_object"}
     return None

@@ -263,7 +263,7 @@ async def test_the_answer_schema_is_asked_for_and_a_refusal_lowers_the_level(fak
             await client.complete(MESSAGES, schema=schema)
         assert client.refuses_structured(refused.value) and client.structured == "json_object"
         completion = await client.complete(MESSAGES, schema=schema)
-        assert fake.requests[-1].body["response_format"] == {"type": "json_object"}
+        assert fake.requests[-1].body["response_format"] == {"type": "json_object", "schema": schema}
         assert '"intent"' in completion.content
 
         fake.fail_next(400)  # a refusal that does not name the format is about the request: no step down
