@@ -421,7 +421,11 @@ async def _collect(
                     break
                 continue
             if "bridge" not in procs:
-                break
+                # The escalations and alerts of the last batch may still be on their way: stop at the
+                # first fetch that brings nothing.
+                if record is None:
+                    break
+                continue
             if answers is None:
                 answers_deadline = now + answer_timeout
                 answers = tqdm(total=len(tally.escalation_ids), unit="ans", desc="<- answers", file=sys.stderr)
