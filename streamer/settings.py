@@ -158,7 +158,7 @@ class Settings(BaseSettings):
     llm_response_format: Literal["json_schema", "json_object", "none"] = Field(
         "json_schema",
         description="Structured output asked for: the answer's JSON Schema, any JSON object, or none; "
-        "an endpoint that refuses it (400/422) is asked one level lower from then on.",
+        "an endpoint whose error response names it is asked one level lower from then on.",
     )
     llm_max_retries: int = Field(5, ge=0, description="Retries of one request on 429, 5xx and timeouts.")
     llm_backoff_initial_s: float = Field(0.5, gt=0, description="First retry delay; doubles per retry, with jitter.")

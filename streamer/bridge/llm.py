@@ -378,9 +378,9 @@ class LLMClient:
             await session.close()
 
     def refuses_structured(self, exc: LLMRejected) -> bool:
-        """Whether ``exc`` is the endpoint refusing the structured output asked for (400/422 naming it);
+        """Whether ``exc`` is the endpoint refusing the structured output asked for (an error naming it);
         if so, ask one level lower from now on and return True: the request is worth repeating."""
-        if exc.status not in (400, 422) or self.structured == LEVELS[-1] or not _NAMES_FORMAT.search(exc.body):
+        if self.structured == LEVELS[-1] or not _NAMES_FORMAT.search(exc.body):
             return False
         lower = LEVELS[LEVELS.index(self.structured) + 1] if self.structured in LEVELS else LEVELS[-1]
         log.warning("the endpoint refused the structured output asked for; asking less", was=self.structured, now=lower)
@@ -474,6 +474,12 @@ class LLMClient:
         if status == 200:
             return self._completion(text, latency, attempt)
         snippet = self.scrub(text[:300])
+        if status != 429 and b'"response_format"' in payload and _NAMES_FORMAT.search(text):
+            # The endpoint refuses the structured output asked for: a 400 or 422, or a 500 from servers that
+            # wrap request validation (llama-cpp-python). Not an outage: the caller may ask with less.
+            self.breaker.record_success()
+            self.metrics.requests.labels(outcome="rejected").inc()
+            raise LLMRejected(f"HTTP {status}: {snippet}", status, self.scrub(text))
         if status in RETRY_STATUSES or status >= 500:
             outcome = "rate_limited" if status == 429 else f"http_{status // 100}xx"
             raise _Retryable(f"HTTP {status}: {snippet}", outcome, retry_after_s(headers))

@@ -11,7 +11,8 @@ Answers are decided by the ticket text the prompt carries:
 Failures are scripted with ``fail_next(status, count)`` (applied to the next requests, in order),
 ``hang_s`` (every request waits), ``down()``/``up()`` (the port stops/starts listening), ``api_key``
 (requests without that bearer token get a 401 that echoes what they sent, as real providers do) and
-``refuse_schema`` (a ``json_schema`` response format gets the 400 of a server that lacks it).
+``refuse_schema`` (a status: a ``json_schema`` response format gets it, with the message of a server
+that lacks it; llama-cpp-python answers 500).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class FakeOpenAI:
         self.api_key = api_key
         self.hang_s = 0.0
         self.slow_s = 5.0
-        self.refuse_schema = False
+        self.refuse_schema = 0
         self.requests: list[Seen] = []
         self._failures: deque[_Failure] = deque()
         self._lock = threading.Lock()
@@ -136,9 +137,9 @@ class FakeOpenAI:
             sent = request.headers.get("Authorization", "")
             return web.json_response({"error": {"message": f"Incorrect API key provided: {sent}"}}, status=401)
         if self.refuse_schema and (body.get("response_format") or {}).get("type") == "json_schema":
-            seen.status = 400
+            seen.status = self.refuse_schema
             message = "response_format type 'json_schema' is not supported"
-            return web.json_response({"error": {"message": message}}, status=400)
+            return web.json_response({"error": {"message": message}}, status=self.refuse_schema)
         if failure is not None:
             seen.status = failure.status
             return web.json_response(

@@ -246,7 +246,8 @@ async def test_answer_usage_and_request_shape(fake: FakeOpenAI) -> None:
     assert seen.body["model"] == "big-model" and seen.body["messages"] == MESSAGES
 
 
-async def test_the_answer_schema_is_asked_for_and_a_refusal_lowers_the_level(fake: FakeOpenAI) -> None:
+@pytest.mark.parametrize("status", [400, 500])
+async def test_the_answer_schema_is_asked_for_and_a_refusal_lowers_the_level(fake: FakeOpenAI, status: int) -> None:
     schema = answer_schema(["refund_request", "card_arrival"], ["high", "normal"])
     async with LLMClient(options(fake)) as client:
         await client.complete(MESSAGES, schema=schema)
@@ -258,9 +259,10 @@ async def test_the_answer_schema_is_asked_for_and_a_refusal_lowers_the_level(fak
             "other",
         ]
 
-        fake.refuse_schema = True
+        fake.refuse_schema = status  # 500: llama-cpp-python wraps its request validation so
         with pytest.raises(LLMRejected) as refused:
             await client.complete(MESSAGES, schema=schema)
+        assert len(fake.requests) == 2  # a refusal, not an outage: no retries
         assert client.refuses_structured(refused.value) and client.structured == "json_object"
         completion = await client.complete(MESSAGES, schema=schema)
         assert fake.requests[-1].body["response_format"] == {"type": "json_object", "schema": schema}
