@@ -377,11 +377,18 @@ class LLMClient:
         if session is not None:
             await session.close()
 
-    def refuses_structured(self, exc: LLMRejected) -> bool:
+    def refuses_structured(self, exc: LLMRejected, asked: str | None = None) -> bool:
         """Whether ``exc`` is the endpoint refusing the structured output asked for (an error naming it);
-        if so, ask one level lower from now on and return True: the request is worth repeating."""
-        if self.structured == LEVELS[-1] or not _NAMES_FORMAT.search(exc.body):
+        if so, ask one level lower from now on and return True: the request is worth repeating.
+
+        ``asked`` is the level the request went with (``self.structured`` when it was sent): requests in
+        flight together are refused together, and only the first of them lowers the level.
+        """
+        asked = self.structured if asked is None else asked
+        if asked == LEVELS[-1] or not _NAMES_FORMAT.search(exc.body):
             return False
+        if asked != self.structured:
+            return True  # lowered already, by another request's refusal
         lower = LEVELS[LEVELS.index(self.structured) + 1] if self.structured in LEVELS else LEVELS[-1]
         log.warning("the endpoint refused the structured output asked for; asking less", was=self.structured, now=lower)
         self.structured = lower

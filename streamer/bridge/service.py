@@ -318,13 +318,14 @@ class Bridge:
         sent = 0  # requests of earlier rounds, so the answer reports every request it cost
         while True:
             successes_before = self.client.successes
+            asked = self.client.structured  # read where complete() builds its request, with no await between
             try:
                 completion = await self.client.complete(
                     prompt.messages, request_id=escalation.id, schema=answer_schema(prompt.labels, prompt.priorities)
                 )
                 return replace(completion, attempts=sent + completion.attempts)
             except LLMRejected as exc:
-                if self.client.refuses_structured(exc):
+                if self.client.refuses_structured(exc, asked):
                     sent += 1
                     continue
                 return failure_for(escalation, "processing_failed", f"the endpoint refused the request: {exc}")

@@ -263,7 +263,9 @@ async def test_the_answer_schema_is_asked_for_and_a_refusal_lowers_the_level(fak
         with pytest.raises(LLMRejected) as refused:
             await client.complete(MESSAGES, schema=schema)
         assert len(fake.requests) == 2  # a refusal, not an outage: no retries
-        assert client.refuses_structured(refused.value) and client.structured == "json_object"
+        assert client.refuses_structured(refused.value, "json_schema") and client.structured == "json_object"
+        # a request sent together with the refused one, refused in turn, does not lower the level again
+        assert client.refuses_structured(refused.value, "json_schema") and client.structured == "json_object"
         completion = await client.complete(MESSAGES, schema=schema)
         assert fake.requests[-1].body["response_format"] == {"type": "json_object", "schema": schema}
         assert '"intent"' in completion.content
