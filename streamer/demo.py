@@ -16,7 +16,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-__all__ = ["demo_log_lines", "demo_tickets", "valid_iban", "valid_luhn_card"]
+__all__ = [
+    "STORY_BURST",
+    "codename",
+    "demo_log_lines",
+    "demo_log_story",
+    "demo_tickets",
+    "first_seen_error",
+    "valid_iban",
+    "valid_luhn_card",
+]
 
 _START = datetime(2024, 6, 3, 8, 0, 0, tzinfo=timezone.utc)
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -1262,20 +1271,13 @@ def _stack_trace(rng: random.Random, ts: datetime, hosts: dict[str, tuple[str, .
     return f"{_iso_ms(ts)} ERROR [{service}] {text}"
 
 
-def demo_log_lines(n: int, seed: int = 7) -> Iterator[dict[str, Any] | str]:
-    """Yield ``n`` log entries, identical for identical ``(n, seed)``: JSON-style records (dicts with
-    ``timestamp``, ``level``, ``service``, ``message`` and extra fields) mixed with plain text lines
-    (nginx, syslog, postgres, ISO-timestamp-plus-level). Mostly recurring templates with varying
-    parameters, a few rare templates, multi-line Java stack traces as single entries, and occasional
-    bursts of one error. Timestamps never go backwards. The first k entries do not depend on ``n``.
-    """
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    rng = random.Random(seed)
-    hosts = _hosts(rng)
+def _log_timeline(
+    rng: random.Random, hosts: dict[str, tuple[str, ...]], n: int, start: datetime, mean_gap_ms: float
+) -> Iterator[tuple[datetime, dict[str, Any] | str]]:
+    """The entries of ``demo_log_lines`` with their timestamps (callers place more lines between them)."""
     templates = _ROUTINE + _RARE
     weights = [t.weight for t in templates]
-    ts = _START
+    ts = start
     burst_left = 0
     burst: _LogTemplate | None = None
     burst_fixed: dict[str, str] = {}
@@ -1283,9 +1285,9 @@ def demo_log_lines(n: int, seed: int = 7) -> Iterator[dict[str, Any] | str]:
         if burst is not None and burst_left > 0:
             ts += timedelta(milliseconds=rng.randint(3, 250))
             burst_left -= 1
-            yield _render(rng, burst, ts, _Slots(rng, ts, burst_fixed), hosts)
+            yield ts, _render(rng, burst, ts, _Slots(rng, ts, burst_fixed), hosts)
             continue
-        ts += timedelta(milliseconds=int(rng.expovariate(1 / 300)) + 1)
+        ts += timedelta(milliseconds=int(rng.expovariate(1 / mean_gap_ms)) + 1)
         roll = rng.random()
         if roll < 0.008:
             burst, keep = rng.choice(_BURSTS)
@@ -1293,9 +1295,84 @@ def demo_log_lines(n: int, seed: int = 7) -> Iterator[dict[str, Any] | str]:
             burst_fixed = {k: seed_slots[k] for k in keep}
             burst_left = rng.randint(8, 25)
             burst_left -= 1
-            yield _render(rng, burst, ts, _Slots(rng, ts, burst_fixed), hosts)
+            yield ts, _render(rng, burst, ts, _Slots(rng, ts, burst_fixed), hosts)
         elif roll < 0.02:
-            yield _stack_trace(rng, ts, hosts)
+            yield ts, _stack_trace(rng, ts, hosts)
         else:
             tpl = rng.choices(templates, weights)[0]
-            yield _render(rng, tpl, ts, _Slots(rng, ts), hosts)
+            yield ts, _render(rng, tpl, ts, _Slots(rng, ts), hosts)
+
+
+def demo_log_lines(
+    n: int, seed: int = 7, *, start: datetime | None = None, mean_gap_ms: float = 300.0
+) -> Iterator[dict[str, Any] | str]:
+    """Yield ``n`` log entries, identical for identical ``(n, seed)``: JSON-style records (dicts with
+    ``timestamp``, ``level``, ``service``, ``message`` and extra fields) mixed with plain text lines
+    (nginx, syslog, postgres, ISO-timestamp-plus-level). Mostly recurring templates with varying
+    parameters, a few rare templates, multi-line Java stack traces as single entries, and occasional
+    bursts of one error. Timestamps never go backwards. The first k entries do not depend on ``n``.
+
+    ``start`` (default: a fixed day in 2024) is the time just before the first entry, ``mean_gap_ms``
+    the mean gap between entries outside bursts.
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    rng = random.Random(seed)
+    hosts = _hosts(rng)
+    for _, entry in _log_timeline(rng, hosts, n, start or _START, mean_gap_ms):
+        yield entry
+
+
+#: The burst the story always has: one error template of one service, many times within seconds.
+STORY_BURST = _BURSTS[2][0]
+_SYLLABLES = tuple(c + v for c in "bdfgklmnprstvz" for v in "aeiou")
+
+
+def codename(tag: str) -> str:
+    """A pronounceable, digit-free name for ``tag`` (``Kovamu``): a word, so log templates keep it."""
+    rng = random.Random(f"codename:{tag}")
+    return "".join(rng.choice(_SYLLABLES) for _ in range(3)).capitalize()
+
+
+def first_seen_error(tag: str) -> str:
+    """The message of the story's new error: its first word is ``codename(tag)``.
+
+    A template's first token never generalises, so every tag gives a template no earlier run has
+    seen, and a demo run on a broker that remembers earlier runs' templates still shows a first sighting.
+    """
+    return f"{codename(tag)} reconciliation aborted: settlement totals differ from the ledger"
+
+
+def demo_log_story(
+    n: int,
+    *,
+    start: datetime,
+    tag: str,
+    seed: int = 7,
+    mean_gap_ms: float = 100.0,
+    burst: int = 60,
+) -> Iterator[dict[str, Any] | str]:
+    """``demo_log_lines(n, seed, start=start, mean_gap_ms=mean_gap_ms)`` with three incidents placed in it.
+
+    A third of the way in, a first-seen error template (``first_seen_error(tag)``, from
+    ``payments-worker``); half-way, a burst of ``burst`` lines of ``STORY_BURST`` interleaved one by one
+    with the next ``burst`` entries (so within seconds of event time); at seven tenths, a Java stack
+    trace. These happen on every run, where the background's own incidents are left to chance.
+    Timestamps never go backwards; ``n + burst + 2`` entries in all.
+    """
+    if n < 0 or burst < 0:
+        raise ValueError(f"n and burst must be >= 0, got {n} and {burst}")
+    rng = random.Random(seed)
+    hosts = _hosts(rng)
+    extra = random.Random(f"{seed}:{tag}")
+    novel = _LogTemplate(1, "json", "payments-worker", "ERROR", first_seen_error(tag) + " by {amt} USD")
+    burst_fixed: dict[str, str] = {}
+    for i, (ts, entry) in enumerate(_log_timeline(rng, hosts, n, start, mean_gap_ms)):
+        yield entry
+        if i == n * 3 // 10:
+            yield _render(extra, novel, ts, _Slots(extra, ts), hosts)
+        if n // 2 <= i < n // 2 + burst:
+            at = ts + timedelta(milliseconds=1)
+            yield _render(extra, STORY_BURST, at, _Slots(extra, at, burst_fixed), hosts)
+        if i == n * 7 // 10:
+            yield _stack_trace(extra, ts, hosts)

@@ -15,7 +15,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -86,13 +86,18 @@ class RepeatFilter(logging.Filter):
         return False
 
 
-def configure_logging(settings: Settings) -> None:
-    """Set up structlog and stdlib logging once per process, from ``log_level`` and ``log_format``."""
+def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
+    """Set up structlog and stdlib logging once per process, from ``log_level`` and ``log_format``.
+
+    Lines go to ``stream`` (default: standard error); ``streamer demo`` sends them to a file so that the
+    terminal keeps its progress bars and summary.
+    """
+    out = stream if stream is not None else sys.stderr
     fmt = settings.log_format
     if fmt == "auto":
-        fmt = "console" if sys.stderr.isatty() else "json"
+        fmt = "console" if out.isatty() else "json"
     renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        structlog.dev.ConsoleRenderer(colors=out.isatty())
         if fmt == "console"
         else structlog.processors.JSONRenderer()
     )
@@ -109,7 +114,7 @@ def configure_logging(settings: Settings) -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],

@@ -275,6 +275,11 @@ class Settings(BaseSettings):
         2.0, ge=0, description="Requests per second (token bucket, bursts up to the concurrency; 0: no limit)."
     )
     llm_max_tokens: int = Field(512, ge=16, description="Most tokens the model may write per answer.")
+    llm_response_format: Literal["json_schema", "json_object", "none"] = Field(
+        "json_schema",
+        description="Structured output asked for: the answer's JSON Schema, any JSON object, or none; "
+        "an endpoint whose error response names it is asked one level lower from then on.",
+    )
     llm_max_retries: int = Field(5, ge=0, description="Retries of one request on 429, 5xx and timeouts.")
     llm_backoff_initial_s: float = Field(0.5, gt=0, description="First retry delay; doubles per retry, with jitter.")
     llm_backoff_max_s: float = Field(30.0, gt=0, description="Longest retry delay (a longer Retry-After is honoured).")

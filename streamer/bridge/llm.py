@@ -22,6 +22,7 @@ import asyncio
 import email.utils
 import enum
 import random
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ import orjson
 import structlog
 
 from streamer.bridge.metrics import BridgeMetrics
+from streamer.bridge.schema import LEVELS, response_format
 from streamer.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -45,6 +47,8 @@ RETRY_STATUSES = frozenset({408, 409, 425, 429})
 #: Statuses that say the endpoint or its configuration is wrong, not this request: like an outage, they
 #: count against the circuit and the request waits instead of being given up.
 ENDPOINT_STATUSES = frozenset({401, 403, 404})
+#: How a refusal of structured output reads (OpenAI, vLLM, llama.cpp, LiteLLM name the parameter or the type).
+_NAMES_FORMAT = re.compile(r"response_format|json_schema|json_object|structured output|grammar", re.IGNORECASE)
 #: A Retry-After longer than this is treated as garbage and capped.
 MAX_RETRY_AFTER_S = 300.0
 
@@ -275,6 +279,7 @@ class ClientOptions:
     max_concurrency: int = 4
     rate_per_s: float = 2.0
     max_tokens: int = 512
+    response_format: str = "json_schema"
     max_retries: int = 5
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
@@ -295,6 +300,7 @@ class ClientOptions:
             max_concurrency=settings.llm_max_concurrency,
             rate_per_s=settings.llm_rate_per_s,
             max_tokens=settings.llm_max_tokens,
+            response_format=settings.llm_response_format,
             max_retries=settings.llm_max_retries,
             backoff_initial_s=settings.llm_backoff_initial_s,
             backoff_max_s=settings.llm_backoff_max_s,
@@ -353,6 +359,8 @@ class LLMClient:
         self._not_before = 0.0
         #: Answers received so far (a caller compares it before and after a failure: did others get through?)
         self.successes = 0
+        #: Structured output asked for now (``schema.LEVELS``); lowered when the endpoint refuses it.
+        self.structured = options.response_format
         self.metrics.circuit_state.set(0)
 
     async def __aenter__(self) -> LLMClient:
@@ -376,6 +384,23 @@ class LLMClient:
         if session is not None:
             await session.close()
 
+    def refuses_structured(self, exc: LLMRejected, asked: str | None = None) -> bool:
+        """Whether ``exc`` is the endpoint refusing the structured output asked for (an error naming it);
+        if so, ask one level lower from now on and return True: the request is worth repeating.
+
+        ``asked`` is the level the request went with (``self.structured`` when it was sent): requests in
+        flight together are refused together, and only the first of them lowers the level.
+        """
+        asked = self.structured if asked is None else asked
+        if asked == LEVELS[-1] or not _NAMES_FORMAT.search(exc.body):
+            return False
+        if asked != self.structured:
+            return True  # lowered already, by another request's refusal
+        lower = LEVELS[LEVELS.index(self.structured) + 1] if self.structured in LEVELS else LEVELS[-1]
+        log.warning("the endpoint refused the structured output asked for; asking less", was=self.structured, now=lower)
+        self.structured = lower
+        return True
+
     def scrub(self, text: str) -> str:
         """``text`` with every occurrence of the API key masked, for anything that may be logged or stored."""
         key = self.options.api_key
@@ -390,18 +415,21 @@ class LLMClient:
         json_answer: bool = True,
         request_id: str | None = None,
         headers: Mapping[str, str] | None = None,
+        schema: dict[str, Any] | None = None,
     ) -> Completion:
         """Send one chat request; return the answer, or raise ``LLMUnavailable`` / ``LLMRejected`` /
         ``MalformedCompletion``. Retries happen here; waiting out an open circuit is the caller's choice.
-        ``headers`` go with every attempt (the trace context)."""
+        ``headers`` go with every attempt (the trace context). With ``json_answer``, the request asks for
+        ``schema`` (or any JSON object) as ``self.structured`` says."""
         body: dict[str, Any] = {
             "model": self.options.model,
             "messages": list(messages),
             "temperature": 0,
             "max_tokens": self.options.max_tokens,
         }
-        if json_answer:
-            body["response_format"] = {"type": "json_object"}
+        fmt = response_format(self.structured, schema) if json_answer else None
+        if fmt is not None:
+            body["response_format"] = fmt
         payload = orjson.dumps(body)
         last, outcome = "no attempt made", ""
         wait_hint: float | None = None
@@ -479,6 +507,12 @@ class LLMClient:
                 kind = headers.get("Content-Type", "no content type").split(";")[0].strip()
                 raise _Retryable(f"HTTP 200 with a body that is not JSON ({kind}): {snippet}", "not_json") from None
             return self._completion(doc, text, latency, attempt)
+        if status != 429 and b'"response_format"' in payload and _NAMES_FORMAT.search(text):
+            # The endpoint refuses the structured output asked for: a 400 or 422, or a 500 from servers that
+            # wrap request validation (llama-cpp-python). Not an outage: the caller may ask with less.
+            self.breaker.record_success()
+            self.metrics.requests.labels(outcome="rejected").inc()
+            raise LLMRejected(f"HTTP {status}: {snippet}", status, self.scrub(text))
         if status in RETRY_STATUSES or status >= 500:
             outcome = "rate_limited" if status == 429 else f"http_{status // 100}xx"
             raise _Retryable(f"HTTP {status}: {snippet}", outcome, retry_after_s(headers))

@@ -53,6 +53,7 @@ from streamer.bridge.records import (
     pii_failure,
     response_record,
 )
+from streamer.bridge.schema import answer_schema
 from streamer.errors import ConfigError
 from streamer.events import DecodeFailure, Output, RawEvent, Source
 from streamer.headers import SOURCE_BRIDGE, Contracts, TraceParent, event_id, incoming_trace, subject_of, trace_headers
@@ -391,10 +392,16 @@ class Bridge:
         sent = 0  # requests of earlier rounds, so the answer reports every request it cost
         while True:
             successes_before = self.client.successes
+            asked = self.client.structured  # read where complete() builds its request, with no await between
             try:
-                completion = await self._call(escalation, prompt, trace)
+                completion = await self._call(
+                    escalation, prompt, trace, schema=answer_schema(prompt.labels, prompt.priorities)
+                )
                 return replace(completion, attempts=sent + completion.attempts)
             except LLMRejected as exc:
+                if self.client.refuses_structured(exc, asked):
+                    sent += 1
+                    continue
                 return failure_for(escalation, "processing_failed", f"the endpoint refused the request: {exc}")
             except MalformedCompletion as exc:
                 return invalid_answer_failure(escalation, exc.body, str(exc), None)
@@ -418,15 +425,17 @@ class Bridge:
                 )
                 await self._wait(wait)
 
-    async def _call(self, escalation: Escalation, prompt: Prompt, trace: InputTrace | None) -> Completion:
+    async def _call(
+        self, escalation: Escalation, prompt: Prompt, trace: InputTrace | None, *, schema: dict[str, Any] | None
+    ) -> Completion:
         """One ``complete`` call in a ``chat`` span; the endpoint gets the trace context as HTTP headers."""
         if trace is None:
-            return await self.client.complete(prompt.messages, request_id=escalation.id)
+            return await self.client.complete(prompt.messages, request_id=escalation.id, schema=schema)
         options = self.client.options
         attributes = {"gen_ai.operation.name": "chat", "gen_ai.request.model": options.model}
         with self.tracing.span(f"chat {options.model}", trace, attributes, client=True) as span:
             headers = trace_headers(self.tracing.current(span, trace.trace))
-            return await self.client.complete(prompt.messages, request_id=escalation.id, headers=headers)
+            return await self.client.complete(prompt.messages, request_id=escalation.id, headers=headers, schema=schema)
 
     async def _wait(self, seconds: float) -> None:
         try:

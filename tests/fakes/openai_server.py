@@ -11,8 +11,10 @@ Answers are decided by the ticket text the prompt carries:
 
 Failures are scripted with ``fail_next(status, count)`` (applied to the next requests, in order),
 ``page_next(count)`` (an HTML error page with status 200, as some proxies send),
-``hang_s`` (every request waits), ``down()``/``up()`` (the port stops/starts listening) and ``api_key``
-(requests without that bearer token get a 401 that echoes what they sent, as real providers do).
+``hang_s`` (every request waits), ``down()``/``up()`` (the port stops/starts listening), ``api_key``
+(requests without that bearer token get a 401 that echoes what they sent, as real providers do) and
+``refuse_schema`` (a status: a ``json_schema`` response format gets it, with the message of a server
+that lacks it; llama-cpp-python answers 500).
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ class FakeOpenAI:
         self.slow_s = 5.0
         #: Appended to every summary and suggested reply (e.g. personal data a model might invent).
         self.reply_extra = ""
+        self.refuse_schema = 0
         self.requests: list[Seen] = []
         self._failures: deque[_Failure] = deque()
         self._lock = threading.Lock()
@@ -151,6 +154,10 @@ class FakeOpenAI:
         if failure is not None and failure.page is not None:
             seen.status = failure.status
             return web.Response(text=failure.page, status=failure.status, content_type="text/html")
+        if self.refuse_schema and (body.get("response_format") or {}).get("type") == "json_schema":
+            seen.status = self.refuse_schema
+            message = "response_format type 'json_schema' is not supported"
+            return web.json_response({"error": {"message": message}}, status=self.refuse_schema)
         if failure is not None:
             seen.status = failure.status
             return web.json_response(

@@ -212,7 +212,7 @@ async def test_answers_land_keyed_by_id_and_feed_back_as_training_data(
 
     # the key went to the endpoint as a bearer token and nowhere else
     assert {r.headers["Authorization"] for r in env.fake.requests} == {f"Bearer {KEY}"}
-    assert all(r.body["response_format"] == {"type": "json_object"} for r in env.fake.requests)
+    assert all(r.body["response_format"]["type"] == "json_schema" for r in env.fake.requests)
     out, err = capfd.readouterr()
     assert KEY not in out + err
 

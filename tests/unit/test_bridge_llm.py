@@ -28,6 +28,7 @@ from streamer.bridge.llm import (
     retry_after_s,
     safe_url,
 )
+from streamer.bridge.schema import answer_schema
 from streamer.settings import Settings
 
 KEY = "sk-test-4f9c2a7e1b8d6035"
@@ -241,8 +242,44 @@ async def test_answer_usage_and_request_shape(fake: FakeOpenAI) -> None:
     assert completion.attempts == 1
     [seen] = fake.requests
     assert seen.headers["Authorization"] == f"Bearer {KEY}"
-    assert seen.body["response_format"] == {"type": "json_object"}
+    assert seen.body["response_format"] == {"type": "json_object"}  # no schema given: any JSON object
     assert seen.body["model"] == "big-model" and seen.body["messages"] == MESSAGES
+
+
+@pytest.mark.parametrize("status", [400, 500])
+async def test_the_answer_schema_is_asked_for_and_a_refusal_lowers_the_level(fake: FakeOpenAI, status: int) -> None:
+    schema = answer_schema(["refund_request", "card_arrival"], ["high", "normal"])
+    async with LLMClient(options(fake)) as client:
+        await client.complete(MESSAGES, schema=schema)
+        sent = fake.requests[-1].body["response_format"]
+        assert sent["type"] == "json_schema" and sent["json_schema"]["schema"] == schema
+        assert sent["json_schema"]["schema"]["properties"]["intent"]["enum"] == [
+            "refund_request",
+            "card_arrival",
+            "other",
+        ]
+
+        fake.refuse_schema = status  # 500: llama-cpp-python wraps its request validation so
+        with pytest.raises(LLMRejected) as refused:
+            await client.complete(MESSAGES, schema=schema)
+        assert len(fake.requests) == 2  # a refusal, not an outage: no retries
+        assert client.refuses_structured(refused.value, "json_schema") and client.structured == "json_object"
+        # a request sent together with the refused one, refused in turn, does not lower the level again
+        assert client.refuses_structured(refused.value, "json_schema") and client.structured == "json_object"
+        completion = await client.complete(MESSAGES, schema=schema)
+        assert fake.requests[-1].body["response_format"] == {"type": "json_object", "schema": schema}
+        assert '"intent"' in completion.content
+
+        fake.fail_next(400)  # a refusal that does not name the format is about the request: no step down
+        with pytest.raises(LLMRejected) as other:
+            await client.complete(MESSAGES, schema=schema)
+        assert not client.refuses_structured(other.value) and client.structured == "json_object"
+
+
+async def test_response_format_none_sends_none(fake: FakeOpenAI) -> None:
+    async with LLMClient(options(fake, response_format="none")) as client:
+        await client.complete(MESSAGES, schema=answer_schema(["x"], ["low"]))
+    assert "response_format" not in fake.requests[-1].body
 
 
 async def test_429_with_retry_after_is_honoured(fake: FakeOpenAI) -> None:

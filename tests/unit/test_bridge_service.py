@@ -189,6 +189,32 @@ async def test_rejected_request_is_a_dead_letter(fake: FakeOpenAI) -> None:
     assert "HTTP 400" in out.value["error"]["message"]
 
 
+async def test_an_endpoint_without_structured_output_is_asked_again_without_it(fake: FakeOpenAI) -> None:
+    fake.refuse_schema = 500  # llama-cpp-python's answer
+    bridge = make_bridge(fake)
+    [out], outcome = await bridge.process(raw(escalation("TCK-7", "Where is it? want: order_status")))
+    [again], _ = await bridge.process(raw(escalation("TCK-8", "want: card_arrival")))
+    await bridge.client.close()
+    assert (outcome, out.value["intent"], again.value["intent"]) == ("answered", "order_status", "card_arrival")
+    assert out.value["attempts"] == 2  # the refused request counts
+    formats = [r.body["response_format"]["type"] for r in fake.requests]
+    assert formats == ["json_schema", "json_object", "json_object"]  # the refusal is remembered
+    schema = fake.requests[0].body["response_format"]["json_schema"]["schema"]
+    assert set(schema["properties"]["intent"]["enum"]) >= {"order_status", "other"}
+
+
+async def test_escalations_refused_together_step_down_one_level(fake: FakeOpenAI) -> None:
+    fake.refuse_schema = 500
+    bridge = make_bridge(fake, llm_max_concurrency=4)
+    results = await asyncio.gather(
+        *(bridge.process(raw(escalation(f"TCK-{i}", "want: order_status"), offset=i)) for i in range(4))
+    )
+    await bridge.client.close()
+    assert [outcome for _, outcome in results] == ["answered"] * 4
+    assert bridge.client.structured == "json_object"  # not "none": four refusals of one level are one step
+    assert [r.body["response_format"]["type"] for r in fake.requests].count("json_object") == 4
+
+
 async def test_outage_is_waited_out(fake: FakeOpenAI) -> None:
     fake.down()
     bridge = make_bridge(fake)
