@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -113,21 +114,8 @@ def ticket_router(settings: Settings, bundle: Any) -> Router:
 
 def load_ticket_runtime(settings: Settings, bundle: Any | None = None) -> TicketRuntime:
     """Load (or take) the bundle and compile everything the ticket processor needs."""
-    from streamer.errors import ConfigError
-    from streamer.models.bundle import load_bundle
-
     privacy = privacy_for(settings)  # a bad policy fails before the bundle is loaded
-    if bundle is None:
-        bundle = load_bundle(
-            settings.bundle_dir,
-            device=settings.device,
-            compute_type=settings.compute_type,
-            intra_threads=settings.intra_threads,
-            inter_threads=settings.inter_threads,
-        )
-    missing = [h for h in TICKET_HEADS if h not in bundle.heads]
-    if missing:
-        raise ConfigError(f"bundle {settings.bundle_dir} lacks the ticket head(s): {', '.join(missing)}")
+    bundle = ticket_bundle(settings, settings.bundle_dir, "bundle", bundle)
     registry = SchemaRegistry(settings.schemas_dir)
     catalog = load_catalog(settings.topics_file)
     schema = catalog["support.tickets.v1"].schema or "ticket.v1.json"
@@ -146,6 +134,25 @@ def load_ticket_runtime(settings: Settings, bundle: Any | None = None) -> Ticket
     return TicketRuntime(processor=processor, bundle=bundle)
 
 
+def ticket_bundle(settings: Settings, path: Path, role: str, bundle: Any = None) -> Any:
+    """The bundle at ``path`` (or ``bundle``, already loaded) on the worker's device, with every ticket head."""
+    from streamer.errors import ConfigError
+    from streamer.models.bundle import load_bundle
+
+    if bundle is None:
+        bundle = load_bundle(
+            path,
+            device=settings.device,
+            compute_type=settings.compute_type,
+            intra_threads=settings.intra_threads,
+            inter_threads=settings.inter_threads,
+        )
+    missing = [h for h in TICKET_HEADS if h not in bundle.heads]
+    if missing:
+        raise ConfigError(f"{role} {path} lacks the ticket head(s): {', '.join(missing)}")
+    return bundle
+
+
 def escalation_deduper(settings: Settings) -> EscalationDeduper | None:
     """The live worker's near-duplicate folding (``STREAMER_ESCALATE_DEDUP_*``); replay runs without it, so
     that its decisions depend on the records alone."""
@@ -156,20 +163,8 @@ def escalation_deduper(settings: Settings) -> EscalationDeduper | None:
 
 def load_shadow(settings: Settings, live: Any) -> ShadowRun:
     """The shadow bundle of ``STREAMER_SHADOW_BUNDLE_DIR``, checked like the live one, with its own rules."""
-    from streamer.errors import ConfigError
-    from streamer.models.bundle import load_bundle
-
     assert settings.shadow_bundle_dir is not None
-    bundle = load_bundle(
-        settings.shadow_bundle_dir,
-        device=settings.device,
-        compute_type=settings.compute_type,
-        intra_threads=settings.intra_threads,
-        inter_threads=settings.inter_threads,
-    )
-    missing = [h for h in TICKET_HEADS if h not in bundle.heads]
-    if missing:
-        raise ConfigError(f"shadow bundle {settings.shadow_bundle_dir} lacks the ticket head(s): {', '.join(missing)}")
+    bundle = ticket_bundle(settings, settings.shadow_bundle_dir, "shadow bundle")
     same = shares_encoder(getattr(live, "manifest", {}), bundle.manifest)
     return ShadowRun(
         bundle=bundle,
