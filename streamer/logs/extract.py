@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from streamer.triage.pii import find_pii
 
-__all__ = ["exception_type", "extract_log_entities", "ip_entities"]
+__all__ = ["exception_type", "extract_log_entities", "ip_entities", "ip_is_internal"]
 
 _EXCEPTION_LINE: Final = re.compile(
     r"^[ \t]*(?:Caused by: |Exception in thread \"[^\"\n]*\" |Uncaught |\w+Error: Uncaught )?"
@@ -135,7 +135,7 @@ def _stack(message: str, out: dict[str, Any]) -> None:
         out["top_frame"] = frame
 
 
-def _ip_is_internal(text: str) -> bool | None:
+def ip_is_internal(text: str) -> bool | None:
     """True for infrastructure addresses, False for public ones, None for a non-address."""
     if text in _IP_CACHE:
         return _IP_CACHE[text]
@@ -163,7 +163,7 @@ def ip_entities(message: str) -> dict[str, Any]:
     internal: list[str] = []
     public = 0
     for text in found:
-        kind = _ip_is_internal(text)
+        kind = ip_is_internal(text)
         if kind is True:
             if text not in internal:
                 internal.append(text)

@@ -22,7 +22,6 @@ Per batch:
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ import orjson
 
 from streamer.logs.bursts import Burst, BurstConfig, BurstDetector, ErrorTemplateWatch
 from streamer.logs.decode import SEVERITY_RANK, LogRecord, format_time_ms
-from streamer.logs.extract import exception_type, extract_log_entities, ip_entities
+from streamer.logs.extract import exception_type, extract_log_entities, ip_entities, ip_is_internal
 from streamer.logs.templates import MinerConfig, Template, TemplateMiner, template_record
 from streamer.triage.escalation import Reason, ReasonCode
 from streamer.triage.outputs import ModelInfo
@@ -216,14 +215,11 @@ def _ip_entities(line: _Line) -> dict[str, Any]:
         for span, token in zip(red.spans, red.placeholders, strict=True):
             if span.kind != "IP":
                 continue
-            try:
-                ip = ipaddress.ip_address(span.value.split("%", 1)[0])
-            except ValueError:
-                continue
-            if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_unspecified:
+            internal_ip = ip_is_internal(span.value.split("%", 1)[0])
+            if internal_ip is True:
                 if token not in internal:
                     internal.append(token)
-            else:
+            elif internal_ip is False:
                 public += 1
     left = ip_entities(line.redacted)
     for text in left.get("ips", ()):
