@@ -99,7 +99,9 @@ class Settings(BaseSettings):
     compute_type: str | None = Field(
         None, description="CTranslate2 compute type; default int8 on CPU, float16 on CUDA."
     )
-    intra_threads: int = Field(0, ge=0, description="Threads inside one inference call (0: one per core).")
+    intra_threads: int = Field(
+        0, ge=0, description="Threads inside one inference call (0: CTranslate2's default, 4 threads)."
+    )
     inter_threads: int = Field(1, ge=1, description="Inference calls run in parallel.")
 
     # Batching and limits

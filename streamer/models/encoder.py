@@ -104,7 +104,7 @@ class Encoder:
         max_length: tokens kept per text, special tokens included (default 256, as the model was trained).
         device: ``cpu``, ``cuda`` or ``auto`` (default ``auto``).
         compute_type: CTranslate2 compute type; default int8 on CPU, float16 on CUDA.
-        intra_threads: threads per batch (0: CTranslate2's default, all cores).
+        intra_threads: threads per batch (0: CTranslate2's default, 4 threads).
         inter_threads: batches run in parallel (default 1).
         batch_size: most texts per forward pass (default 64).
         max_padding: bound on the share of padded positions in a sub-batch (default 0.25).
