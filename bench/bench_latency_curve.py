@@ -35,13 +35,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from bench_ticket_worker import ticket_texts, tickets  # noqa: E402
+from bench_ticket_worker import produce, ticket_texts, tickets  # noqa: E402
 
 from streamer.defaults import ensure_default_bundle  # noqa: E402
 from streamer.kafka import local  # noqa: E402
@@ -51,23 +51,6 @@ from streamer.settings import Settings  # noqa: E402
 from streamer.topics import load_catalog  # noqa: E402
 
 TARGETS_P99_MS = {0.1: 100.0, 0.6: 250.0}
-
-
-async def produce(bootstrap: str, topic: str, docs: list[dict[str, Any]], rate: float | None = None) -> None:
-    """Send ``docs`` (at ``rate`` per second when given); no linger, so a record leaves when it is stamped."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
-    await producer.start()
-    try:
-        started = time.perf_counter()
-        for i, doc in enumerate(docs):
-            await producer.send(topic, orjson.dumps(doc), key=doc["id"].encode())
-            if rate:
-                ahead = (i + 1) / rate - (time.perf_counter() - started)
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
-        await producer.flush()
-    finally:
-        await producer.stop()
 
 
 async def collect(bootstrap: str, topic: str, ids: set[str], timeout: float) -> dict[str, tuple[int, int]]:
@@ -152,7 +135,7 @@ class Mode:
     def send(self, docs: list[dict[str, Any]], rate: float | None = None) -> tuple[float, float]:
         """Produce ``docs``, wait for all their outputs; (wall seconds of the sending, of everything)."""
         started = time.time()
-        asyncio.run(produce(self.bootstrap, self.source, docs, rate))
+        asyncio.run(produce(self.bootstrap, self.source, docs, rate, linger_ms=0))
         sent = time.time()
         self.last = asyncio.run(collect(self.bootstrap, self.enriched, {d["id"] for d in docs}, 600))
         assert self.proc is not None and self.proc.poll() is None, f"{self.name} worker died"

@@ -217,8 +217,11 @@ def print_overhead(o: dict[str, Any]) -> None:
     )
 
 
-async def produce(bootstrap: str, topic: str, docs: list[dict[str, Any]], rate: float | None = None) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=10)
+async def produce(
+    bootstrap: str, topic: str, docs: list[dict[str, Any]], rate: float | None = None, *, linger_ms: int = 10
+) -> None:
+    """Send ``docs`` (at ``rate`` per second when given); ``linger_ms=0`` lets a record leave when it is stamped."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=linger_ms)
     await producer.start()
     try:
         started = time.perf_counter()
@@ -227,7 +230,8 @@ async def produce(bootstrap: str, topic: str, docs: list[dict[str, Any]], rate: 
             if rate:
                 ahead = (i + 1) / rate - (time.perf_counter() - started)
                 if ahead > 0:
-                    await producer.flush()
+                    if linger_ms:  # what lingers would wait out the pause: send it first
+                        await producer.flush()
                     await asyncio.sleep(ahead)
         await producer.flush()
     finally:
