@@ -100,6 +100,23 @@ def env(kafka_bootstrap: str, fake: FakeOpenAI, unique_name: Callable[[str], str
     return Env(settings, fake, bundle_dir)
 
 
+def bridge_process_env(env: Env, **extra: str) -> dict[str, str]:
+    """The settings of a ``streamer bridge`` process on this test's topics and fake endpoint, plus ``extra``."""
+    s = env.settings
+    return {
+        "STREAMER_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+        "STREAMER_TOPIC_PREFIX": s.topic_prefix,
+        "STREAMER_BUNDLE_DIR": str(env.bundle_dir),
+        "STREAMER_BRIDGE_GROUP_ID": s.bridge_group_id,
+        "STREAMER_LLM_BASE_URL": s.llm_base_url,
+        "STREAMER_LLM_API_KEY": KEY,
+        "STREAMER_LLM_RATE_PER_S": "0",
+        "STREAMER_BRIDGE_METRICS_PORT": "0",
+        "STREAMER_LOG_FORMAT": "json",
+        **extra,
+    }
+
+
 def escalation(record_id: str, text: str, **fields: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "id": record_id,
@@ -332,20 +349,12 @@ async def test_escalation_carrying_pii_is_refused_and_never_sent(env: Env) -> No
 def test_a_killed_bridge_loses_nothing(env: Env, tmp_path: Path) -> None:
     """SIGKILL with answers in flight: a new bridge process answers everything the dead one left."""
     s = env.settings
-    variables = {
-        "STREAMER_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
-        "STREAMER_TOPIC_PREFIX": s.topic_prefix,
-        "STREAMER_BUNDLE_DIR": str(env.bundle_dir),
-        "STREAMER_BRIDGE_GROUP_ID": s.bridge_group_id,
-        "STREAMER_LLM_BASE_URL": s.llm_base_url,
-        "STREAMER_LLM_API_KEY": KEY,
-        "STREAMER_LLM_RATE_PER_S": "0",
-        "STREAMER_LLM_BACKOFF_INITIAL_S": "0.05",
-        "STREAMER_LLM_BACKOFF_MAX_S": "0.4",
-        "STREAMER_BRIDGE_METRICS_PORT": "0",
-        "STREAMER_LOG_FORMAT": "json",
-        "STREAMER_LOG_LEVEL": "DEBUG",
-    }
+    variables = bridge_process_env(
+        env,
+        STREAMER_LLM_BACKOFF_INITIAL_S="0.05",
+        STREAMER_LLM_BACKOFF_MAX_S="0.4",
+        STREAMER_LOG_LEVEL="DEBUG",
+    )
     environ = {**os.environ, **variables}
     env.fake.slow_s = 120  # answers to SLOW tickets hang until the bridge is killed
     docs = [escalation(f"f-slow-{i}", f"SLOW ticket {i}. want: bug_report") for i in range(2)] + tickets("f", 8)
@@ -383,18 +392,7 @@ def test_a_killed_bridge_loses_nothing(env: Env, tmp_path: Path) -> None:
 def test_a_bridge_stopping_with_records_unanswered_exits_1_and_says_how_many(env: Env, tmp_path: Path) -> None:
     """SIGTERM while two answers hang past the grace period: not a clean stop, so not exit 0."""
     s = env.settings
-    variables = {
-        "STREAMER_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
-        "STREAMER_TOPIC_PREFIX": s.topic_prefix,
-        "STREAMER_BUNDLE_DIR": str(env.bundle_dir),
-        "STREAMER_BRIDGE_GROUP_ID": s.bridge_group_id,
-        "STREAMER_LLM_BASE_URL": s.llm_base_url,
-        "STREAMER_LLM_API_KEY": KEY,
-        "STREAMER_LLM_RATE_PER_S": "0",
-        "STREAMER_BRIDGE_METRICS_PORT": "0",
-        "STREAMER_SHUTDOWN_TIMEOUT_S": "2",
-        "STREAMER_LOG_FORMAT": "json",
-    }
+    variables = bridge_process_env(env, STREAMER_SHUTDOWN_TIMEOUT_S="2")
     env.fake.slow_s = 120
     docs = [escalation(f"h-slow-{i}", f"SLOW ticket {i}. want: bug_report") for i in range(2)] + tickets("h", 3)
     log = tmp_path / "bridge.err"
