@@ -18,8 +18,7 @@ import base64
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,21 +172,6 @@ async def _originals(
     return found
 
 
-@asynccontextmanager
-async def _consumer(settings: Settings) -> AsyncIterator[AIOKafkaConsumer]:
-    """A started consumer without a group; an unreachable broker is the one-line ``KafkaUnavailable``."""
-    consumer = clients.consumer(settings, group_id=None, auto_offset_reset="earliest")
-    try:
-        await consumer.start()
-    except Exception as exc:
-        await consumer.stop()
-        raise clients.unavailable(settings, exc) from None
-    try:
-        yield consumer
-    finally:
-        await consumer.stop()
-
-
 async def resend_dead_letters(
     settings: Settings,
     codes: Collection[str],
@@ -202,7 +186,7 @@ async def resend_dead_letters(
     if not codes:
         raise ConfigError("choose the dead letters to resend with at least one --code")
     report = ResendReport(dry_run=dry_run)
-    async with _consumer(settings) as consumer:
+    async with clients.reader(settings) as consumer:
         if to is not None:
             await clients.topic_partitions(consumer, to)  # a missing topic is an error now, not a send timeout
         report.scanned, picked = await _dead_letters(
@@ -212,7 +196,7 @@ async def resend_dead_letters(
     originals: dict[tuple[str, int, int], Record] = {}
     if sources:
         # A consumer of its own: one with partitions assigned only learns the metadata of their topics.
-        async with _consumer(settings) as consumer:
+        async with clients.reader(settings) as consumer:
             originals = await _originals(consumer, sources, timeout_s)
     report.chosen = len(picked)
     plan: list[tuple[str, Record]] = []

@@ -132,15 +132,9 @@ async def read_topic_since(settings: Settings, topic: str, since: datetime) -> l
     not keep the export reading forever. Records that are not JSON objects are skipped (and counted in
     the log), they are the dead-letter topic's business.
     """
-    consumer = clients.consumer(settings, group_id=None, auto_offset_reset="earliest")
-    try:
-        await consumer.start()
-    except Exception as exc:
-        await consumer.stop()
-        raise clients.unavailable(settings, exc) from None
     records: list[dict[str, Any]] = []
     bad = 0
-    try:
+    async with clients.reader(settings) as consumer:
         partitions = await clients.topic_partitions(consumer, topic)
         ends = await consumer.end_offsets(partitions)
         starts = await consumer.offsets_for_times({tp: int(since.timestamp() * 1000) for tp in partitions})
@@ -169,8 +163,6 @@ async def read_topic_since(settings: Settings, topic: str, since: datetime) -> l
             for tp in list(todo):
                 if await consumer.position(tp) >= todo[tp]:
                     del todo[tp]
-    finally:
-        await consumer.stop()
     if bad:
         log.warning("skipped records that are not JSON objects with an id", topic=topic, count=bad)
     return records

@@ -136,6 +136,22 @@ async def admin_client(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]
         await admin.close()
 
 
+@asynccontextmanager
+async def reader(settings: Settings) -> AsyncIterator[AIOKafkaConsumer]:
+    """A started consumer without a group, from the earliest offset; connection failures become
+    ``KafkaUnavailable``. For commands that read a topic and commit nothing."""
+    reading = consumer(settings, group_id=None, auto_offset_reset="earliest")
+    try:
+        await reading.start()
+    except Exception as exc:
+        await reading.stop()
+        raise unavailable(settings, exc) from None
+    try:
+        yield reading
+    finally:
+        await reading.stop()
+
+
 def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     """A producer for outputs: acks=all and idempotence, so a retried send never duplicates a record."""
     options: dict[str, Any] = {
