@@ -273,12 +273,21 @@ def dead_letter(failure: DecodeFailure, failed_at: str, *, digest_only: bool = F
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    """One record to produce: topic, key, the JSON value (encoded by ``encode``) and headers (``streamer.headers``)."""
+    """One record to produce: topic, key, the JSON value, headers (``streamer.headers``) and the value's bytes.
+
+    ``payload`` is ``encode(value)`` when the processor already encoded it (``streamer.pipeline.sealed``),
+    else empty and the sender encodes; ``data`` gives the bytes either way.
+    """
 
     topic: str
     key: bytes | None
     value: Mapping[str, Any]
     headers: tuple[tuple[str, bytes], ...] = field(default=())
+    payload: bytes = b""
+
+    @property
+    def data(self) -> bytes:
+        return self.payload or encode(self.value)
 
 
 def encode(value: Mapping[str, Any]) -> bytes:
