@@ -1,6 +1,6 @@
 """What ``streamer demo`` saw, and the summary it prints: a section per path, the large model, where to look next.
 
-Pure: the runner reads the output topics and hands every record to ``DemoTally.observe``; this module
+Pure: ``streamer.demo.run`` reads the output topics and hands every record to ``DemoTally.observe``; this module
 decides which records belong to the demo run (by the input offsets the run started from, so records of
 earlier runs on the same broker are not counted) and renders the text. No Kafka, no clock.
 """
