@@ -118,7 +118,7 @@ class DemoTally:
             self._dead(record)
         elif topic == ESCALATIONS:
             self._escalation(record)
-        elif topic == ALERTS:  # alerts carry no source: the runner reads them from the run's start
+        elif topic == ALERTS:  # alerts carry no source: run.py reads them from the run's start
             if self._once(ALERTS, str(record.get("id"))):
                 self.alerts.append(dict(record))
         elif topic == LOG_TEMPLATES and record.get("template_id") and not record.get("superseded_by"):
