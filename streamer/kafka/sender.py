@@ -24,7 +24,7 @@ from aiokafka.partitioner import murmur2
 
 from streamer.events import Output
 
-__all__ = ["Sender", "key_partition"]
+__all__ = ["Partitioner", "Sender", "key_partition"]
 
 log = structlog.get_logger(__name__)
 
@@ -33,6 +33,40 @@ def key_partition(key: bytes, partitions: Sequence[int]) -> int:
     """The partition of ``key`` among ``partitions`` (sorted ids), as Java's default partitioner picks it."""
     hashed: int = murmur2(key)
     return partitions[(hashed & 0x7FFFFFFF) % len(partitions)]
+
+
+class Partitioner:
+    """Partition choice of one sender: keyed records by ``key_partition`` (cached per topic and key), records
+    without a key on one partition per batch, the next one each batch."""
+
+    def __init__(self, max_keys: int = 100_000) -> None:
+        self.max_keys = max_keys
+        self._partitions: dict[str, list[int]] = {}
+        self._by_key: dict[tuple[str, bytes], int] = {}
+        self._turn = 0
+
+    def next_batch(self) -> None:
+        """Start a batch: records without a key move on to the next partition."""
+        self._turn += 1
+
+    def known(self, topic: str, partitions: Sequence[int]) -> list[int]:
+        """``partitions`` of ``topic`` sorted; keys cached for another partition count are forgotten."""
+        ordered = sorted(partitions)
+        if self._partitions.get(topic) != ordered:
+            self._partitions[topic] = ordered
+            self._by_key = {k: p for k, p in self._by_key.items() if k[0] != topic}
+        return ordered
+
+    def partition(self, topic: str, key: bytes | None, partitions: Sequence[int]) -> int:
+        """Where a record of ``topic`` goes, among ``partitions`` (as ``known`` returned them)."""
+        if key is None:
+            return partitions[self._turn % len(partitions)]
+        found = self._by_key.get((topic, key))
+        if found is None:
+            if len(self._by_key) >= self.max_keys:
+                self._by_key.clear()
+            found = self._by_key[(topic, key)] = key_partition(key, partitions)
+        return found
 
 
 class Sender:
@@ -49,9 +83,7 @@ class Sender:
         self.topic_prefix = topic_prefix
         self._producer: AIOKafkaProducer | None = None
         self._lock: asyncio.Lock | None = None
-        self._partitions: dict[str, list[int]] = {}
-        self._by_key: dict[tuple[str, bytes], int] = {}
-        self._spread = 0
+        self.partitioner = Partitioner()
         self.retry_initial_s = 0.5
         self.retry_max_s = 10.0
 
@@ -91,37 +123,20 @@ class Sender:
                 self._producer = producer
             return self._producer
 
-    async def _partitions_of(self, producer: AIOKafkaProducer, topic: str) -> list[int]:
-        known = sorted(await producer.partitions_for(topic))
-        if self._partitions.get(topic) != known:
-            self._partitions[topic] = known
-            self._by_key = {k: p for k, p in self._by_key.items() if k[0] != topic}
-        return known
-
-    def partition(self, topic: str, key: bytes | None, partitions: list[int]) -> int:
-        """Where a record of ``topic`` goes: by its key, or the partition of this batch's turn without one."""
-        if key is None:
-            return partitions[self._spread % len(partitions)]
-        found = self._by_key.get((topic, key))
-        if found is None:
-            if len(self._by_key) > 100_000:
-                self._by_key.clear()
-            found = self._by_key[(topic, key)] = key_partition(key, partitions)
-        return found
-
     async def _send_once(self, outputs: Sequence[Output]) -> None:
         producer = await self._producer_started()
-        self._spread += 1
+        partitioner = self.partitioner
+        partitioner.next_batch()
         by_topic: dict[str, list[Output]] = {}
         for out in outputs:
             by_topic.setdefault(out.topic, []).append(out)
         pending: list[asyncio.Future[Any]] = []
         for declared, outs in by_topic.items():
             topic = self.topic_prefix + declared
-            partitions = await self._partitions_of(producer, topic)
+            partitions = partitioner.known(topic, await producer.partitions_for(topic))
             by_partition: dict[int, list[Output]] = {}
             for out in outs:
-                by_partition.setdefault(self.partition(topic, out.key, partitions), []).append(out)
+                by_partition.setdefault(partitioner.partition(topic, out.key, partitions), []).append(out)
             for partition, items in by_partition.items():
                 batch = producer.create_batch()
                 for out in items:
