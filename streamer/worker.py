@@ -208,7 +208,7 @@ def build_worker(
         info, bundle = log_runtime.model_info, log_runtime.bundle
     bind_process_fields(bundle=info.name, bundle_version=info.version)
     metrics = metrics or Metrics(topic_prefix=settings.topic_prefix)
-    encoder = getattr(bundle, "encoder", None)
+    encoder = bundle.encoder
     metrics.set_model(
         info.name,
         info.version,
@@ -258,7 +258,7 @@ def build_worker(
             on_batch=batch_done,
             topic=settings.topic("support.tickets.v1"),
             policy=ticket_batch_policy(settings, app),
-            max_record_tokens=int(getattr(getattr(ticket_runtime.bundle, "encoder", None), "max_length", 256)),
+            max_record_tokens=int(getattr(ticket_runtime.bundle.encoder, "max_length", 256)),
         )
     # Without the ticket path, readiness and lag follow the log consumer's partitions and group.
     probe_settings = (
