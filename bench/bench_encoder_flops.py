@@ -128,8 +128,8 @@ def measure_type(
 
     from streamer.models.bundle import load_bundle
     from streamer.models.encoder import plan_batches
+    from streamer.runtime import load_ticket_runtime
     from streamer.settings import Settings
-    from streamer.worker import load_ticket_runtime
 
     bundle = load_bundle(bundle_dir, device="cpu", compute_type=compute_type, intra_threads=threads)
     processor = load_ticket_runtime(Settings(bundle_dir=bundle_dir), bundle=bundle).processor

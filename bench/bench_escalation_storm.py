@@ -29,9 +29,9 @@ sys.path.insert(0, str(REPO))
 from streamer.defaults import ensure_default_bundle  # noqa: E402
 from streamer.demo import demo_tickets  # noqa: E402
 from streamer.events import RawEvent, Source  # noqa: E402
+from streamer.runtime import escalation_deduper, load_ticket_runtime  # noqa: E402
 from streamer.settings import Settings  # noqa: E402
 from streamer.topics import ESCALATIONS  # noqa: E402
-from streamer.worker import escalation_deduper, load_ticket_runtime  # noqa: E402
 
 OUTAGE = [
     "Checkout is broken, I can't pay for my order. It just spins and then says payment failed.",

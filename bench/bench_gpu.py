@@ -16,7 +16,7 @@ Made to run once on a bare GPU machine with no network: every input is built on 
 - Parity: CUDA embeddings against the float32 reference in tests/fixtures (a different weight file:
   sentence-transformers' float32), and against the CPU running the same stored weights in float32
   (which separates the GPU's arithmetic from the weights' own rounding).
-- Ticket core: the processor ``streamer.worker.load_ticket_runtime`` wires for a worker (decode, model,
+- Ticket core: the processor ``streamer.runtime.load_ticket_runtime`` wires for a worker (decode, model,
   language, redaction, extraction, escalation, routing, records), plus serializing the records as the
   sender does, on demo tickets: tickets/s of one process per batch size, and where the time goes.
 - Encode breakdown: the stages of one ``Encoder.encode`` on CUDA, and what float16 copies or pooling on the
@@ -484,8 +484,8 @@ def raw_tickets(n: int, seed: int = 7) -> tuple[list[Any], list[dict[str, Any]]]
 
 def ticket_runtime(bundle_dir: Path, device: str, compute_type: str | None, intra_threads: int) -> Any:
     """The processor exactly as ``load_ticket_runtime`` wires it for a worker with these settings."""
+    from streamer.runtime import load_ticket_runtime
     from streamer.settings import Settings
-    from streamer.worker import load_ticket_runtime
 
     settings = Settings(
         bundle_dir=bundle_dir, device=device, compute_type=compute_type, intra_threads=intra_threads
@@ -535,10 +535,10 @@ class Profiler:
     """Wraps the core's stages with timers while active and restores them after; seconds are inclusive."""
 
     STAGES: ClassVar[dict[str, tuple[str, str]]] = {
-        "decode": ("streamer.agents.tickets", "decode_ticket"),
+        "decode": ("streamer.pipeline.tickets", "decode_ticket"),
         "schema": ("jsonschema.validators", "Draft202012Validator.iter_errors"),
-        "records": ("streamer.agents.tickets", "ticket_outputs"),
-        "serialize": ("streamer.events", "encode"),
+        "records": ("streamer.pipeline.tickets", "ticket_outputs"),
+        "serialize": ("streamer.pipeline.tickets", "encode"),
         "language": ("streamer.triage.tickets", "detect_languages"),
         "redact": ("streamer.triage.tickets", "redact"),
         "extract": ("streamer.triage.tickets", "extract"),

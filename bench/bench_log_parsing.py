@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamer.logs.cli import EVAL_BATCH, LabelledSample, load_samples
+from streamer.commands.logs import EVAL_BATCH, LabelledSample, load_samples
 from streamer.logs.evaluate import evaluate_content, evaluate_raw, grouping_accuracy, parsing_accuracy
 from streamer.logs.templates import TemplateMiner
 

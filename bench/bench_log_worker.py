@@ -45,16 +45,19 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from streamer.agents.logs import BatchSender, LogBatch, LogProcessor  # noqa: E402
 from streamer.defaults import ensure_default_bundle  # noqa: E402
 from streamer.demo import demo_log_lines  # noqa: E402
-from streamer.events import RawEvent, Source  # noqa: E402
+from streamer.events import Output, RawEvent, Source  # noqa: E402
 from streamer.kafka import clients, local  # noqa: E402
 from streamer.kafka.admin import apply_topics, delete_prefixed_topics  # noqa: E402
-from streamer.logs.runtime import LogRuntime, load_log_runtime, log_group_id, log_service  # noqa: E402
+from streamer.kafka.sender import Sender  # noqa: E402
+from streamer.pipeline.batch import Batch  # noqa: E402
+from streamer.pipeline.logs import LogProcessor  # noqa: E402
 from streamer.runner import log_records  # noqa: E402
+from streamer.runtime import LogRuntime, load_log_runtime, log_group_id  # noqa: E402
 from streamer.settings import Settings  # noqa: E402
 from streamer.topics import ALERTS, DEADLETTER, ESCALATIONS, LOG_TEMPLATES, LOGS, LOGS_ENRICHED, load_catalog  # noqa: E402
+from streamer.worker import log_service  # noqa: E402
 
 TOPICS = (LOGS, LOGS_ENRICHED, ALERTS, LOG_TEMPLATES, ESCALATIONS, DEADLETTER)
 #: Functions whose cumulative time says where the triage thread's time goes (name -> label).
@@ -94,14 +97,14 @@ def make_records(n: int, seed: int) -> list[tuple[bytes | None, bytes]]:
 def bare_core(runtime: LogRuntime, records: Sequence[tuple[bytes | None, bytes]], batch: int) -> dict[str, float]:
     """The worker's processor on the same lines without Kafka, on a state of its own."""
     fresh = load_log_runtime(Settings(), runtime.bundle)
-    processor = LogProcessor(fresh.state, fresh.classifier, fresh.model_info, fresh.limits)
+    processor = LogProcessor(fresh.state, fresh.classifier, fresh.model_info, fresh.limits, fresh.contracts)
     raws = [RawEvent(v, Source(LOGS, 0, i, 1_795_860_000_000 + i), k) for i, (k, v) in enumerate(records)]
     started, cpu = time.perf_counter(), time.process_time()
     parts = {"decode_s": 0.0, "triage_s": 0.0, "encode_s": 0.0}
     for i in range(0, len(raws), batch):
         out = processor(raws[i : i + batch])
         parts["decode_s"] += out.decode_s
-        parts["triage_s"] += out.triage_s
+        parts["triage_s"] += out.inference_s
         parts["encode_s"] += out.encode_s
     elapsed = time.perf_counter() - started
     n = len(raws)
@@ -116,11 +119,11 @@ def bare_core(runtime: LogRuntime, records: Sequence[tuple[bytes | None, bytes]]
 
 
 async def prefill(settings: Settings, records: Sequence[tuple[bytes | None, bytes]]) -> float:
-    sender = BatchSender(lambda: clients.producer(settings), topic_prefix=settings.topic_prefix)
+    sender = Sender(lambda: clients.producer(settings), topic_prefix=settings.topic_prefix)
     started = time.perf_counter()
     try:
         for i in range(0, len(records), 10_000):
-            await sender.send({LOGS: [(k, v, ()) for k, v in records[i : i + 10_000]]})
+            await sender.send([Output(LOGS, k, {}, (), v) for k, v in records[i : i + 10_000]])
     finally:
         await sender.close()
     return time.perf_counter() - started
@@ -216,9 +219,9 @@ def run_subprocess(
 class StubProcessor(LogProcessor):
     """No triage: one output per line, the line itself, keyed like an enriched record (``--stub-core``)."""
 
-    def __call__(self, raws: Sequence[RawEvent]) -> LogBatch:
-        out = [(raw.key or b"unknown", raw.value or b"") for raw in raws]
-        return LogBatch(records={LOGS_ENRICHED: out}, size=len(raws), processed=len(raws))
+    def __call__(self, raws: Sequence[RawEvent]) -> Batch:
+        out = [Output(LOGS_ENRICHED, raw.key or b"unknown", {}, (), raw.value or b"null") for raw in raws]
+        return Batch(path="logs", outputs=out, size=len(raws), processed=len(raws))
 
 
 def run_in_process(
@@ -238,14 +241,16 @@ def run_in_process(
     )
     busy: dict[str, float] = {"thread_s": 0.0, "lines": 0}
 
-    def on_batch(batch: LogBatch) -> None:
-        busy["thread_s"] += batch.decode_s + batch.triage_s + batch.encode_s
+    def on_batch(batch: Batch) -> None:
+        busy["thread_s"] += batch.decode_s + batch.inference_s + batch.encode_s
         busy["lines"] += batch.size
 
     async def go() -> dict[str, Any]:
         service = log_service(settings, runtime, inline=inline, executor=executor, on_batch=on_batch)
         if stub:
-            service.processor = StubProcessor(runtime.state, runtime.classifier, runtime.model_info, runtime.limits)
+            service.processor = StubProcessor(
+                runtime.state, runtime.classifier, runtime.model_info, runtime.limits, runtime.contracts
+            )
         await service.start()
         started: tuple[float, float, float] | None = None
         deadline = time.monotonic() + timeout

@@ -36,18 +36,19 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from streamer.agents.output import OutputSender  # noqa: E402
-from streamer.agents.tickets import BatchResult, TicketProcessor  # noqa: E402
 from streamer.defaults import ensure_default_bundle  # noqa: E402
 from streamer.events import Output, RawEvent, Source  # noqa: E402
 from streamer.headers import TraceParent, incoming_trace  # noqa: E402
 from streamer.kafka import clients, local  # noqa: E402
 from streamer.kafka.admin import apply_topics, delete_prefixed_topics  # noqa: E402
 from streamer.kafka.clients import topic_partitions  # noqa: E402
+from streamer.kafka.sender import Sender  # noqa: E402
+from streamer.pipeline.batch import Batch  # noqa: E402
+from streamer.pipeline.tickets import TicketProcessor  # noqa: E402
+from streamer.runtime import load_ticket_runtime  # noqa: E402
 from streamer.settings import Settings  # noqa: E402
 from streamer.topics import load_catalog  # noqa: E402
 from streamer.tracing import InputTrace  # noqa: E402
-from streamer.worker import load_ticket_runtime  # noqa: E402
 
 BANKING = REPO.parent / "shared" / "data" / "banking77" / "train.csv"
 
@@ -98,12 +99,12 @@ def bare_model(settings: Settings, bundle_dir: Path, docs: list[dict[str, Any]],
 class WithoutContracts(TicketProcessor):
     """The ticket core as it was before output headers: no trace context read, no headers built."""
 
-    def __call__(self, raws: Any) -> BatchResult:
+    def __call__(self, raws: Any) -> Batch:
         unused = InputTrace(TraceParent("0" * 31 + "1", "0" * 15 + "1"))
         return self._process(raws, [unused] * len(raws), None)
 
-    def _headed(self, outputs: Any, *args: Any) -> list[Output]:
-        return list(outputs)
+    def _headers(self, *args: Any) -> tuple[tuple[str, bytes], ...]:
+        return ()
 
 
 def contracts_overhead(
@@ -152,26 +153,27 @@ def contracts_overhead(
     tracing = with_headers.tracing
     best = float("inf")
     for _ in range(20):
-        sink = BatchResult()
+        sink = Batch(path="tickets")
         started = time.perf_counter()
         for raw, outs in zip(raws, groups, strict=False):
             trace = tracing.receive(incoming_trace(raw.headers), "bench", partition=0, offset=0, key=raw.key)
-            with_headers._headed(outs, trace, "2026-11-28T10:00:00.000Z", 0.5, sink)
+            for out in outs:
+                with_headers._headers(out, trace, "2026-11-28T10:00:00.000Z", 0.5, sink, with_headers.contracts)
         best = min(best, (time.perf_counter() - started) / len(groups))
 
     async def send_rates() -> tuple[list[float], list[float]]:
-        sender = OutputSender(lambda: clients.producer(settings), topic_prefix=settings.topic_prefix)
+        sender = Sender(lambda: clients.producer(settings), topic_prefix=settings.topic_prefix)
         sent_on: list[float] = []
         sent_off: list[float] = []
         try:
-            await sender.send_all(bare[:100])  # warm-up: producer started, metadata fetched
+            await sender.send(bare[:100])  # warm-up: producer started, metadata fetched
             for r in range(repeats):
                 for records, into in (
                     ((outputs, sent_on), (bare, sent_off)) if r % 2 else ((bare, sent_off), (outputs, sent_on))
                 ):
                     started = time.perf_counter()
                     for i in range(0, len(records), 3 * batch):
-                        await sender.send_all(records[i : i + 3 * batch])
+                        await sender.send(records[i : i + 3 * batch])
                     into.append(len(docs) / (time.perf_counter() - started))
         finally:
             await sender.close()

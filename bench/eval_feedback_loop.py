@@ -52,9 +52,9 @@ from streamer.defaults import data_dir
 from streamer.events import RawEvent, Source
 from streamer.models.build import HeadSpec, build_bundle
 from streamer.models.bundle import load_bundle
+from streamer.runtime import load_ticket_runtime
 from streamer.settings import Settings
 from streamer.topics import ESCALATIONS, TICKETS_ENRICHED
-from streamer.worker import load_ticket_runtime
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "banking77" / "train.csv"
 #: Escalation reasons that come from the intent head (the others, e.g. urgent_negative, do not).

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamer.logs.cli import EVAL_BATCH, load_samples
+from streamer.commands.logs import EVAL_BATCH, load_samples
 from streamer.logs.evaluate import evaluate_content, evaluate_raw
 from streamer.logs.templates import MinerConfig
 from streamer.logs.triage import LogTriageConfig

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from streamer import __version__
 from streamer.bridge.cli import add_bridge_commands
+from streamer.commands.logs import add_logs_commands
+from streamer.commands.models import add_models_commands
 from streamer.deadletters import add_dlq_commands
 from streamer.errors import StreamerError
-from streamer.logs.cli import add_logs_commands
-from streamer.models.cli import add_models_commands
 from streamer.offline import add_triage_commands
 from streamer.replay.cli import add_replay_commands
 from streamer.runner import add_runtime_commands

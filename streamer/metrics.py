@@ -39,7 +39,7 @@ from streamer.settings import Settings
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer
 
-    from streamer.agents.tickets import BatchResult
+    from streamer.pipeline.batch import Batch
 
 log = structlog.get_logger(__name__)
 
@@ -178,7 +178,7 @@ class Metrics:
         self.model_info.clear()
         self.model_info.labels(bundle=bundle, version=version, device=device, compute_type=compute_type).set(1)
 
-    def record_batch(self, result: BatchResult) -> None:
+    def record_batch(self, result: Batch) -> None:
         """Count one batch whose outputs the brokers have acknowledged."""
         now = self._clock()
         for topic, n in result.events_in.items():
@@ -189,7 +189,8 @@ class Metrics:
             self.dead_letters.labels(reason=reason).inc(n)
         for reason, n in result.escalations.items():
             self.escalations.labels(reason=reason).inc(n)
-        self._observe_escalations(result.processed, result.model_escalated)
+        if result.path == "tickets":  # the escalation budget is spent on tickets only
+            self._observe_escalations(result.processed, result.model_escalated)
         self.escalations_deduplicated.inc(result.deduplicated)
         for (head, label, agreed), n in result.shadow_agreement.items():
             self.shadow_decisions.labels(head=head, label=label, agreement="agree" if agreed else "disagree").inc(n)

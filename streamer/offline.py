@@ -67,7 +67,7 @@ def _with_bundle(settings: Settings, bundle: Path | None) -> Settings:
 
 def ticket_file_outputs(settings: Settings, path: Path, *, bundle: Any = None) -> Iterator[dict[str, Any]]:
     """Every output of the tickets in ``path`` (JSON Lines), as the ticket worker would send them."""
-    from streamer.worker import load_ticket_runtime
+    from streamer.runtime import load_ticket_runtime
 
     processor = load_ticket_runtime(settings, bundle).processor
     records = ((_ticket_key(line), line) for line in _lines(path))
@@ -78,19 +78,22 @@ def ticket_file_outputs(settings: Settings, path: Path, *, bundle: Any = None) -
 
 def log_file_outputs(settings: Settings, path: Path, *, bundle: Any = None) -> Iterator[dict[str, Any]]:
     """Every output of the log lines in ``path`` (JSON objects or text), as the log worker would send them."""
-    from streamer.agents.logs import LogProcessor
-    from streamer.logs.runtime import LOG_MAX_BATCH, load_log_runtime
+    from streamer.pipeline.logs import LogProcessor
     from streamer.runner import log_records, read_log_lines
+    from streamer.runtime import LOG_MAX_BATCH, load_log_runtime
 
     runtime = load_log_runtime(settings, bundle)
     processor = LogProcessor(
-        runtime.state, runtime.classifier, runtime.model_info, runtime.limits, privacy=runtime.privacy
+        runtime.state,
+        runtime.classifier,
+        runtime.model_info,
+        runtime.limits,
+        runtime.contracts,
+        privacy=runtime.privacy,
     )
     for raws in _batches(log_records(read_log_lines(path)), LOGS, LOG_MAX_BATCH):
-        batch = processor(raws)
-        for topic, records in batch.records.items():
-            for key, value, _headers in records:
-                yield {"topic": topic, "key": _key(key), "value": orjson.loads(value)}
+        for out in processor(raws).outputs:
+            yield {"topic": out.topic, "key": _key(out.key), "value": orjson.loads(out.data)}
 
 
 def _triage(args: argparse.Namespace) -> int:

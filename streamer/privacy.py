@@ -28,7 +28,7 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import yaml
 
@@ -47,9 +47,6 @@ from streamer.topics import (
 )
 from streamer.triage.pii import KINDS, normalise, redact_all
 
-if TYPE_CHECKING:
-    from streamer.settings import Settings
-
 __all__ = [
     "ACTIONS",
     "NEVER_CLEAR",
@@ -62,7 +59,6 @@ __all__ = [
     "fill_placeholders",
     "load_policy",
     "parse_policy",
-    "privacy_for",
     "redact_fields",
     "unkeyed_pseudonyms",
 ]
@@ -360,20 +356,3 @@ def unkeyed_pseudonyms(privacy: Privacy) -> list[str]:
     if privacy.pseudonymiser is not None:
         return []
     return sorted(t for t, p in privacy.policy.topics.items() if any(a == PSEUDONYMISE for a in p.actions.values()))
-
-
-def privacy_for(settings: Settings) -> Privacy:
-    """The policy of ``settings.topics_file`` and its secret; warns when pseudonyms fall back to masks."""
-    from streamer.topics import load_catalog
-
-    catalog = load_catalog(settings.topics_file)
-    key = settings.pseudonym_key.get_secret_value() if settings.pseudonym_key is not None else None
-    privacy = build_privacy(settings.topics_file, catalog.topics, key=key, key_version=settings.pseudonym_key_version)
-    masked = unkeyed_pseudonyms(privacy)
-    if masked:
-        import structlog
-
-        structlog.get_logger(__name__).warning(
-            "no STREAMER_PSEUDONYM_KEY: values to pseudonymise are masked instead", topics=masked
-        )
-    return privacy

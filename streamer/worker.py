@@ -1,7 +1,8 @@
-"""Wiring of a worker process: settings -> bundle, rules, schemas -> Faust app with its agents.
+"""Wiring of a worker process: the runtimes of ``streamer.runtime`` -> Faust app, log service, ops server.
 
-Everything that can be wrong with the configuration (bundle, routes, topics, schemas) fails here, at
-start-up, with one clear message, before the worker joins its consumer group.
+Everything that can be wrong with the configuration (bundle, routes, topics, schemas) fails while the
+runtimes load (``streamer.runtime``), at start-up, with one clear message, before the worker joins its
+consumer groups.
 
 Shutdown (SIGTERM or SIGINT): Faust stops the flow of new records, waits until every record that
 reached the agent is acknowledged (our in-flight batches: processed, outputs acknowledged by the
@@ -23,165 +24,37 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import faust
 import structlog
 
-from streamer.agents.logs import LogBatch
-from streamer.agents.output import OutputSender
-from streamer.agents.shadow import EmbeddingTap, ShadowRun, shadow_topic, shares_encoder
-from streamer.agents.tickets import BatchResult, TicketProcessor, register_ticket_agent
+from streamer.agents.logs import LogService
+from streamer.agents.tickets import register_ticket_agent
 from streamer.app import create_app
 from streamer.batching import BatchPolicy
-from streamer.events import DecodeLimits
-from streamer.headers import SOURCE_LOGS, SOURCE_TICKETS
 from streamer.kafka import clients
-from streamer.logs.runtime import LogRuntime, load_log_runtime, log_group_id, log_service
+from streamer.kafka.sender import Sender
+from streamer.kafka.templates import log_consumer, template_store
 from streamer.metrics import Metrics, OpsService, Readiness, lag_probe
 from streamer.observability import bind_process_fields
-from streamer.privacy import privacy_for
+from streamer.pipeline.batch import Batch
+from streamer.runtime import (
+    LOG_MAX_BATCH,
+    LogRuntime,
+    TicketRuntime,
+    escalation_deduper,
+    load_log_runtime,
+    load_ticket_runtime,
+    log_group_id,
+    log_processor,
+    shadow_topic_spec,
+)
 from streamer.settings import Settings
-from streamer.topics import SchemaRegistry, TopicSpec, load_catalog, load_contracts
+from streamer.topics import LOGS
 from streamer.tracing import Tracing, configure_tracing
-from streamer.triage.dedup import EscalationDeduper
-from streamer.triage.escalation import EscalationPolicy, policy_from
-from streamer.triage.outputs import ModelInfo
-from streamer.triage.routing import Router, load_router
-from streamer.triage.tickets import TICKET_HEADS
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class TicketRuntime:
-    """What the ticket path needs besides Kafka; shared by the worker, replay and benchmarks."""
-
-    processor: TicketProcessor
-    bundle: Any
-
-
-#: Fixed cut-offs for a bundle whose intent head has no escalation score.
-FALLBACK_MIN_CONFIDENCE = 0.55
-FALLBACK_MIN_MARGIN = 0.10
-
-
-def escalation_budget(settings: Settings, bundle: Any) -> tuple[float, float] | None:
-    """``(rate, score threshold)`` the worker spends: ``STREAMER_ESCALATE_RATE`` or the bundle's own budget,
-    with the threshold the bundle calibrated for it; ``None`` when the intent head has no escalation score."""
-    scorer = getattr(bundle.heads["intent"], "escalation", None)
-    if scorer is None:
-        return None
-    rate = settings.escalate_rate if settings.escalate_rate is not None else float(scorer.rate)
-    return rate, float(scorer.threshold(rate))
-
-
-def ticket_policy(settings: Settings, bundle: Any) -> EscalationPolicy:
-    """The bundle's escalation budget when it has one, plus any cut-off settings set explicitly; without a
-    budget, fixed cut-offs. The out-of-scope threshold defaults to the one the bundle calibrated."""
-    oos = settings.escalate_oos_threshold
-    if oos is None:
-        oos = float(bundle.heads["intent"].oos_threshold)
-    budget = escalation_budget(settings, bundle)
-    # with a budget the score decides; fixed cut-offs apply only where a setting asks for them
-    min_confidence = settings.escalate_min_confidence
-    if min_confidence is None:
-        min_confidence = 0.0 if budget is not None else FALLBACK_MIN_CONFIDENCE
-    min_margin = settings.escalate_min_margin
-    if min_margin is None:
-        min_margin = 0.0 if budget is not None else FALLBACK_MIN_MARGIN
-    return policy_from(
-        min_confidence=min_confidence,
-        min_margin=min_margin,
-        oos_threshold=oos,
-        score_threshold=None if budget is None else budget[1],
-        budget=None if budget is None else budget[0],
-        oos_rule=budget is None or settings.escalate_oos_threshold is not None,
-        long_text_chars=settings.escalate_long_text_chars,
-        vip_tiers=settings.escalate_vip_tiers,
-        supported_languages=settings.supported_languages,
-    )
-
-
-def ticket_router(settings: Settings, bundle: Any) -> Router:
-    """The tickets section of routes.yaml, checked against declared topics and the bundle's labels."""
-    catalog = load_catalog(settings.topics_file)
-    labels = {head: list(bundle.heads[head].labels) for head in TICKET_HEADS}
-    return load_router(settings.routes_file, "tickets", known_topics=catalog.topics, known_labels=labels)
-
-
-def load_ticket_runtime(settings: Settings, bundle: Any | None = None) -> TicketRuntime:
-    """Load (or take) the bundle and compile everything the ticket processor needs."""
-    privacy = privacy_for(settings)  # a bad policy fails before the bundle is loaded
-    bundle = ticket_bundle(settings, settings.bundle_dir, "bundle", bundle)
-    registry = SchemaRegistry(settings.schemas_dir)
-    catalog = load_catalog(settings.topics_file)
-    schema = catalog["support.tickets.v1"].schema or "ticket.v1.json"
-    shadow = load_shadow(settings, bundle) if settings.shadow_bundle_dir is not None else None
-    processor = TicketProcessor(
-        model=shadow.tap if shadow is not None and shadow.tap is not None else bundle,
-        model_info=ModelInfo(bundle.name, bundle.version),
-        router=ticket_router(settings, bundle),
-        policy=ticket_policy(settings, bundle),
-        validator=registry.validator(schema),
-        limits=DecodeLimits(max_event_bytes=settings.max_event_bytes, max_text_chars=settings.max_text_chars),
-        contracts=load_contracts(settings.topics_dir, SOURCE_TICKETS, (bundle.name, bundle.version)),
-        privacy=privacy,
-        shadow=shadow,
-    )
-    return TicketRuntime(processor=processor, bundle=bundle)
-
-
-def ticket_bundle(settings: Settings, path: Path, role: str, bundle: Any = None) -> Any:
-    """The bundle at ``path`` (or ``bundle``, already loaded) on the worker's device, with every ticket head."""
-    from streamer.errors import ConfigError
-    from streamer.models.bundle import load_bundle
-
-    if bundle is None:
-        bundle = load_bundle(
-            path,
-            device=settings.device,
-            compute_type=settings.compute_type,
-            intra_threads=settings.intra_threads,
-            inter_threads=settings.inter_threads,
-        )
-    missing = [h for h in TICKET_HEADS if h not in bundle.heads]
-    if missing:
-        raise ConfigError(f"{role} {path} lacks the ticket head(s): {', '.join(missing)}")
-    return bundle
-
-
-def escalation_deduper(settings: Settings) -> EscalationDeduper | None:
-    """The live worker's near-duplicate folding (``STREAMER_ESCALATE_DEDUP_*``); replay runs without it, so
-    that its decisions depend on the records alone."""
-    if settings.escalate_dedup_window_s <= 0:
-        return None
-    return EscalationDeduper(settings.escalate_dedup_window_s, settings.escalate_dedup_min_cosine)
-
-
-def load_shadow(settings: Settings, live: Any) -> ShadowRun:
-    """The shadow bundle of ``STREAMER_SHADOW_BUNDLE_DIR``, checked like the live one, with its own rules."""
-    assert settings.shadow_bundle_dir is not None
-    bundle = ticket_bundle(settings, settings.shadow_bundle_dir, "shadow bundle")
-    same = shares_encoder(getattr(live, "manifest", {}), bundle.manifest)
-    return ShadowRun(
-        bundle=bundle,
-        model_info=ModelInfo(bundle.name, bundle.version),
-        router=ticket_router(settings, bundle),
-        policy=ticket_policy(settings, bundle),
-        topic=shadow_topic(bundle.version),
-        tap=EmbeddingTap(live) if same else None,
-    )
-
-
-def shadow_topic_spec(settings: Settings, shadow: ShadowRun) -> TopicSpec:
-    """The shadow topic, declared like the enriched topic with the short retention of replay topics."""
-    from dataclasses import replace
-
-    base = load_catalog(settings.topics_file).replay_topic("support.tickets.enriched.v1", "shadow")
-    return replace(base, name=shadow.topic, description=f"Decisions of shadow bundle {shadow.model_info.version}")
 
 
 def ticket_batch_policy(settings: Settings, app: faust.App) -> BatchPolicy | None:
@@ -218,7 +91,7 @@ class TriageWorker(faust.Worker):  # type: ignore[misc]
     def __init__(
         self,
         app: faust.App,
-        sender: OutputSender,
+        sender: Sender,
         *services: Any,
         readiness: Readiness | None = None,
         shutdown_timeout_s: float | None = None,
@@ -296,25 +169,25 @@ def build_worker(
     settings: Settings,
     *,
     runtime: TicketRuntime | None = None,
-    on_batch: Callable[[BatchResult], None] | None = None,
+    on_batch: Callable[[Batch], None] | None = None,
     loglevel: str = "warning",
     metrics: Metrics | None = None,
     only: Collection[str] = PATHS,
     log_runtime: LogRuntime | None = None,
-    on_log_batch: Callable[[LogBatch], None] | None = None,
+    on_log_batch: Callable[[Batch], None] | None = None,
     metrics_socket: socket.socket | None = None,
 ) -> TriageWorker:
     """A ready-to-run worker process (``worker.execute_from_commandline()`` runs it until SIGTERM).
 
     Args:
         runtime: the ticket runtime (default: loaded from ``settings``, which loads the bundle).
-        on_batch: called with each batch's ``BatchResult`` once its outputs are acknowledged.
+        on_batch: called with each ticket ``Batch`` once its outputs are acknowledged.
         loglevel: Faust's own log level (default ``warning``).
         metrics: where to count (default: new ``Metrics`` on a registry of their own); served on
             ``STREAMER_METRICS_PORT`` with ``/health`` and ``/ready``.
         only: the paths to run, of ``PATHS`` (default: both, in one process; the bundle is loaded once).
         log_runtime: the log runtime (default: loaded from ``settings``, sharing the ticket path's bundle).
-        on_log_batch: called with each ``LogBatch`` once its outputs are acknowledged and its offsets committed.
+        on_log_batch: called with each log ``Batch`` once its outputs are acknowledged and its offsets committed.
         metrics_socket: a socket already listening for ``/metrics`` (``metrics.listening_socket``), so a
             port in use is found before anything starts; default: bind ``STREAMER_METRICS_PORT`` later.
     """
@@ -335,7 +208,7 @@ def build_worker(
         info, bundle = log_runtime.model_info, log_runtime.bundle
     bind_process_fields(bundle=info.name, bundle_version=info.version)
     metrics = metrics or Metrics(topic_prefix=settings.topic_prefix)
-    encoder = getattr(bundle, "encoder", None)
+    encoder = bundle.encoder
     metrics.set_model(
         info.name,
         info.version,
@@ -349,7 +222,7 @@ def build_worker(
     shadow = ticket_runtime.processor.shadow if ticket_runtime is not None else None
     readiness = Readiness(model=f"{info.name}@{info.version}")
 
-    def batch_done(result: BatchResult) -> None:
+    def batch_done(result: Batch) -> None:
         metrics.record_batch(result)
         if result.outputs:
             readiness.broker_seen()  # the brokers just acknowledged this batch's outputs
@@ -372,7 +245,7 @@ def build_worker(
             shares_encoder=shadow.tap is not None,
         )
     app = create_app(settings)
-    sender = OutputSender(lambda: clients.producer(settings), topic_prefix=settings.topic_prefix)
+    sender = Sender(lambda: clients.producer(settings), topic_prefix=settings.topic_prefix)
     executor = ThreadPoolExecutor(max_workers=settings.inter_threads, thread_name_prefix="inference")
     if ticket_runtime is not None:
         register_ticket_agent(
@@ -385,7 +258,7 @@ def build_worker(
             on_batch=batch_done,
             topic=settings.topic("support.tickets.v1"),
             policy=ticket_batch_policy(settings, app),
-            max_record_tokens=int(getattr(getattr(ticket_runtime.bundle, "encoder", None), "max_length", 256)),
+            max_record_tokens=int(getattr(ticket_runtime.bundle.encoder, "max_length", 256)),
         )
     # Without the ticket path, readiness and lag follow the log consumer's partitions and group.
     probe_settings = (
@@ -405,7 +278,8 @@ def build_worker(
     services: list[Any] = [ops]
     if log_runtime is not None:
 
-        def log_batch_done(batch: LogBatch) -> None:
+        def log_batch_done(batch: Batch) -> None:
+            metrics.record_batch(batch)
             if batch.outputs:
                 readiness.broker_seen()
             if on_log_batch is not None:
@@ -418,8 +292,6 @@ def build_worker(
 
         logs = log_service(settings, log_runtime, on_batch=log_batch_done, on_assignment=log_assignment, loop=loop)
         logs.processor.tracing = tracing
-        model = log_runtime.model_info
-        logs.processor.contracts = load_contracts(settings.topics_dir, SOURCE_LOGS, (model.name, model.version))
         services.append(logs)
     log.info(
         "worker configured",
@@ -444,3 +316,39 @@ def build_worker(
     )
     worker.spinner = None  # our logs say when the worker is ready; a terminal spinner would garble them
     return worker
+
+
+def log_service(
+    settings: Settings,
+    runtime: LogRuntime,
+    *,
+    inline: bool = False,
+    executor: ThreadPoolExecutor | None = None,
+    max_batch: int = LOG_MAX_BATCH,
+    on_batch: Callable[[Batch], None] | None = None,
+    on_assignment: Callable[[set[tuple[str, int]]], None] | None = None,
+    **kwargs: Any,
+) -> LogService:
+    """The log path of a worker process, ready to be started beside (or without) the Faust app.
+
+    Args:
+        inline: run the triage core on the event loop instead of its thread (for measurements).
+        executor: the thread that runs the core (default: a new one-thread pool named ``log-triage``).
+        max_batch: most records per batch (default ``LOG_MAX_BATCH``).
+        on_batch, on_assignment, kwargs: passed to ``LogService`` (``loop=`` for the worker's loop).
+    """
+    if not inline and executor is None:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="log-triage")
+    return LogService(
+        processor=log_processor(settings, runtime),
+        sender=Sender(lambda: clients.producer(settings), topic_prefix=settings.topic_prefix),
+        make_consumer=lambda: log_consumer(settings),
+        store=template_store(settings),
+        topic=settings.topic(LOGS),
+        executor=None if inline else executor,
+        max_batch=max_batch,
+        max_wait_s=settings.max_wait_ms / 1000,
+        on_batch=on_batch,
+        on_assignment=on_assignment,
+        **kwargs,
+    )

@@ -1,8 +1,9 @@
-"""The ticket agent: batches of raw records to triage decisions to output records.
+"""The ticket agent: Faust's loop around ``streamer.pipeline.tickets.TicketProcessor``.
 
-The agent itself only moves bytes: it takes a batch, hands it to ``TicketProcessor`` in the inference
-thread (the event loop never runs the model), produces every output of the batch together and waits for
-the brokers' acknowledgement before Faust may commit the batch's offsets.
+The agent only moves bytes: it takes a batch, hands it to the processor in the inference thread (the event
+loop never runs the model nor encodes JSON), produces every output of the batch together
+(``streamer.kafka.sender``) and waits for the brokers' acknowledgement before Faust may commit the batch's
+offsets.
 """
 
 from __future__ import annotations
@@ -10,210 +11,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any
 
 import faust
 import orjson
 import structlog
 from faust.types import TP
-from jsonschema import Draft202012Validator
 
-from streamer.agents.output import OutputSender, log_dead_letter
-from streamer.agents.shadow import ShadowRun
 from streamer.batching import BatchPlanner, BatchPolicy, estimate_tokens
-from streamer.events import (
-    DecodeFailure,
-    DecodeLimits,
-    Output,
-    RawEvent,
-    Source,
-    Ticket,
-    decode_ticket,
-)
-from streamer.headers import SOURCE_TICKETS, Contracts, event_id, incoming_trace
-from streamer.privacy import Privacy
-from streamer.topics import DEADLETTER, TICKETS, load_contracts
-from streamer.tracing import InputTrace, Tracing
-from streamer.triage.dedup import EscalationDeduper
-from streamer.triage.escalation import MODEL_REASONS, EscalationPolicy
-from streamer.triage.outputs import ModelInfo, ticket_outputs
-from streamer.triage.routing import Router
-from streamer.triage.tickets import TicketModel, triage_tickets
+from streamer.events import RawEvent, Source
+from streamer.kafka.sender import Sender
+from streamer.pipeline.batch import Batch
+from streamer.pipeline.tickets import TicketProcessor
+from streamer.topics import TICKETS
 
 log = structlog.get_logger(__name__)
-
-
-def utc_iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@dataclass
-class BatchResult:
-    """The outputs of one batch and what happened to its inputs (for metrics and summaries)."""
-
-    outputs: list[Output] = field(default_factory=list)
-    size: int = 0
-    processed: int = 0
-    events_in: Counter[str] = field(default_factory=Counter)
-    source_timestamps_ms: list[int] = field(default_factory=list)
-    dead_letters: Counter[str] = field(default_factory=Counter)
-    escalations: Counter[str] = field(default_factory=Counter)
-    model_escalated: int = 0
-    deduplicated: int = 0
-    """Escalations not sent because they near-duplicate an earlier one."""
-    shadow_agreement: Counter[tuple[str, str, bool]] = field(default_factory=Counter)
-    """``(head, live label, shadow agreed)`` counts when a shadow bundle runs."""
-    """Tickets escalated for the intent model's doubt (what the escalation budget spends)."""
-    intents: Counter[str] = field(default_factory=Counter)
-    routes: Counter[str] = field(default_factory=Counter)
-    inference_s: float = 0.0
-    #: Trace spans to end once the outputs are acknowledged (empty unless tracing is on).
-    spans: list[Any] = field(default_factory=list)
-
-
-@dataclass
-class TicketProcessor:
-    """Decode + triage + records for one batch; thread-safe as long as the model is."""
-
-    model: TicketModel
-    model_info: ModelInfo
-    router: Router
-    policy: EscalationPolicy
-    validator: Draft202012Validator
-    limits: DecodeLimits
-    clock: Callable[[], float] = time.time
-    #: Applied to every record just before it leaves (default: everything masked, raw dead letters).
-    privacy: Privacy = field(default_factory=Privacy)
-    #: Output headers (``streamer.headers``); default: from the ``topics/`` of the checkout.
-    contracts: Contracts | None = None
-    #: Spans (``streamer.tracing``); default: off, trace context still carried from input to outputs.
-    tracing: Tracing = field(default_factory=Tracing)
-    dedup: EscalationDeduper | None = None
-    shadow: ShadowRun | None = None
-
-    def __post_init__(self) -> None:
-        if self.contracts is None:
-            from streamer.settings import load_settings
-
-            model = (self.model_info.name, self.model_info.version)
-            self.contracts = load_contracts(load_settings().topics_dir, SOURCE_TICKETS, model)
-
-    def __call__(self, raws: Sequence[RawEvent]) -> BatchResult:
-        tracing = self.tracing
-        traces = [
-            tracing.receive(incoming_trace(r.headers), s.topic, partition=s.partition, offset=s.offset, key=r.key)
-            for r in raws
-            for s in (r.source,)
-        ]
-        with tracing.batch(traces, size=len(raws)) as batch_span:
-            return self._process(raws, traces, batch_span)
-
-    def _process(self, raws: Sequence[RawEvent], traces: Sequence[InputTrace], batch_span: Any) -> BatchResult:
-        result = BatchResult(size=len(raws))
-        result.spans.extend(t.span for t in traces if t.span is not None)
-        tickets: list[Ticket] = []
-        raw_of: dict[int, RawEvent] = {}
-        trace_of: dict[int, InputTrace] = {}
-        for raw, trace in zip(raws, traces, strict=True):
-            result.events_in[raw.source.topic] += 1
-            if raw.source.timestamp_ms is not None:
-                result.source_timestamps_ms.append(raw.source.timestamp_ms)
-            decoded = decode_ticket(raw, self.validator, self.limits)
-            if isinstance(decoded, DecodeFailure):
-                self._dead(result, decoded, trace)
-            else:
-                raw_of[id(decoded)] = raw
-                trace_of[id(decoded)] = trace
-                tickets.append(decoded)
-        started = time.perf_counter()
-        try:
-            with self.tracing.span("model", batch_span, self.model_info.to_dict(), batch=len(tickets)):
-                decisions = triage_tickets(
-                    tickets, self.model, self.router, self.policy, dedup=self.dedup, now=self.clock()
-                )
-            pairs = list(zip(tickets, decisions, strict=True))
-        except Exception:
-            # One bad ticket must not sink its batch: retry one by one, dead-letter what still fails.
-            log.exception(
-                "batch triage failed; retrying tickets one by one",
-                batch=len(tickets),
-                event_ids=[t.id for t in tickets],
-            )
-            pairs = []
-            for ticket in tickets:
-                try:
-                    [decision] = triage_tickets(
-                        [ticket], self.model, self.router, self.policy, dedup=self.dedup, now=self.clock()
-                    )
-                    pairs.append((ticket, decision))
-                except Exception as exc:
-                    failure = DecodeFailure(
-                        raw_of[id(ticket)],
-                        "processing_failed",
-                        f"{type(exc).__name__}: {exc}"[:500],
-                        id=ticket.id,
-                    )
-                    self._dead(result, failure, trace_of[id(ticket)])
-        result.inference_s = time.perf_counter() - started
-        now = self.clock()
-        stamp = utc_iso(now)
-        for ticket, decision in pairs:
-            sent_ms = ticket.source.timestamp_ms
-            latency_ms = (now * 1000 - sent_ms) if sent_ms is not None else 0.0
-            outputs = ticket_outputs(ticket, decision, self.model_info, stamp, latency_ms)
-            outputs = self.privacy.ticket_outputs(outputs, decision.pii_values)
-            trace = trace_of[id(ticket)]
-            result.outputs.extend(self._headed(outputs, trace, stamp, decision.intent.confidence, result))
-            result.processed += 1
-            result.intents[decision.intent.label] += 1
-            for route in decision.routes:
-                result.routes[route] += 1
-            for reason in decision.reasons:
-                result.escalations[reason.code.value] += 1
-            result.model_escalated += any(r.code in MODEL_REASONS for r in decision.reasons)
-            result.deduplicated += decision.duplicate_of is not None
-        if self.shadow is not None and pairs:
-            try:  # the candidate must never cost the live path its batch
-                outputs, agreement = self.shadow([t for t, _ in pairs], [d for _, d in pairs], stamp)
-                result.outputs.extend(outputs)
-                result.shadow_agreement.update(agreement)
-            except Exception:
-                log.exception("shadow triage failed; batch sent without shadow records", batch=len(pairs))
-        return result
-
-    def _headed(
-        self, outputs: Sequence[Output], trace: InputTrace, stamp: str, confidence: float | None, result: BatchResult
-    ) -> list[Output]:
-        """``outputs`` with their headers: CloudEvents attributes, the model and the trace continued."""
-        contracts = self.contracts
-        assert contracts is not None
-        headed = []
-        for out in outputs:
-            source = out.value.get("source")
-            context = self.tracing.send(trace, out.topic, result.spans, key=out.key, message_id=out.value.get("id"))
-            headers = contracts.headers(
-                out.topic,
-                event_id=event_id(out.topic, source, out.value.get("id")),
-                time=stamp,
-                trace=context,
-                subject=out.value.get("id"),
-                confidence=confidence,
-            )
-            headed.append(Output(out.topic, out.key, out.value, out.headers + headers))
-        return headed
-
-    def _dead(self, result: BatchResult, failure: DecodeFailure, trace: InputTrace) -> None:
-        key = failure.raw.key
-        stamp = utc_iso(self.clock())
-        record = Output(DEADLETTER, key, self.privacy.dead_letter(failure, stamp))
-        result.outputs.extend(self._headed([record], trace, stamp, None, result))
-        result.dead_letters[failure.code] += 1
-        log_dead_letter(failure)
 
 
 def raw_event(event: faust.types.EventT) -> RawEvent:
@@ -288,12 +101,12 @@ class _DropOnRevoke:
 def register_ticket_agent(
     app: faust.App,
     processor: TicketProcessor,
-    sender: OutputSender,
+    sender: Sender,
     *,
     max_batch: int,
     max_wait_s: float,
     executor: ThreadPoolExecutor,
-    on_batch: Callable[[BatchResult], None] | None = None,
+    on_batch: Callable[[Batch], None] | None = None,
     topic: str = TICKETS,
     policy: BatchPolicy | None = None,
     max_record_tokens: int = 256,
@@ -311,9 +124,9 @@ def register_ticket_agent(
     """
     source = app.topic(topic, key_type=bytes, value_type=bytes, allow_empty=True)
 
-    async def deliver(events: Sequence[faust.types.EventT], result: BatchResult, timing: dict[str, float]) -> None:
+    async def deliver(events: Sequence[faust.types.EventT], result: Batch, timing: dict[str, float]) -> None:
         started = time.perf_counter()
-        await sender.send_all(result.outputs)
+        await sender.send(result.outputs)
         processor.tracing.end(result.spans)
         for event in events:
             event.ack()

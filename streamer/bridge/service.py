@@ -29,7 +29,6 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from streamer.agents.output import OutputSender
 from streamer.bridge.answers import InvalidAnswer, parse_answer
 from streamer.bridge.llm import (
     CircuitOpen,
@@ -58,6 +57,7 @@ from streamer.errors import ConfigError
 from streamer.events import DecodeFailure, Output, RawEvent, Source
 from streamer.headers import SOURCE_BRIDGE, Contracts, TraceParent, event_id, incoming_trace, subject_of, trace_headers
 from streamer.kafka import clients
+from streamer.kafka.sender import Sender
 from streamer.settings import Settings
 from streamer.topics import DEADLETTER, ESCALATIONS, LLM_RESPONSES, SchemaRegistry, load_catalog, topic_contracts
 from streamer.tracing import InputTrace, Tracing, configure_tracing
@@ -120,7 +120,7 @@ class Bridge:
         client: LLMClient | None = None,
         template: PromptTemplate | None = None,
         labels: LabelSet | None = None,
-        sender: OutputSender | None = None,
+        sender: Sender | None = None,
         clock: Callable[[], float] = time.time,
         metrics: BridgeMetrics | None = None,
         tracing: Tracing | None = None,
@@ -141,7 +141,7 @@ class Bridge:
         self.tracing.consumer_group = settings.bridge_group_id
         self.client = client or LLMClient(ClientOptions.from_settings(settings), metrics=metrics)
         self.metrics = self.client.metrics
-        self.sender = sender or OutputSender(lambda: clients.producer(settings), topic_prefix=settings.topic_prefix)
+        self.sender = sender or Sender(lambda: clients.producer(settings), topic_prefix=settings.topic_prefix)
         self.clock = clock
         #: Records read and not finished, at most; beyond it fetching pauses (back-pressure).
         self.max_in_flight = max(4 * settings.llm_max_concurrency, 16)
@@ -295,7 +295,7 @@ class Bridge:
         spans: list[Any] = [trace.span] if trace.span is not None else []
         try:
             outputs, outcome = await self.process(raw, trace, spans)
-            await self.sender.send_all(outputs)
+            await self.sender.send(outputs)
         except BaseException as exc:
             self.tracing.end(spans, error=exc)
             raise

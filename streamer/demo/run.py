@@ -217,7 +217,7 @@ def _demo_replay(
     from streamer.replay.ranges import Window, format_ms
     from streamer.replay.report import write_html, write_json
     from streamer.replay.run import ReplayRequest, new_run_id, run_replay
-    from streamer.worker import load_ticket_runtime
+    from streamer.runtime import load_ticket_runtime
 
     replay_settings = settings.model_copy(update={"bundle_dir": bundle_dir})
     request = ReplayRequest(

@@ -1,8 +1,9 @@
 """Log triage core: decode log lines, mine stable templates, extract entities, detect bursts, escalate.
 
-Pure like ``streamer.triage``: no Kafka, no clock. The worker decodes raw records with ``decode_log``,
-keeps one ``LogTriageState`` per worker (snapshot/restore it, publish ``LogBatchResult.templates``
-to the compacted templates topic) and calls ``triage_logs`` per batch with the incident model.
+Pure like ``streamer.triage``: no Kafka, no settings, no clock, nothing above it imported. The processor
+(``streamer.pipeline.logs``) decodes raw records with ``decode_logs``, keeps one ``LogTriageState`` per
+worker (loaded from and published to the compacted templates topic by the log service) and calls
+``triage_logs`` per batch with the incident model.
 """
 
 from streamer.logs.bursts import Burst, BurstConfig, BurstDetector, ErrorTemplateWatch

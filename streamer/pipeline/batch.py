@@ -13,9 +13,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from streamer.events import Output, encode
+import structlog
 
-__all__ = ["Batch", "Path", "sealed", "utc_iso"]
+from streamer.events import DecodeFailure, Output, encode
+
+__all__ = ["Batch", "Path", "log_dead_letter", "sealed", "utc_iso"]
+
+log = structlog.get_logger(__name__)
 
 #: The two processing paths; also the ``path`` label of every per-path metric.
 Path = Literal["tickets", "logs"]
@@ -80,3 +84,17 @@ class Batch:
     def output_counts(self) -> Counter[str]:
         """Outputs per declared topic."""
         return Counter(out.topic for out in self.outputs)
+
+
+def log_dead_letter(failure: DecodeFailure, event: str = "record dead-lettered") -> None:
+    """Where it came from and why, never the content: the message may quote the input (schema errors do)."""
+    source = failure.raw.source
+    log.info(
+        event,
+        event_id=failure.id,
+        topic=source.topic,
+        partition=source.partition,
+        offset=source.offset,
+        code=failure.code,
+        field=failure.field,
+    )

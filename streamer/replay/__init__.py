@@ -1,8 +1,9 @@
 """Replay and re-evaluation: re-run a window of tickets through a bundle and report what would change.
 
 Pure parts (``ranges``, ``diff``, ``report``) know nothing of Kafka and are re-exported here; ``run``
-does the reading, the triage (the worker's own ``TicketProcessor``) and the writing, and is imported
-on its own (it pulls in the worker and Faust); ``cli`` adds ``streamer replay``.
+does the reading, the triage (the worker's own ``TicketProcessor``, wired by ``streamer.runtime``) and
+the writing, and is imported on its own (it pulls in aiokafka and the model; never Faust); ``cli`` adds
+``streamer replay``.
 """
 
 from streamer.replay.diff import KINDS, Decision, DiffBuilder, DiffReport, compare, decision_of, redacted_excerpt

@@ -98,8 +98,8 @@ def run_replay_command(args: argparse.Namespace) -> int:
     from streamer.replay.ranges import Window
     from streamer.replay.report import render_text, write_html, write_json
     from streamer.replay.run import ReplayRequest, check_run_id, new_run_id, run_replay
+    from streamer.runtime import load_ticket_runtime
     from streamer.settings import load_settings
-    from streamer.worker import load_ticket_runtime
 
     check_window_given(args)
     settings = load_settings()

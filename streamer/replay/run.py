@@ -37,9 +37,9 @@ from streamer.kafka import clients
 from streamer.replay.diff import DiffBuilder, decision_of, redacted_excerpt
 from streamer.replay.ranges import PartitionRange, Window, format_ms, plan_ranges, select_partitions
 from streamer.replay.report import ReplayReport
+from streamer.runtime import TicketRuntime
 from streamer.settings import Settings
 from streamer.topics import TICKETS, TICKETS_ENRICHED, TopicSpec, load_catalog
-from streamer.worker import TicketRuntime
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 #: Header on every replayed record, so a stray one is never mistaken for a live decision.

@@ -36,9 +36,9 @@ from streamer.replay.cli import add_replay_commands
 from streamer.replay.ranges import Window
 from streamer.replay.report import ReplayReport
 from streamer.replay.run import RUN_HEADER, ReplayRequest, run_replay
+from streamer.runtime import TicketRuntime, load_ticket_runtime
 from streamer.settings import Settings
 from streamer.topics import load_catalog
-from streamer.worker import TicketRuntime, load_ticket_runtime
 
 pytestmark = pytest.mark.kafka
 

@@ -23,10 +23,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamer.agents.shadow import shadow_topic
 from streamer.demo import demo_tickets
 from streamer.kafka.admin import apply_topics
 from streamer.kafka.clients import topic_partitions
+from streamer.pipeline.shadow import shadow_topic
 from streamer.settings import Settings
 from streamer.topics import SchemaRegistry, load_catalog
 

@@ -79,7 +79,7 @@ def test_export_file_is_what_models_build_reads(tmp_path: Path) -> None:
     assert read_examples(out) == (["Card late", "Need refund"], ["x", "y"])
     assert not list(out.parent.glob(".*.tmp"))
 
-    from streamer.models.cli import add_models_commands
+    from streamer.commands.models import add_models_commands
 
     parser = argparse.ArgumentParser(prog="streamer")
     add_models_commands(parser.add_subparsers(dest="command"))
@@ -101,8 +101,8 @@ def test_cli_grammar() -> None:
 
 def test_models_build_trains_on_the_export(tmp_path: Path) -> None:
     """A real build: the exported file as a second intent file next to the shipped examples."""
+    from streamer.commands.models import main as models_main
     from streamer.defaults import data_dir
-    from streamer.models.cli import main as models_main
     from streamer.models.errors import SourceError
     from streamer.models.sources import resolve_source
 

@@ -20,9 +20,10 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamer.agents.tickets import TicketProcessor
 from streamer.events import DecodeFailure, DecodeLimits, RawEvent, Source, Ticket, dead_letter, decode_ticket, encode
-from streamer.topics import DEADLETTER, ESCALATIONS, TICKETS_ENRICHED, SchemaRegistry
+from streamer.headers import SOURCE_TICKETS
+from streamer.pipeline.tickets import TicketProcessor
+from streamer.topics import DEADLETTER, ESCALATIONS, TICKETS_ENRICHED, SchemaRegistry, load_contracts
 from streamer.triage.escalation import EscalationPolicy
 from streamer.triage.extract import Extraction, extract
 from streamer.triage.outputs import ModelInfo
@@ -86,6 +87,7 @@ PROCESSOR = TicketProcessor(
     policy=EscalationPolicy(min_confidence=0.5, min_margin=0.1, oos_threshold=0.5),
     validator=VALIDATOR,
     limits=LIMITS,
+    contracts=load_contracts(REPO / "topics", SOURCE_TICKETS, ("hash", "1")),
     clock=lambda: 1_764_320_000.0,
 )
 

@@ -14,7 +14,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from test_decode_properties import PROCESSOR
 
-from streamer.agents.tickets import TicketProcessor
 from streamer.events import RawEvent, Source, encode
 from streamer.headers import (
     SOURCE_TICKETS,
@@ -27,6 +26,7 @@ from streamer.headers import (
     incoming_trace,
     subject_of,
 )
+from streamer.pipeline.tickets import TicketProcessor
 from streamer.topics import DEADLETTER, ESCALATIONS, TICKETS_ENRICHED, load_catalog, load_contracts
 from streamer.tracing import Tracing, configure_tracing, tracing_configured
 
@@ -155,6 +155,7 @@ def test_spans_of_a_batch_form_the_expected_tree() -> None:
         policy=PROCESSOR.policy,
         validator=PROCESSOR.validator,
         limits=PROCESSOR.limits,
+        contracts=PROCESSOR.contracts,
         clock=PROCESSOR.clock,
         tracing=Tracing(provider, consumer_group="g"),
     )

@@ -14,9 +14,9 @@ from aiokafka import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from streamer.agents.tickets import BatchResult
 from streamer.events import Output
 from streamer.metrics import LagProbe, Metrics, OpsService, Readiness, exported_names, ops_routes
+from streamer.pipeline.batch import Batch
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -28,8 +28,9 @@ def samples(metrics: Metrics) -> dict[tuple[str, frozenset[tuple[str, str]]], fl
     }
 
 
-def batch() -> BatchResult:
-    return BatchResult(
+def batch() -> Batch:
+    return Batch(
+        path="tickets",
         outputs=[
             Output("support.tickets.enriched.v1", b"a", {}),
             Output("support.tickets.enriched.v1", b"b", {}),
@@ -246,8 +247,8 @@ def test_worker_exits_1_when_the_shutdown_deadline_passes(monkeypatch: pytest.Mo
     import signal
 
     from streamer import worker as worker_module
-    from streamer.agents.output import OutputSender
     from streamer.app import create_app
+    from streamer.kafka.sender import Sender
     from streamer.settings import Settings
 
     exited = threading.Event()
@@ -263,7 +264,7 @@ def test_worker_exits_1_when_the_shutdown_deadline_passes(monkeypatch: pytest.Mo
         readiness = Readiness(model="m@1")
         worker = worker_module.TriageWorker(
             create_app(Settings()),
-            OutputSender(lambda: None),  # type: ignore[arg-type,return-value]
+            Sender(lambda: None),  # type: ignore[arg-type,return-value]
             readiness=readiness,
             shutdown_timeout_s=0.05,
             override_logging=False,
@@ -327,14 +328,14 @@ def test_escalation_rate_is_measured_over_the_recent_window_against_the_budget()
 
     m = Metrics(process=False)
     m.set_escalation_budget(0.08)
-    m.record_batch(BatchResult(size=100, processed=100, model_escalated=30))
+    m.record_batch(Batch(path="tickets", size=100, processed=100, model_escalated=30))
     assert samples(m)[("streamer_escalation_rate", frozenset())] == pytest.approx(0.3)
     # a window's worth of calmer traffic pushes the old batch out
     for _ in range(ESCALATION_WINDOW // 100):
-        m.record_batch(BatchResult(size=100, processed=100, model_escalated=8))
+        m.record_batch(Batch(path="tickets", size=100, processed=100, model_escalated=8))
     assert samples(m)[("streamer_escalation_rate", frozenset())] == pytest.approx(0.08)
     assert samples(m)[("streamer_escalation_budget", frozenset())] == 0.08
-    m.record_batch(BatchResult(size=5, processed=0))  # all dead letters: no tickets, no change
+    m.record_batch(Batch(path="tickets", size=5, processed=0))  # all dead letters: no tickets, no change
     assert samples(m)[("streamer_escalation_rate", frozenset())] == pytest.approx(0.08)
     # the shipped alert rule speaks of metrics the worker exports
     rules = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy/prometheus/alerts.yml").read_text())

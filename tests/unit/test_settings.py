@@ -56,7 +56,7 @@ def test_topic_prefix() -> None:
 def test_static_membership_and_session_timeout_reach_both_consumers(monkeypatch: pytest.MonkeyPatch) -> None:
     """STREAMER_GROUP_INSTANCE_ID and the session timeout, in Faust's consumer and the log path's."""
     from streamer.app import create_app
-    from streamer.logs.runtime import log_consumer
+    from streamer.kafka.templates import log_consumer
 
     for name in ("BROKER_SESSION_TIMEOUT", "BROKER_HEARTBEAT_INTERVAL", "CONSUMER_GROUP_INSTANCE_ID"):
         monkeypatch.delenv(name, raising=False)  # Faust's own variables would win
@@ -67,6 +67,7 @@ def test_static_membership_and_session_timeout_reach_both_consumers(monkeypatch:
     assert conf.consumer_group_instance_id == "worker-0"
     assert (conf.broker_session_timeout, conf.broker_heartbeat_interval) == (20.0, 3.0)
     assert conf.broker_request_timeout >= conf.broker_session_timeout
+
     async def make() -> Any:
         return log_consumer(settings)  # aiokafka wants a running loop; it connects only on start()
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from streamer.agents.shadow import EmbeddingTap, shadow_topic, shares_encoder
+from streamer.pipeline.shadow import EmbeddingTap, shadow_topic, shares_encoder
 
 
 def test_encoders_are_shared_only_with_identical_weights_tokenizer_and_settings() -> None:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import orjson
 
-from streamer.agents.logs import LogProcessor
-from streamer.events import DecodeLimits, RawEvent, Source
+from streamer.events import DecodeLimits, Output, RawEvent, Source
+from streamer.headers import SOURCE_LOGS, Contracts
 from streamer.logs.triage import LogTriageState
+from streamer.pipeline.logs import LogProcessor
 from streamer.topics import LOGS_ENRICHED
 from streamer.triage.outputs import ModelInfo
 
@@ -26,12 +26,13 @@ def raws(lines: list[str], start: int) -> list[RawEvent]:
     ]
 
 
-def enriched(batch_records: Mapping[str, Sequence[tuple[Any, ...]]]) -> list[dict[str, object]]:
-    return [orjson.loads(rec[1]) for rec in batch_records.get(LOGS_ENRICHED, [])]
+def enriched(outputs: Sequence[Output]) -> list[dict[str, object]]:
+    return [orjson.loads(out.data) for out in outputs if out.topic == LOGS_ENRICHED]
 
 
 def processor(hold: bool) -> LogProcessor:
-    return LogProcessor(LogTriageState(), Stub(), ModelInfo("m", "1"), DecodeLimits(), hold=hold)
+    contracts = Contracts({}, SOURCE_LOGS, ("m", "1"))
+    return LogProcessor(LogTriageState(), Stub(), ModelInfo("m", "1"), DecodeLimits(), contracts, hold=hold)
 
 
 FIRST = ["received broadcast android.intent.action.TIME_TICK"] * 3
@@ -41,21 +42,21 @@ SECOND = ["received broadcast android.intent.action.BATTERY_CHANGED"] * 2
 def test_held_records_leave_with_the_next_batch_under_the_settled_id() -> None:
     p = processor(hold=True)
     one = p(raws(FIRST, 0))
-    assert enriched(one.records) == [] and one.processed == 0
+    assert enriched(one.outputs) == [] and one.processed == 0
     two = p(raws(SECOND, 3))
-    out = enriched(two.records)
+    out = enriched(two.outputs)
     assert [r["source"]["offset"] for r in out] == [0, 1, 2]  # type: ignore[index]
     ids = {r["template_id"] for r in out}
     assert len(ids) == 1
     assert out[0]["template"] == "received broadcast android.intent.action.<*>"
-    rest = enriched(p.flush().records)
+    rest = enriched(p.flush().outputs)
     assert [r["source"]["offset"] for r in rest] == [3, 4]  # type: ignore[index]
     assert {r["template_id"] for r in rest} == ids
-    assert enriched(p.flush().records) == []
+    assert enriched(p.flush().outputs) == []
 
 
 def test_without_holding_the_first_batch_keeps_the_id_it_had() -> None:
     p = processor(hold=False)
-    first = {r["template_id"] for r in enriched(p(raws(FIRST, 0)).records)}
-    second = {r["template_id"] for r in enriched(p(raws(SECOND, 3)).records)}
+    first = {r["template_id"] for r in enriched(p(raws(FIRST, 0)).outputs)}
+    second = {r["template_id"] for r in enriched(p(raws(SECOND, 3)).outputs)}
     assert first != second  # the first batch's id was superseded after it left

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from streamer.commands.models import add_models_commands, run_models_command
 from streamer.models.build import WEIGHT_TYPES, HeadSpec, build_bundle
 from streamer.models.bundle import FORMAT_VERSION, Bundle, load_bundle, read_manifest
-from streamer.models.cli import add_models_commands, run_models_command
 from streamer.models.errors import BundleError, DataError, ModelError
 from streamer.models.evaluate import evaluate, selective_accuracy
 

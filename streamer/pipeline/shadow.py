@@ -5,6 +5,9 @@ counts, per head and live label, how often the two agree, so a candidate can be 
 before it takes over. When both bundles share the encoder (same model files, tokenizer and length), the
 shadow reuses the live embeddings: its heads cost a few matrix products, not a second encoder pass.
 ``streamer replay`` stays the offline twin: the same comparison over a past range of the topic.
+
+Shadow records are rendered by the privacy policy of the enriched topic they mirror and, with ``contracts``,
+carry the same CloudEvents headers as live records, naming the shadow bundle as their model.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from typing import Any
 import structlog
 
 from streamer.events import Output, Ticket
+from streamer.headers import Contracts
+from streamer.pipeline.bundle import Bundle
+from streamer.privacy import Privacy
 from streamer.topics import TICKETS_ENRICHED
 from streamer.triage.escalation import EscalationPolicy
 from streamer.triage.outputs import ModelInfo, enriched_ticket
@@ -47,7 +53,7 @@ def shares_encoder(live_manifest: Mapping[str, Any], shadow_manifest: Mapping[st
 class EmbeddingTap:
     """The live bundle as a ``TicketModel`` that keeps each thread's last embeddings for the shadow."""
 
-    def __init__(self, bundle: Any) -> None:
+    def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
         self._local = threading.local()
 
@@ -57,7 +63,7 @@ class EmbeddingTap:
     def predict(self, texts: Sequence[str], heads: Sequence[str] | None = None) -> Mapping[str, Any]:
         embeddings = self.bundle.embed(texts)
         self._local.last = (list(texts), embeddings)
-        return self.bundle.predict_embeddings(embeddings, heads)  # type: ignore[no-any-return]
+        return self.bundle.predict_embeddings(embeddings, heads)
 
     def last(self, texts: Sequence[str]) -> Any | None:
         """The embeddings of ``texts`` if they were the last ones this thread embedded."""
@@ -67,29 +73,32 @@ class EmbeddingTap:
 
 @dataclass
 class _Reuse:
-    bundle: Any
+    bundle: Bundle
     embeddings: Any
 
     def predict(self, texts: Sequence[str], heads: Sequence[str] | None = None) -> Mapping[str, Any]:
-        return self.bundle.predict_embeddings(self.embeddings, heads)  # type: ignore[no-any-return]
+        return self.bundle.predict_embeddings(self.embeddings, heads)
 
 
 @dataclass
 class ShadowRun:
     """The shadow bundle with its own policy and rules; :meth:`__call__` decides a batch beside the live one."""
 
-    bundle: Any
+    bundle: Bundle
     model_info: ModelInfo
     router: Router
     policy: EscalationPolicy
     topic: str
     tap: EmbeddingTap | None = None
     """Set when the encoders are the same: the live embeddings are reused."""
+    contracts: Contracts | None = None
+    """Headers of the shadow topic (the enriched topic's type and schema, the shadow model); ``None``: none."""
 
     def __call__(
-        self, tickets: Sequence[Ticket], live: Sequence[TicketDecision], stamp: str
+        self, tickets: Sequence[Ticket], live: Sequence[TicketDecision], stamp: str, privacy: Privacy | None = None
     ) -> tuple[list[Output], Counter[tuple[str, str, bool]]]:
-        """Shadow records and ``(head, live label, agreed)`` counts for a batch the live bundle decided."""
+        """Shadow records (one per ticket, in order; rendered by ``privacy`` as enriched records are) and
+        ``(head, live label, agreed)`` counts for a batch the live bundle decided."""
         if not tickets:
             return [], Counter()
         texts = [t.text for t in tickets]
@@ -100,7 +109,10 @@ class ShadowRun:
         counts: Counter[tuple[str, str, bool]] = Counter()
         for ticket, mine, theirs in zip(tickets, decisions, live, strict=True):
             key = ticket.key if ticket.key is not None else ticket.id.encode()
-            outputs.append(Output(self.topic, key, enriched_ticket(ticket, mine, self.model_info, stamp, 0.0)))
+            record = Output(TICKETS_ENRICHED, key, enriched_ticket(ticket, mine, self.model_info, stamp, 0.0))
+            if privacy is not None:
+                [record] = privacy.ticket_outputs([record], mine.pii_values)
+            outputs.append(Output(self.topic, key, record.value))
             for head, a, b in (
                 ("intent", theirs.intent.label, mine.intent.label),
                 ("priority", theirs.priority.label, mine.priority.label),

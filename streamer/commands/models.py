@@ -1,4 +1,4 @@
-"""``streamer models build|eval|info|finetune``: argparse sub-commands, wired into the top-level CLI."""
+"""``streamer models build|eval|info|finetune``: argparse sub-commands over ``streamer.models``, wired into the CLI."""
 
 from __future__ import annotations
 
@@ -383,7 +383,7 @@ def _summary(manifest: dict[str, Any], path: Path, verified: bool = True) -> str
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m streamer.models.cli models ...``) for use before wiring."""
+    """Stand-alone entry point (``python -m streamer.commands.models models ...``) for use before wiring."""
     parser = argparse.ArgumentParser(prog="streamer")
     add_models_commands(parser.add_subparsers(dest="command", required=True))
     return run_models_command(parser.parse_args(argv))

@@ -1,0 +1,126 @@
+"""One record that makes the core fail costs only itself: dead-lettered as ``processing_failed``, the rest triaged.
+
+Both processors first triage a batch whole; when that raises, they retry record by record and dead-letter
+the records that still fail, so a poison record never sinks (or endlessly redelivers) its batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+import streamer.logs.triage as triage_core
+from streamer.events import DecodeLimits, RawEvent, Source
+from streamer.headers import SOURCE_LOGS, SOURCE_TICKETS, header_map
+from streamer.logs.triage import LogTriageState
+from streamer.pipeline.logs import LogProcessor
+from streamer.pipeline.tickets import TicketProcessor
+from streamer.topics import DEADLETTER, LOGS, LOGS_ENRICHED, TICKETS, TICKETS_ENRICHED, SchemaRegistry, load_contracts
+from streamer.triage.escalation import EscalationPolicy
+from streamer.triage.outputs import ModelInfo
+from streamer.triage.routing import parse_router
+
+REPO = Path(__file__).resolve().parents[3]
+POISON = "zebra-poison"
+
+
+@dataclass
+class Scores:
+    labels: list[str]
+    probs: np.ndarray
+    oos_score: np.ndarray
+
+
+class PoisonedModel:
+    """Confident scores for any text, except that a batch holding ``POISON`` makes it raise."""
+
+    def predict(self, texts: Sequence[str], heads: Sequence[str] | None = None) -> dict[str, Scores]:
+        if any(POISON in t for t in texts):
+            raise ValueError("the model cannot take this input")
+
+        def head(labels: list[str]) -> Scores:
+            probs = np.full((len(texts), len(labels)), 0.1 / (len(labels) - 1), dtype=np.float32)
+            probs[:, 0] = 0.9
+            return Scores(labels, probs, np.zeros(len(texts), dtype=np.float32))
+
+        return {
+            "intent": head(["order_status", "refund_request"]),
+            "priority": head(["normal", "high"]),
+            "sentiment": head(["neutral", "negative"]),
+        }
+
+
+class Classifier:
+    def classify_templates(self, templates: Sequence[str]) -> Sequence[tuple[str, float]]:
+        return [("other", 0.5)] * len(templates)
+
+
+def ticket(n: int, body: str) -> RawEvent:
+    doc = {"id": f"T-{n}", "created_at": "2026-11-28T10:00:00Z", "body": body}
+    return RawEvent(orjson.dumps(doc), Source(TICKETS, 0, n, 1_795_860_000_000), f"T-{n}".encode())
+
+
+def test_a_poison_ticket_is_dead_lettered_alone() -> None:
+    processor = TicketProcessor(
+        model=PoisonedModel(),
+        model_info=ModelInfo("m", "1"),
+        router=parse_router({"tickets": {"rules": [], "default": "support.queue.general.v1"}}, "tickets"),
+        policy=EscalationPolicy(min_confidence=0.5, min_margin=0.1, oos_threshold=0.5),
+        validator=SchemaRegistry(REPO / "topics" / "schemas").validator("ticket.v1.json"),
+        limits=DecodeLimits(),
+        contracts=load_contracts(REPO / "topics", SOURCE_TICKETS, ("m", "1")),
+        clock=lambda: 1_795_860_001.0,
+    )
+    batch = processor(
+        [ticket(1, "where is my order 1"), ticket(2, f"my order {POISON}"), ticket(3, "where is my order 3")]
+    )
+    assert batch.path == "tickets" and batch.size == 3 and batch.processed == 2
+    assert batch.dead_letters == {"processing_failed": 1}
+    assert sorted(o.value["id"] for o in batch.outputs if o.topic == TICKETS_ENRICHED) == ["T-1", "T-3"]
+    [dead] = [o for o in batch.outputs if o.topic == DEADLETTER]
+    assert dead.key == b"T-2" and dead.value["id"] == "T-2"
+    assert dead.value["error"]["code"] == "processing_failed"
+    assert dead.value["source"]["offset"] == 2
+    assert orjson.loads(dead.data) == dead.value  # sealed: encoded in the processing thread
+    assert header_map(dead.headers)["ce_type"] == "dev.streamer.deadletter.v1"
+
+
+def test_a_poison_log_line_is_dead_lettered_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    extract = triage_core.extract_log_entities
+
+    def poisoned(message: str, fields: Any) -> dict[str, Any]:
+        if POISON in message:  # a line one stage of the core cannot take
+            raise ValueError("the extractor cannot take this input")
+        return extract(message, fields)
+
+    monkeypatch.setattr(triage_core, "extract_log_entities", poisoned)
+    processor = LogProcessor(
+        LogTriageState(),
+        Classifier(),
+        ModelInfo("m", "1"),
+        DecodeLimits(),
+        load_contracts(REPO / "topics", SOURCE_LOGS, ("m", "1")),
+        clock=lambda: 1_795_860_001.0,
+    )
+    lines = ["user 7 logged in", f"disk {POISON} failed", "user 9 logged in", "cache warmed in 12 ms"]
+    raws = [RawEvent(line.encode(), Source(LOGS, 0, i, 1_795_860_000_000 + i), b"auth") for i, line in enumerate(lines)]
+    batch = processor(raws)
+    assert batch.path == "logs" and batch.size == 4 and batch.processed == 3
+    assert batch.dead_letters == {"processing_failed": 1}
+    assert batch.events_in == {LOGS: 4}
+    assert sorted(batch.source_timestamps_ms) == [1_795_860_000_000, 1_795_860_000_002, 1_795_860_000_003]
+    enriched = [o for o in batch.outputs if o.topic == LOGS_ENRICHED]
+    assert [o.value["source"]["offset"] for o in enriched] == [0, 2, 3]
+    assert all(o.key == b"auth" and orjson.loads(o.data) == o.value for o in enriched)
+    [dead] = [o for o in batch.outputs if o.topic == DEADLETTER]
+    assert dead.value["error"]["code"] == "processing_failed" and dead.value["source"]["offset"] == 1
+    assert dead.key == b"auth"
+    # the lines that were triaged are in the model's view: the batch after is not poisoned by the state
+    after = processor([RawEvent(b"user 11 logged in", Source(LOGS, 0, 4, 1_795_860_000_004), b"auth")])
+    assert after.processed == 1 and not after.dead_letters
