@@ -213,6 +213,22 @@ _VERSION_CONTEXT_RE: Final = re.compile(
     r"|MSIE|SamsungBrowser|YaBrowser|Mobile)/)$",
     re.I,
 )
+_VERSION_WORDS: Final = (
+    "v", "ver", "version", "versions", "build", "release", "rel", "firmware", "fw", "sdk", "patch", "rev", "revision"
+)  # fmt: skip
+_VERSION_BROWSERS: Final = (
+    "Chrome", "Chromium", "Firefox", "Safari", "Edge?", "OPR", "Opera", "Version", "AppleWebKit", "CriOS", "FxiOS",
+    "Gecko", "Trident", "MSIE", "SamsungBrowser", "YaBrowser", "Mobile",
+)  # fmt: skip
+# ``_VERSION_CONTEXT_RE`` read backwards: matched from the start of the reversed window, it tells in one
+# anchored step what the ``$``-anchored search finds by trying every offset.
+_VERSION_CONTEXT_REV_RE: Final = re.compile(
+    r"(?:\s+si)?\s*[:=#]?\s*\.?(?:" + "|".join(w[::-1] for w in _VERSION_WORDS) + r")\b"
+    r"|/(?:" + "|".join("e?gdE" if b == "Edge?" else b[::-1] for b in _VERSION_BROWSERS) + r")\b",
+    re.I,
+)
+# Characters a version label can end with (``\s`` and ``\w`` are ``isspace``/``isalnum`` plus '_' in ``re``).
+_VERSION_TAIL: Final = frozenset(":=#/._")
 # --- phone numbers -------------------------------------------------------------------------------
 
 # '+CC ...': country code, an optional '(0)', then up to seven groups, some maybe in parentheses.
@@ -532,17 +548,45 @@ def _ipv4_ok(value: str) -> bool:
     return all(int(octet) <= 255 and (len(octet) == 1 or octet[0] != "0") for octet in value.split("."))
 
 
+def _version_labelled(text: str, start: int) -> bool:
+    """``_VERSION_CONTEXT_RE.search(_before(text, start))``, cheaply.
+
+    A label must end right before ``start`` on a space, ``:=#/.`` or a word character, and the reversed
+    pattern on the uncut window finds every label the search finds (the cut only ever removes one): only a
+    hit there pays for the exact check.
+    """
+    if start == 0:
+        return False
+    c = text[start - 1]
+    if not (c.isspace() or c.isalnum() or c in _VERSION_TAIL):
+        return False
+    if _VERSION_CONTEXT_REV_RE.match(text[max(0, start - _CONTEXT_CHARS) : start][::-1]) is None:
+        return False
+    return _VERSION_CONTEXT_RE.search(_before(text, start)) is not None
+
+
+def _ipv6_parts_ok(addr: str) -> bool:
+    """What ``ipaddress`` needs before it parses: a '::', or eight groups (the last two may be a dotted quad).
+
+    Times and dates ('2024:08:22:55') fail here without the cost of an exception.
+    """
+    if "::" in addr:
+        return True
+    colons = addr.count(":")
+    return colons == 7 or (colons == 6 and "." in addr)
+
+
 def _ips(text: str) -> Iterator[_Cand]:
     if "." in text:
         for m in _IPV4_RE.finditer(text):
-            if not _ipv4_ok(m.group()) or _VERSION_CONTEXT_RE.search(_before(text, m.start())):
+            if not _ipv4_ok(m.group()) or _version_labelled(text, m.start()):
                 continue
             yield m.start(), m.end(), "IP"
     if _IPV6_HINT_RE.search(text) is not None:
         for m in _IPV6_RE.finditer(text):
             cand = m.group()
             addr = cand.split("%", 1)[0]
-            if sum(ch in "0123456789abcdefABCDEF" for ch in addr) < 4:
+            if not _ipv6_parts_ok(addr) or sum(ch in "0123456789abcdefABCDEF" for ch in addr) < 4:
                 continue
             try:
                 ipaddress.IPv6Address(addr)
@@ -684,6 +728,14 @@ def find_pii(text: str) -> list[PiiSpan]:
     return [PiiSpan(kind, start, end, text[start:end]) for start, end, kind in spans]
 
 
+def _canonical_ipv4(value: str) -> bool:
+    """Whether ``value`` is an IPv4 address written as ``ipaddress`` writes it (so it is its own normal form)."""
+    parts = value.split(".")
+    return len(parts) == 4 and all(
+        p.isascii() and p.isdigit() and len(p) <= 3 and (len(p) == 1 or p[0] != "0") and int(p) <= 255 for p in parts
+    )
+
+
 def normalise(kind: str, value: str) -> str:
     """The identity of a value: two spellings of one value share a placeholder (and a pseudonym)."""
     if kind == "EMAIL":
@@ -693,6 +745,8 @@ def normalise(kind: str, value: str) -> str:
     if kind in ("IBAN", "NATIONAL_ID"):
         return "".join(ch for ch in value if ch.isalnum()).upper()
     if kind == "IP":
+        if _canonical_ipv4(value):
+            return value
         try:
             return str(ipaddress.ip_address(value.split("%", 1)[0]))
         except ValueError:
@@ -836,14 +890,15 @@ def find_ips_only(text: str) -> list[PiiSpan] | None:
     spans: list[_Cand] = []
     values: dict[str, str] = {}
     work = text
-    for _ in range(_MAX_PASSES):
+    for i in range(_MAX_PASSES):
         new = _select(list(_ips(work)), taken)
         if any(":" in text[start:end] for start, end, _ in new):
             return None  # IPv6 spans hold digits that higher-ranked kinds may share: the full search decides
         for start, end, kind in new:
             values.setdefault(text[start:end], kind)
         work = _mask(work, new)
-        if _NON_IP_PII_RE.search(work) is not None:
+        # Unchanged since the last pass's check: the same text, the same answer.
+        if (new or i == 0) and _NON_IP_PII_RE.search(work) is not None:
             return None
         repeats = _literal_repeats(work, values, taken) if values else []
         work = _mask(work, repeats)
