@@ -1,6 +1,6 @@
 """Throughput of the pure log core on one core: decode, template mining, extraction, burst counting.
 
-    python bench/bench_log_core.py [--n 50000] [--seed 7] [--runs 3] [--batch 500] [--baseline main]
+    python bench/bench_log_core.py [--n 50000] [--seed 7] [--runs 3] [--batch 500] [--baseline main] [--loghub DIR]
 
 Input is a realistic mix from ``streamer.demo.demo_log_lines`` (JSON shipper records and nginx,
 syslog, postgres and ISO text lines, stack traces, bursts), encoded to bytes as they would arrive
@@ -12,6 +12,9 @@ batches of ``--batch``, for comparison: redaction is the most expensive step of 
 ``--baseline REF`` measures the ``streamer`` package of git revision REF in the same run: each run
 alternates a child process on REF's code and one on this tree's, on the same input, so a busy machine
 slows both alike; the table then shows both and their ratio.
+
+``--loghub DIR`` replaces the mix with the raw lines of every ``<S>/<S>_2k.log`` under DIR (Loghub
+samples), repeated or cut to ``--n`` lines: real systems' headers, block ids and addresses.
 """
 
 from __future__ import annotations
@@ -74,6 +77,16 @@ def _fallback_lines(n: int, seed: int) -> Iterator[dict[str, Any] | str]:
             yield f"2026-11-28T10:00:00Z ERROR [payments] Payment gateway timeout after {rng.randint(1000, 9000)} ms"
 
 
+def loghub_input(n: int, root: str) -> list[RawEvent]:
+    """``n`` raw Loghub lines (all systems in turn, repeated when fewer), as text values without a key."""
+    lines: list[str] = []
+    for path in sorted(Path(root).glob("*/*_2k.log")):
+        lines += path.read_text(encoding="utf-8", errors="replace").splitlines()
+    if not lines:
+        raise SystemExit(f"no <S>/<S>_2k.log under {root}")
+    return [RawEvent(lines[i % len(lines)].encode(), Source("ops.logs.v1", 0, i, T0 + i * 50), None) for i in range(n)]
+
+
 def make_input(n: int, seed: int) -> list[RawEvent]:
     try:
         from streamer.demo import demo_log_lines
@@ -125,16 +138,17 @@ def run_triage(raws: Sequence[RawEvent], batch: int) -> float:
     return time.perf_counter() - t0
 
 
-def measure(n: int, seed: int, batch: int) -> dict[str, float]:
+def measure(n: int, seed: int, batch: int, loghub: str | None = None) -> dict[str, float]:
     """One run: seconds per stage, the core and the full triage over ``n`` lines."""
-    raws = make_input(n, seed)
+    raws = loghub_input(n, loghub) if loghub else make_input(n, seed)
     stages = run_stages(raws)
     return {**stages, "core": sum(stages.values()), "triage": run_triage(raws, batch), "n": float(len(raws))}
 
 
 def _child(root: str, args: argparse.Namespace) -> dict[str, float]:
     cmd = [sys.executable, __file__, "--child", "--root", root, "--n", str(args.n), "--seed", str(args.seed)]
-    out = subprocess.run([*cmd, "--batch", str(args.batch)], check=True, capture_output=True, text=True).stdout
+    cmd += ["--batch", str(args.batch), *(["--loghub", args.loghub] if args.loghub else [])]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
     return result
 
@@ -152,11 +166,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3, help="runs; the median is reported (default 3)")
     ap.add_argument("--batch", type=int, default=500, help="batch size of the triage_logs row (default 500)")
     ap.add_argument("--baseline", default=None, help="git revision measured alongside, run by run (e.g. main)")
+    ap.add_argument("--loghub", default=None, help="use the raw lines of the Loghub samples under this folder")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--root", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(measure(args.n, args.seed, args.batch)))
+        print(json.dumps(measure(args.n, args.seed, args.batch, args.loghub)))
         return 0
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -168,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 base_runs.append(_child(base_root, args))
                 runs.append(_child(str(REPO), args))
             else:
-                runs.append(measure(args.n, args.seed, args.batch))
+                runs.append(measure(args.n, args.seed, args.batch, args.loghub))
     n = runs[0]["n"]
 
     def med(rs: list[dict[str, float]], key: str) -> float:
@@ -177,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = ("decode", "template", "extract", "bursts")
     label = {"core": "core: decode+template+extract+bursts", "triage": "triage_logs (adds redaction, outputs)"}
     print(
-        f"{int(n)} lines, median of {args.runs} runs, one core"
+        f"{int(n)} {'Loghub' if args.loghub else 'demo mix'} lines, median of {args.runs} runs, one core"
         + (f", baseline {args.baseline} run by run" if base_runs else "")
     )
     head = f"{'stage':<38} {'us/line':>8} {'lines/s':>10}"

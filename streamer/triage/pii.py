@@ -446,20 +446,27 @@ def _cards(text: str) -> Iterator[_Cand]:
         if len(run) < 13:
             continue
         groups = [(g.start(), g.end()) for g in _GROUP_RE.finditer(run)]
+        # Digits from each group to the end of the run: no card starts where fewer than 13 are left.
+        left = [0] * (len(groups) + 1)
+        for k in range(len(groups) - 1, -1, -1):
+            left[k] = left[k + 1] + groups[k][1] - groups[k][0]
         base = m.start()
         i = 0
-        while i < len(groups):
+        while i < len(groups) and left[i] >= 13:
             best = -1
             digits = ""
             for j in range(i, len(groups)):
                 digits += run[groups[j][0] : groups[j][1]]
                 if len(digits) > 19:
                     break
-                sizes = [e - s for s, e in groups[i : j + 1]]
                 if (
-                    _card_shape_ok(digits)
+                    len(digits) >= 13
+                    and _card_shape_ok(digits)
                     and _luhn_ok(digits)
-                    and (_card_grouping_ok(sizes) or _card_word_near(text, base + groups[i][0]))
+                    and (
+                        _card_grouping_ok([e - s for s, e in groups[i : j + 1]])
+                        or _card_word_near(text, base + groups[i][0])
+                    )
                 ):
                     best = j
             if best >= 0:
@@ -576,13 +583,18 @@ def _ipv6_parts_ok(addr: str) -> bool:
     return colons == 7 or (colons == 6 and "." in addr)
 
 
+def _may_hold_ipv6(text: str) -> bool:
+    """Every address passes ``_ipv6_parts_ok``, so a text with neither '::' nor six ':' holds none."""
+    return "::" in text or text.count(":") >= 6
+
+
 def _ips(text: str) -> Iterator[_Cand]:
     if "." in text:
         for m in _IPV4_RE.finditer(text):
             if not _ipv4_ok(m.group()) or _version_labelled(text, m.start()):
                 continue
             yield m.start(), m.end(), "IP"
-    if _IPV6_HINT_RE.search(text) is not None:
+    if _may_hold_ipv6(text) and _IPV6_HINT_RE.search(text) is not None:
         for m in _IPV6_RE.finditer(text):
             cand = m.group()
             addr = cand.split("%", 1)[0]
@@ -731,9 +743,12 @@ def find_pii(text: str) -> list[PiiSpan]:
 def _canonical_ipv4(value: str) -> bool:
     """Whether ``value`` is an IPv4 address written as ``ipaddress`` writes it (so it is its own normal form)."""
     parts = value.split(".")
-    return len(parts) == 4 and all(
-        p.isascii() and p.isdigit() and len(p) <= 3 and (len(p) == 1 or p[0] != "0") and int(p) <= 255 for p in parts
-    )
+    if len(parts) != 4:
+        return False
+    for p in parts:
+        if not (p.isascii() and p.isdigit() and len(p) <= 3 and (len(p) == 1 or p[0] != "0") and int(p) <= 255):
+            return False
+    return True
 
 
 def normalise(kind: str, value: str) -> str:
@@ -890,6 +905,7 @@ def find_ips_only(text: str) -> list[PiiSpan] | None:
     spans: list[_Cand] = []
     values: dict[str, str] = {}
     work = text
+    ipv6 = _may_hold_ipv6(text)  # masking never adds a ':', so this holds for every pass
     for i in range(_MAX_PASSES):
         new = _select(list(_ips(work)), taken)
         if any(":" in text[start:end] for start, end, _ in new):
@@ -908,5 +924,11 @@ def find_ips_only(text: str) -> list[PiiSpan] | None:
         if not new:
             break
         spans.extend(new)
+        if not repeats and not ipv6:
+            # Masking a dotted quad the regex found reveals no other: the characters next to it are not word
+            # characters, so no neighbour's lookaround or version label reads differently once it is masked.
+            # Only a masked repeat (which may sit inside a longer token) or an IPv6 match could change the
+            # next pass, which would find nothing new otherwise.
+            break
     spans.sort()
     return [PiiSpan(kind, start, end, text[start:end]) for start, end, kind in spans]
