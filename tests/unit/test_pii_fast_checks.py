@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streamer.logs.triage import _MAYBE_PII
 from streamer.triage.pii import (
     _VERSION_CONTEXT_RE,
     _before,
@@ -97,3 +99,16 @@ def test_ip_normal_form_is_what_ipaddress_writes(octets: list[str]) -> None:
     assert normalise("IP", value) == expected
     if _canonical_ipv4(value):
         assert expected == value
+
+
+# The log redaction gate as first written, letters tried at every offset; ``_MAYBE_PII`` looks letters behind.
+_GATE_AS_WRITTEN = re.compile(
+    r"@|%40|\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{0,4}:|\d(?:[\s\-./()+]{0,3}\d){6,}"
+    r"|[A-Za-z]{2} ?\d{2}(?: ?\d{2}){2}|[A-Za-z]{6}\d{2}"
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("abcdefXYZg019\u0661 \t:-./@()+%\n")), max_size=24))
+def test_the_log_redaction_gate_matches_where_it_did(text: str) -> None:
+    assert (_MAYBE_PII.search(text) is None) == (_GATE_AS_WRITTEN.search(text) is None), repr(text)
