@@ -1,17 +1,22 @@
 """Throughput of the pure log core on one core: decode, template mining, extraction, burst counting.
 
-    python bench/bench_log_core.py [--n 50000] [--seed 7] [--runs 3] [--batch 500] [--baseline main]
+    python bench/bench_log_core.py [--n 50000] [--seed 7] [--runs 3] [--batch 500] [--baseline main] [--loghub DIR]
+                                   [--cpu]
 
 Input is a realistic mix from ``streamer.demo.demo_log_lines`` (JSON shipper records and nginx,
 syslog, postgres and ISO text lines, stack traces, bursts), encoded to bytes as they would arrive
 from Kafka; without the demo module a small built-in generator stands in. Each stage is timed over
-the whole input, fresh state per run; the table shows the median of ``--runs`` runs. The last row is
+the whole input, fresh state per run; the table shows the median of ``--runs`` runs. ``redact`` is the log
+path's redaction alone (gate, IP-only path, full search when it declines). The last row is
 the complete ``triage_logs`` (adds PII redaction, output records and a stub incident model) in
 batches of ``--batch``, for comparison: redaction is the most expensive step of log triage.
 
 ``--baseline REF`` measures the ``streamer`` package of git revision REF in the same run: each run
 alternates a child process on REF's code and one on this tree's, on the same input, so a busy machine
 slows both alike; the table then shows both and their ratio.
+
+``--loghub DIR`` replaces the mix with the raw lines of every ``<S>/<S>_2k.log`` under DIR (Loghub
+samples), repeated or cut to ``--n`` lines: real systems' headers, block ids and addresses.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 _ROOT = sys.argv[sys.argv.index("--root") + 1] if "--root" in sys.argv else str(REPO)
 sys.path.insert(0, _ROOT)
 
+import streamer.logs.triage as _log_triage  # noqa: E402
 from streamer.events import RawEvent, Source  # noqa: E402
 from streamer.logs import (  # noqa: E402
     BurstDetector,
@@ -48,6 +54,8 @@ from streamer.logs import (  # noqa: E402
 )
 
 T0 = 1_795_860_000_000
+# ``--cpu`` times with this process's CPU time: on a shared, busy machine it counts the work, not the wait.
+_clock = time.process_time if "--cpu" in sys.argv else time.perf_counter
 
 
 def _fallback_lines(n: int, seed: int) -> Iterator[dict[str, Any] | str]:
@@ -74,6 +82,16 @@ def _fallback_lines(n: int, seed: int) -> Iterator[dict[str, Any] | str]:
             yield f"2026-11-28T10:00:00Z ERROR [payments] Payment gateway timeout after {rng.randint(1000, 9000)} ms"
 
 
+def loghub_input(n: int, root: str) -> list[RawEvent]:
+    """``n`` raw Loghub lines (all systems in turn, repeated when fewer), as text values without a key."""
+    lines: list[str] = []
+    for path in sorted(Path(root).glob("*/*_2k.log")):
+        lines += path.read_text(encoding="utf-8", errors="replace").splitlines()
+    if not lines:
+        raise SystemExit(f"no <S>/<S>_2k.log under {root}")
+    return [RawEvent(lines[i % len(lines)].encode(), Source("ops.logs.v1", 0, i, T0 + i * 50), None) for i in range(n)]
+
+
 def make_input(n: int, seed: int) -> list[RawEvent]:
     try:
         from streamer.demo import demo_log_lines
@@ -98,43 +116,56 @@ class StubIncidentModel:
 
 def run_stages(raws: Sequence[RawEvent]) -> dict[str, float]:
     """Seconds per stage over the whole input."""
-    t0 = time.perf_counter()
+    t0 = _clock()
     records = [r for r in (decode_log(raw) for raw in raws) if isinstance(r, LogRecord)]
-    t1 = time.perf_counter()
+    t1 = _clock()
     miner = TemplateMiner()
     templates = [miner.add(headline(r.message), r.time_ms) for r in records]
-    t2 = time.perf_counter()
+    t2 = _clock()
     for r in records:
         extract_log_entities(r.message, r.fields)
         ip_entities(r.message)
-    t3 = time.perf_counter()
+    t3 = _clock()
     bursts = BurstDetector()
     for r, t in zip(records, templates, strict=True):
         if r.time_ms is not None:
             bursts.observe(r.service, t.id, r.time_ms, r.severity)
-    t4 = time.perf_counter()
-    return {"decode": t1 - t0, "template": t2 - t1, "extract": t3 - t2, "bursts": t4 - t3}
+    t4 = _clock()
+    for r in records:
+        _log_triage._redacted(r.message)
+    t5 = _clock()
+    _forget_redactions()  # the triage row starts as cold as it would without this stage
+    return {"decode": t1 - t0, "template": t2 - t1, "extract": t3 - t2, "bursts": t4 - t3, "redact": t5 - t4}
+
+
+def _forget_redactions() -> None:
+    seen = getattr(_log_triage, "_SEEN", None)
+    if seen is not None:
+        seen.clear()
 
 
 def run_triage(raws: Sequence[RawEvent], batch: int) -> float:
     records = [r for r in (decode_log(raw) for raw in raws) if isinstance(r, LogRecord)]
     state, model = LogTriageState(), StubIncidentModel()
-    t0 = time.perf_counter()
+    t0 = _clock()
     for i in range(0, len(records), batch):
         triage_logs(records[i : i + batch], state, model)
-    return time.perf_counter() - t0
+    return _clock() - t0
 
 
-def measure(n: int, seed: int, batch: int) -> dict[str, float]:
+def measure(n: int, seed: int, batch: int, loghub: str | None = None) -> dict[str, float]:
     """One run: seconds per stage, the core and the full triage over ``n`` lines."""
-    raws = make_input(n, seed)
+    raws = loghub_input(n, loghub) if loghub else make_input(n, seed)
     stages = run_stages(raws)
-    return {**stages, "core": sum(stages.values()), "triage": run_triage(raws, batch), "n": float(len(raws))}
+    core = sum(v for k, v in stages.items() if k != "redact")
+    return {**stages, "core": core, "triage": run_triage(raws, batch), "n": float(len(raws))}
 
 
 def _child(root: str, args: argparse.Namespace) -> dict[str, float]:
     cmd = [sys.executable, __file__, "--child", "--root", root, "--n", str(args.n), "--seed", str(args.seed)]
-    out = subprocess.run([*cmd, "--batch", str(args.batch)], check=True, capture_output=True, text=True).stdout
+    cmd += ["--batch", str(args.batch), *(["--loghub", args.loghub] if args.loghub else [])]
+    cmd += ["--cpu"] if args.cpu else []
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
     return result
 
@@ -152,11 +183,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3, help="runs; the median is reported (default 3)")
     ap.add_argument("--batch", type=int, default=500, help="batch size of the triage_logs row (default 500)")
     ap.add_argument("--baseline", default=None, help="git revision measured alongside, run by run (e.g. main)")
+    ap.add_argument("--loghub", default=None, help="use the raw lines of the Loghub samples under this folder")
+    ap.add_argument("--cpu", action="store_true", help="time CPU seconds of the process instead of wall-clock")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--root", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(measure(args.n, args.seed, args.batch)))
+        print(json.dumps(measure(args.n, args.seed, args.batch, args.loghub)))
         return 0
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -168,24 +201,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                 base_runs.append(_child(base_root, args))
                 runs.append(_child(str(REPO), args))
             else:
-                runs.append(measure(args.n, args.seed, args.batch))
+                runs.append(measure(args.n, args.seed, args.batch, args.loghub))
     n = runs[0]["n"]
 
     def med(rs: list[dict[str, float]], key: str) -> float:
         return statistics.median(r[key] for r in rs)
 
     names = ("decode", "template", "extract", "bursts")
-    label = {"core": "core: decode+template+extract+bursts", "triage": "triage_logs (adds redaction, outputs)"}
+    label = {
+        "core": "core: decode+template+extract+bursts",
+        "redact": "redaction alone (the log path's)",
+        "triage": "triage_logs (adds redaction, outputs)",
+    }
     print(
-        f"{int(n)} lines, median of {args.runs} runs, one core"
+        f"{int(n)} {'Loghub' if args.loghub else 'demo mix'} lines, median of {args.runs} runs, one core"
         + (f", baseline {args.baseline} run by run" if base_runs else "")
+        + (", CPU time" if args.cpu else "")
     )
     head = f"{'stage':<38} {'us/line':>8} {'lines/s':>10}"
     if base_runs:
         head += f" | {'baseline lines/s':>16} {'ratio':>6}"
     print(head)
     print("-" * len(head))
-    for key in (*names, "core", "triage"):
+    for key in (*names, "core", "redact", "triage"):
         if key == "core":
             print("-" * len(head))
         secs = med(runs, key)

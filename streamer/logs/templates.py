@@ -76,6 +76,7 @@ WILD: Final = "<*>"
 _GEN: Final = "\x00"  # marks a generalised position inside a token: prefix + _GEN + suffix
 _SHAPE: Final = "\x01"
 _SNAPSHOT_VERSION: Final = 1
+_SKELETONS_KEPT: Final = 4096  # recent lines whose skeleton is remembered (cleared when full)
 
 # Masking: cheap substring gates decide which passes run, then one pass for variable-shaped tokens.
 _URL_BODY: Final = re.compile(r"(?<=://)[^\s\]\)'\"<>]+")
@@ -305,6 +306,7 @@ class TemplateMiner:
     def __init__(self, config: MinerConfig | None = None) -> None:
         self.config = config or MinerConfig()
         self._cache: dict[str, _Cluster] = {}
+        self._skeletons: dict[str, str] = {}  # recent lines -> skeleton: logs repeat lines verbatim
         self._by_len: dict[int, list[_Cluster]] = {}
         self._by_head: dict[tuple[int, str], list[_Cluster]] = {}
         self._holes: dict[tuple[int, int, int, int, str], _Hole] = {}
@@ -319,18 +321,12 @@ class TemplateMiner:
 
     def add(self, text: str, time_ms: int | None = None) -> Template:
         """The template of one line (as of now; ``resolve`` gives the latest after later merges)."""
-        if _GEN in text:
-            text = text.replace(_GEN, " ")
-        skeleton = mask(text)
-        cfg = self.config
-        if cfg.mask_literals and (
-            "true" in skeleton or "false" in skeleton or "null" in skeleton or "TRUE" in skeleton
-            or "FALSE" in skeleton or "NULL" in skeleton or "True" in skeleton or "False" in skeleton
-        ):  # fmt: skip
-            skeleton = _LITERAL.sub(WILD, skeleton)
-        if cfg.collapse_wildcards:
-            while "<*> <*>" in skeleton:
-                skeleton = skeleton.replace("<*> <*>", WILD)
+        skeleton = self._skeletons.get(text)
+        if skeleton is None:
+            skeleton = self._skeleton(text)
+            if len(self._skeletons) >= _SKELETONS_KEPT:
+                self._skeletons.clear()
+            self._skeletons[text] = skeleton
         c = self._cache.get(skeleton)
         if c is None:
             tokens = tuple(skeleton.split()[: self.config.max_tokens])
@@ -343,6 +339,22 @@ class TemplateMiner:
             self._cache[skeleton] = c
         c.size += 1
         return c.template
+
+    def _skeleton(self, text: str) -> str:
+        """What ``text`` is grouped by: masked, literals and runs of wildcards as configured."""
+        if _GEN in text:
+            text = text.replace(_GEN, " ")
+        skeleton = mask(text)
+        cfg = self.config
+        if cfg.mask_literals and (
+            "true" in skeleton or "false" in skeleton or "null" in skeleton or "TRUE" in skeleton
+            or "FALSE" in skeleton or "NULL" in skeleton or "True" in skeleton or "False" in skeleton
+        ):  # fmt: skip
+            skeleton = _LITERAL.sub(WILD, skeleton)
+        if cfg.collapse_wildcards:
+            while "<*> <*>" in skeleton:
+                skeleton = skeleton.replace("<*> <*>", WILD)
+        return skeleton
 
     def resolve(self, template_id: str) -> Template | None:
         """The current template for an id, following generalisations; ``None`` for an unknown id."""

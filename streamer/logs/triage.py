@@ -53,9 +53,12 @@ _UNKNOWN_MODEL: Final = ModelInfo("unknown", "unknown")
 # dotted quad or hex groups with ':'; phones, cards, IBANs and most national ids seven digits in a
 # separated run; UK NI and Italian codes their letter+digit heads). Lines without any skip the
 # redactor, which is the most expensive step of log triage; a property test holds the two together.
+# Every branch opens on '@', '%', ':' or a digit (letter heads are looked behind), so the search skips
+# straight to those instead of trying every letter.
 _MAYBE_PII: Final = re.compile(
-    r"@|%40|\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{0,4}:|\d(?:[\s\-./()+]{0,3}\d){6,}"
-    r"|[A-Za-z]{2} ?\d{2}(?: ?\d{2}){2}|[A-Za-z]{6}\d{2}"
+    r"@|%40|:(?<=[0-9A-Fa-f]:)[0-9A-Fa-f]{0,4}:"
+    r"|\d(?:\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}|(?:[\s\-./()+]{0,3}\d){6,}|(?<=[A-Za-z]{2}\d)\d(?: ?\d{2}){2}"
+    r"|(?<=[A-Za-z]{2} \d)\d(?: ?\d{2}){2}|(?<=[A-Za-z]{6}\d)\d)"
 )
 
 
@@ -192,13 +195,27 @@ def _cut(text: str, limit: int) -> str:
     return text[: end if end > limit // 2 else limit]
 
 
+# Redactions of recent messages: logs repeat lines verbatim (health checks, retries, the same client), and a
+# redaction depends on the message alone. Bounded in count and in message length; shared results are read-only.
+_SEEN: dict[str, Redaction | None] = {}
+_SEEN_MAX: Final = 4096
+_SEEN_MAX_CHARS: Final = 512
+
+
 def _redacted(message: str) -> Redaction | None:
     """The message redacted (numbered placeholders), or None when it holds no personal data."""
     if not _MAYBE_PII.search(message):
         return None
+    if message in _SEEN:
+        return _SEEN[message]
     spans = find_ips_only(message)  # exact, and much cheaper on the usual log line
     r = redact_spans(message, spans) if spans is not None else redact(message)
-    return r if r.spans else None
+    found = r if r.spans else None
+    if len(message) <= _SEEN_MAX_CHARS:
+        if len(_SEEN) >= _SEEN_MAX:
+            _SEEN.clear()
+        _SEEN[message] = found
+    return found
 
 
 def _ip_entities(line: _Line) -> dict[str, Any]:

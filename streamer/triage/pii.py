@@ -213,6 +213,22 @@ _VERSION_CONTEXT_RE: Final = re.compile(
     r"|MSIE|SamsungBrowser|YaBrowser|Mobile)/)$",
     re.I,
 )
+_VERSION_WORDS: Final = (
+    "v", "ver", "version", "versions", "build", "release", "rel", "firmware", "fw", "sdk", "patch", "rev", "revision"
+)  # fmt: skip
+_VERSION_BROWSERS: Final = (
+    "Chrome", "Chromium", "Firefox", "Safari", "Edge?", "OPR", "Opera", "Version", "AppleWebKit", "CriOS", "FxiOS",
+    "Gecko", "Trident", "MSIE", "SamsungBrowser", "YaBrowser", "Mobile",
+)  # fmt: skip
+# ``_VERSION_CONTEXT_RE`` read backwards: matched from the start of the reversed window, it tells in one
+# anchored step what the ``$``-anchored search finds by trying every offset.
+_VERSION_CONTEXT_REV_RE: Final = re.compile(
+    r"(?:\s+si)?\s*[:=#]?\s*\.?(?:" + "|".join(w[::-1] for w in _VERSION_WORDS) + r")\b"
+    r"|/(?:" + "|".join("e?gdE" if b == "Edge?" else b[::-1] for b in _VERSION_BROWSERS) + r")\b",
+    re.I,
+)
+# Characters a version label can end with (``\s`` and ``\w`` are ``isspace``/``isalnum`` plus '_' in ``re``).
+_VERSION_TAIL: Final = frozenset(":=#/._")
 # --- phone numbers -------------------------------------------------------------------------------
 
 # '+CC ...': country code, an optional '(0)', then up to seven groups, some maybe in parentheses.
@@ -430,20 +446,27 @@ def _cards(text: str) -> Iterator[_Cand]:
         if len(run) < 13:
             continue
         groups = [(g.start(), g.end()) for g in _GROUP_RE.finditer(run)]
+        # Digits from each group to the end of the run: no card starts where fewer than 13 are left.
+        left = [0] * (len(groups) + 1)
+        for k in range(len(groups) - 1, -1, -1):
+            left[k] = left[k + 1] + groups[k][1] - groups[k][0]
         base = m.start()
         i = 0
-        while i < len(groups):
+        while i < len(groups) and left[i] >= 13:
             best = -1
             digits = ""
             for j in range(i, len(groups)):
                 digits += run[groups[j][0] : groups[j][1]]
                 if len(digits) > 19:
                     break
-                sizes = [e - s for s, e in groups[i : j + 1]]
                 if (
-                    _card_shape_ok(digits)
+                    len(digits) >= 13
+                    and _card_shape_ok(digits)
                     and _luhn_ok(digits)
-                    and (_card_grouping_ok(sizes) or _card_word_near(text, base + groups[i][0]))
+                    and (
+                        _card_grouping_ok([e - s for s, e in groups[i : j + 1]])
+                        or _card_word_near(text, base + groups[i][0])
+                    )
                 ):
                     best = j
             if best >= 0:
@@ -532,17 +555,50 @@ def _ipv4_ok(value: str) -> bool:
     return all(int(octet) <= 255 and (len(octet) == 1 or octet[0] != "0") for octet in value.split("."))
 
 
+def _version_labelled(text: str, start: int) -> bool:
+    """``_VERSION_CONTEXT_RE.search(_before(text, start))``, cheaply.
+
+    A label must end right before ``start`` on a space, ``:=#/.`` or a word character, and the reversed
+    pattern on the uncut window finds every label the search finds (the cut only ever removes one): only a
+    hit there pays for the exact check.
+    """
+    if start == 0:
+        return False
+    c = text[start - 1]
+    if not (c.isspace() or c.isalnum() or c in _VERSION_TAIL):
+        return False
+    if _VERSION_CONTEXT_REV_RE.match(text[max(0, start - _CONTEXT_CHARS) : start][::-1]) is None:
+        return False
+    return _VERSION_CONTEXT_RE.search(_before(text, start)) is not None
+
+
+def _ipv6_parts_ok(addr: str) -> bool:
+    """What ``ipaddress`` needs before it parses: a '::', or eight groups (the last two may be a dotted quad).
+
+    Times and dates ('2024:08:22:55') fail here without the cost of an exception.
+    """
+    if "::" in addr:
+        return True
+    colons = addr.count(":")
+    return colons == 7 or (colons == 6 and "." in addr)
+
+
+def _may_hold_ipv6(text: str) -> bool:
+    """Every address passes ``_ipv6_parts_ok``, so a text with neither '::' nor six ':' holds none."""
+    return "::" in text or text.count(":") >= 6
+
+
 def _ips(text: str) -> Iterator[_Cand]:
     if "." in text:
         for m in _IPV4_RE.finditer(text):
-            if not _ipv4_ok(m.group()) or _VERSION_CONTEXT_RE.search(_before(text, m.start())):
+            if not _ipv4_ok(m.group()) or _version_labelled(text, m.start()):
                 continue
             yield m.start(), m.end(), "IP"
-    if _IPV6_HINT_RE.search(text) is not None:
+    if _may_hold_ipv6(text) and _IPV6_HINT_RE.search(text) is not None:
         for m in _IPV6_RE.finditer(text):
             cand = m.group()
             addr = cand.split("%", 1)[0]
-            if sum(ch in "0123456789abcdefABCDEF" for ch in addr) < 4:
+            if not _ipv6_parts_ok(addr) or sum(ch in "0123456789abcdefABCDEF" for ch in addr) < 4:
                 continue
             try:
                 ipaddress.IPv6Address(addr)
@@ -684,6 +740,17 @@ def find_pii(text: str) -> list[PiiSpan]:
     return [PiiSpan(kind, start, end, text[start:end]) for start, end, kind in spans]
 
 
+def _canonical_ipv4(value: str) -> bool:
+    """Whether ``value`` is an IPv4 address written as ``ipaddress`` writes it (so it is its own normal form)."""
+    parts = value.split(".")
+    if len(parts) != 4:
+        return False
+    for p in parts:
+        if not (p.isascii() and p.isdigit() and len(p) <= 3 and (len(p) == 1 or p[0] != "0") and int(p) <= 255):
+            return False
+    return True
+
+
 def normalise(kind: str, value: str) -> str:
     """The identity of a value: two spellings of one value share a placeholder (and a pseudonym)."""
     if kind == "EMAIL":
@@ -693,6 +760,8 @@ def normalise(kind: str, value: str) -> str:
     if kind in ("IBAN", "NATIONAL_ID"):
         return "".join(ch for ch in value if ch.isalnum()).upper()
     if kind == "IP":
+        if _canonical_ipv4(value):
+            return value
         try:
             return str(ipaddress.ip_address(value.split("%", 1)[0]))
         except ValueError:
@@ -836,14 +905,16 @@ def find_ips_only(text: str) -> list[PiiSpan] | None:
     spans: list[_Cand] = []
     values: dict[str, str] = {}
     work = text
-    for _ in range(_MAX_PASSES):
+    ipv6 = _may_hold_ipv6(text)  # masking never adds a ':', so this holds for every pass
+    for i in range(_MAX_PASSES):
         new = _select(list(_ips(work)), taken)
         if any(":" in text[start:end] for start, end, _ in new):
             return None  # IPv6 spans hold digits that higher-ranked kinds may share: the full search decides
         for start, end, kind in new:
             values.setdefault(text[start:end], kind)
         work = _mask(work, new)
-        if _NON_IP_PII_RE.search(work) is not None:
+        # Unchanged since the last pass's check: the same text, the same answer.
+        if (new or i == 0) and _NON_IP_PII_RE.search(work) is not None:
             return None
         repeats = _literal_repeats(work, values, taken) if values else []
         work = _mask(work, repeats)
@@ -853,5 +924,11 @@ def find_ips_only(text: str) -> list[PiiSpan] | None:
         if not new:
             break
         spans.extend(new)
+        if not repeats and not ipv6:
+            # Masking a dotted quad the regex found reveals no other: the characters next to it are not word
+            # characters, so no neighbour's lookaround or version label reads differently once it is masked.
+            # Only a masked repeat (which may sit inside a longer token) or an IPv6 match could change the
+            # next pass, which would find nothing new otherwise.
+            break
     spans.sort()
     return [PiiSpan(kind, start, end, text[start:end]) for start, end, kind in spans]
