@@ -20,10 +20,7 @@ positive.
 
 from __future__ import annotations
 
-import os
 import random
-import subprocess
-import sys
 import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -35,7 +32,7 @@ from fakes.openai_server import FakeOpenAI
 from fakes.pii_corpus import FORMATS, Planted, compact, found_in, pii_log_lines, pii_tickets, returning_customers
 from harness.fixtures import TopicFactory, WorkerFactory
 from harness.kafka import Topics
-from harness.processes import StreamerProcess, streamer_env
+from harness.processes import StreamerProcess, run_streamer, streamer_env
 
 from streamer.demo import demo_tickets
 from streamer.privacy import Pseudonymiser, load_policy
@@ -135,19 +132,9 @@ def run_bridge(
 
 
 def run_replay(cluster: Topics, bundle: Path, run_id: str, workdir: Path) -> str:
-    env = {
-        **os.environ,
-        **streamer_env(cluster, STREAMER_BUNDLE_DIR=str(bundle), STREAMER_PSEUDONYM_KEY=KEY),
-    }
+    env = streamer_env(cluster, STREAMER_BUNDLE_DIR=str(bundle), STREAMER_PSEUDONYM_KEY=KEY)
     args = ["replay", "--from", "2000-01-01T00:00Z", "--to", "2100-01-01T00:00Z", "--run-id", run_id]
-    proc = subprocess.run(
-        [sys.executable, "-m", "streamer", *args, "--no-diff", "--no-progress"],
-        env=env,
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = run_streamer(*args, "--no-diff", "--no-progress", env=env, cwd=workdir, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return f"support.tickets.v1.replay.{run_id}"
 

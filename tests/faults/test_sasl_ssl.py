@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from aiokafka.helpers import create_ssl_context
 from harness.brokers import own_broker
 from harness.fixtures import WorkerFactory
 from harness.kafka import Topics, create_topics
-from harness.processes import free_port
+from harness.processes import free_port, run_streamer
 
 from streamer.demo import demo_tickets
 from streamer.kafka import local
@@ -170,13 +169,7 @@ def test_wrong_credentials_fail_fast_with_one_clear_line(
         env["STREAMER_KAFKA_SSL_CAFILE"] = str(other_ca)
     began = time.monotonic()
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "streamer", "worker", "--only", "tickets"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=FAIL_FAST_S + 30,
-        )
+        done = run_streamer("worker", "--only", "tickets", env=env, inherit_env=False, timeout=FAIL_FAST_S + 30)
     except subprocess.TimeoutExpired as exc:
         raise AssertionError(f"worker did not give up within {FAIL_FAST_S + 30:.0f} s: {exc.stderr!r}") from None
     took = time.monotonic() - began

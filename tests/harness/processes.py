@@ -227,3 +227,22 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, *, poll_s: 
     while not check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(poll_s)
+
+
+def run_streamer(
+    *args: str,
+    env: Mapping[str, str],
+    timeout: float = 120,
+    inherit_env: bool = True,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``python -m streamer <args>`` run to its end, output captured as text; ``env`` on top of this process'
+    environment (or alone, ``inherit_env=False``)."""
+    return subprocess.run(
+        [sys.executable, "-m", "streamer", *args],
+        env={**os.environ, **env} if inherit_env else dict(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

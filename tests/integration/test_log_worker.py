@@ -9,11 +9,8 @@ workers one after the other on topics of its own.
 from __future__ import annotations
 
 import base64
-import os
 import random
 import string
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -24,7 +21,7 @@ import orjson
 import pytest
 from harness.fixtures import TopicFactory, WorkerFactory
 from harness.kafka import REPO, Topics
-from harness.processes import StreamerProcess, streamer_env
+from harness.processes import StreamerProcess, run_streamer, streamer_env
 
 from streamer.demo import demo_log_lines
 from streamer.topics import SchemaRegistry
@@ -322,14 +319,8 @@ def test_produce_logs_from_a_file(cluster: Topics, tmp_path: Path) -> None:
     bare = f"just a line {word()}"
     path = tmp_path / "logs.txt"
     path.write_bytes(b"\n".join([orjson.dumps(doc), text.encode(), b"", bare.encode()]) + b"\n")
-    env = {**os.environ, **streamer_env(cluster)}
-    done = subprocess.run(
-        [sys.executable, "-m", "streamer", "produce", "logs", "--file", str(path)],
-        env=env,
-        capture_output=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    done = run_streamer("produce", "logs", "--file", str(path), env=streamer_env(cluster))
+    assert done.returncode == 0, done.stderr[-2000:]
 
     records = {m.value: m.key for m in cluster.read(LOGS) if m.value is not None}
     assert records[orjson.dumps(doc)] == service.encode()
