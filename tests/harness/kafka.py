@@ -212,6 +212,11 @@ def docs(messages: Iterable[Message]) -> list[Any]:
     return [m.json() for m in messages if m.value is not None]
 
 
+def all_ids(ids: set[str]) -> Callable[[list[Message]], bool]:
+    """An ``until`` for reads: every one of ``ids`` is among the ``id`` fields found."""
+    return lambda found: ids <= {v["id"] for v in docs(found)}
+
+
 @dataclass
 class Topics:
     """The declared topics behind one prefix on one broker, with the producer and reader bound to them.
@@ -241,7 +246,7 @@ class Topics:
         return await aread_topic(self.bootstrap, self.topic(name), client=self.client, **kwargs)
 
     def docs(
-        self, name: str, *, until: int | None = None, match: Callable[[Any], bool] | None = None, **kwargs: Any
+        self, name: str, *, until: Until = None, match: Callable[[Any], bool] | None = None, **kwargs: Any
     ) -> list[Any]:
         """Decoded JSON values of ``name`` (tombstones skipped); ``match`` sees the decoded value."""
         accept = None if match is None else (lambda m: m.value is not None and bool(match(m.json())))
