@@ -22,6 +22,7 @@ from streamer.kafka.admin import delete_prefixed_topics
 
 from . import kafka
 from .brokers import own_broker, own_cluster
+from .inprocess import InProcessWorker
 from .kafka import Message, Record, Topics, create_topics
 from .processes import StreamerProcess, free_port, streamer_env
 
@@ -106,13 +107,16 @@ class WorkerFactory:
     """``worker_factory(topics, *, only="tickets", group=None, env=None, metrics=False) -> StreamerProcess``:
     ``python -m streamer worker [--only ...]`` on ``topics`` with the test bundle, started; ``env`` adds or
     overrides settings, ``metrics=True`` serves /metrics, /health and /ready on a free port (else none).
-    ``worker_factory.process(name, args, env, module=...)`` starts any other command the same way.
+    ``worker_factory.process(name, args, env, module=...)`` starts any other command the same way, and
+    ``worker_factory.in_process(topics, only=..., options={"on_batch": ...}, **settings)`` builds the worker
+    in this process (``streamer.worker.build_worker``) and runs it on a thread.
     Every process is stopped (SIGTERM, then SIGKILL) at teardown; odd exits print their log's tail."""
 
     def __init__(self, workdir: Callable[[str], Path], bundle: Path) -> None:
         self.workdir = workdir
         self.bundle = bundle
         self.started: list[StreamerProcess] = []
+        self.in_process_workers: list[InProcessWorker] = []
 
     def __call__(
         self,
@@ -138,6 +142,30 @@ class WorkerFactory:
         args = ("worker", "--only", only) if only else ("worker",)
         return self.process(name, args, {**settings, **(env or {})}, metrics_port=port, start=start)
 
+    def in_process(
+        self,
+        topics: Topics,
+        *,
+        group: str | None = None,
+        only: Sequence[str] = ("tickets",),
+        start: bool = True,
+        options: Mapping[str, Any] | None = None,
+        **settings: Any,
+    ) -> InProcessWorker:
+        """``build_worker`` in this process on ``topics``, with ``settings`` overriding the test's settings
+        (bundle, group, no /metrics server) and ``options`` passed to ``build_worker`` (``on_batch``...)."""
+        config = topics.settings.model_copy(
+            update={
+                "group_id": group or f"{topics.prefix}in-process-{len(self.in_process_workers)}",
+                "bundle_dir": self.bundle,
+                "metrics_port": 0,
+                **settings,
+            }
+        )
+        worker = InProcessWorker(config, only=only, **(options or {}))
+        self.in_process_workers.append(worker)
+        return worker.start() if start else worker
+
     def process(
         self,
         name: str,
@@ -153,6 +181,8 @@ class WorkerFactory:
         return proc.start() if start else proc
 
     def close(self) -> None:
+        for worker in self.in_process_workers:
+            worker.stop()
         for proc in self.started:
             code = proc.terminate()
             if code not in QUIET_EXITS:
