@@ -1,4 +1,6 @@
-"""Shared fixtures: a real Kafka broker for the session, and names no two tests share.
+"""Shared fixtures: a real Kafka broker for the session, names no two tests share, and the Kafka test harness
+(``tests/harness``: ``topic_factory``, ``produce``, ``read_topic``, ``worker_factory``, ``broker_factory``,
+``cluster_factory``; see ``harness.fixtures``).
 
 The broker is ``STREAMER_KAFKA_BOOTSTRAP`` when set; otherwise a broker of this session's own is started on a
 free pair of ports with a temporary data dir, and stopped at the end: a Kafka that already holds 9092 (a
@@ -15,6 +17,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from harness.fixtures import (  # noqa: F401  (registered as fixtures for every test)
+    broker_factory,
+    cluster_factory,
+    module_topic_factory,
+    module_worker_factory,
+    produce,
+    read_topic,
+    topic_factory,
+    worker_factory,
+)
+from harness.kafka import until_groups_work
 
 from streamer.settings import Settings
 
@@ -33,45 +46,10 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     data_dir = tmp_path_factory.mktemp("session-kafka")
     broker = local.start(local.free_port_pair(), data_dir, timeout=120)
     try:
-        asyncio.run(_until_groups_work(broker.bootstrap_servers))
+        asyncio.run(until_groups_work(broker.bootstrap_servers))
         yield broker.bootstrap_servers
     finally:
         local.stop(data_dir)
-
-
-async def _until_groups_work(bootstrap: str, timeout_s: float = 60.0) -> None:
-    """Wait until a fresh broker has a group coordinator (it creates ``__consumer_offsets`` on first use).
-
-    Without this, whichever test first commits an offset on a new broker meets
-    ``GroupCoordinatorNotAvailableError`` for a few seconds, and which test that is depends on the order.
-    """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import KafkaError
-
-    topic = "t.session-warmup"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
-    finally:
-        await admin.close()
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id="t.session-warmup", enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tp = TopicPartition(topic, 0)
-        consumer.assign([tp])
-        while True:
-            try:
-                await consumer.commit({tp: 0})
-                return
-            except KafkaError:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise
-                await asyncio.sleep(0.5)
-    finally:
-        await consumer.stop()
 
 
 @pytest.fixture

@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-
-def closed_port() -> int:
-    """A port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def run_streamer(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "streamer", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+from harness.processes import free_port, run_streamer
 
 
 def test_worker_with_kafka_unreachable_prints_one_line_and_exits_2(test_bundle: Path) -> None:
     """Both paths (the default): the log consumer used to fail first, with a traceback and exit 1."""
-    port = closed_port()
+    port = free_port()  # nothing listens there
     done = run_streamer(
         "worker",
         env={

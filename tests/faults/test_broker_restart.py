@@ -12,64 +12,43 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import orjson
 import pytest
+from harness.fixtures import TopicFactory, WorkerFactory
 
 from streamer.demo import demo_tickets
 from streamer.kafka import local
 
-from .conftest import (
-    DEADLETTER,
-    ENRICHED,
-    Tally,
-    WorkerProcess,
-    env_int,
-    make_cluster,
-    report,
-)
+from .conftest import DEADLETTER, ENRICHED, FAUST_ENV, TICKETS, WORKER_ENV, Tally, env_int, report
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.timeout(900)]
 
 RECOVERY_LIMIT_S = 90.0
 
 
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    """A broker of this test's own: (port, data dir); stopped at the end whatever happened."""
-    port, data_dir = local.free_port_pair(), tmp_path / "kafka"
-    local.start(port=port, data_dir=data_dir, timeout=120)
-    try:
-        yield port, data_dir
-    finally:
-        local.stop(data_dir)
-
-
 def test_broker_stop_and_start_mid_stream_worker_recovers_alone(
-    own_broker: tuple[int, Path],
-    test_bundle: Path,
-    tmp_path: Path,
-    workers: list[WorkerProcess],
+    broker_factory: Callable[..., local.Broker],
+    topic_factory: TopicFactory,
+    worker_factory: WorkerFactory,
     rng: random.Random,
 ) -> None:
-    port, data_dir = own_broker
+    own = broker_factory()  # this test's own: stopped at the end whatever happened
+    port, data_dir = own.port, own.data_dir
     n = env_int("RESTART_N", 4000)
     down_s = env_int("RESTART_DOWN_S", 10)
-    cluster = make_cluster(f"127.0.0.1:{port}", "restart")
+    cluster = topic_factory(label="faults.restart", bootstrap=f"127.0.0.1:{port}")
     run = uuid.uuid4().hex[:6]
     records = []
     for i, ticket in enumerate(demo_tickets(n, seed=rng.randrange(1 << 30))):
         ticket["id"] = f"{ticket['id']}-{run}-{i}"
         records.append((ticket["id"].encode(), orjson.dumps(ticket)))
     expected = {key for key, _ in records}
-    cluster.produce(records)
+    cluster.produce(TICKETS, records)
 
-    worker = WorkerProcess("restart", cluster, test_bundle, tmp_path / "w", group=f"faults-restart-{run}")
-    workers.append(worker)
     with Tally(cluster, [ENRICHED, DEADLETTER]) as tally:
-        worker.start()
+        worker = worker_factory(cluster, name="restart", group=f"faults-restart-{run}", env={**FAUST_ENV, **WORKER_ENV})
         tally.wait(lambda: tally.covered(expected) >= n // 4, 600, alive=[worker], what="a quarter of the stream")
         stopped_at = time.time()
         local.stop(data_dir)

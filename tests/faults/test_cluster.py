@@ -1,7 +1,7 @@
 """A three-broker cluster loses the leader of the busiest partitions, then a second broker, mid-stream.
 
-The cluster is the test's own (``local.start_cluster``: three KRaft nodes, each broker and controller, from
-the same jars; free ports, a temporary data dir). Topics have 3 replicas and ``min.insync.replicas=2``,
+The cluster is the test's own (``cluster_factory``: three KRaft nodes, each broker and controller, from the
+same jars; free ports, a temporary data dir). Topics have 3 replicas and ``min.insync.replicas=2``,
 the worker produces with acks=all, so an acknowledged output is on two brokers. ``STREAMER_FAULTS_CLUSTER_N``
 tickets (default 6,000) go in first; one worker works through them while:
 
@@ -20,49 +20,26 @@ import asyncio
 import random
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from harness.fixtures import TopicFactory, WorkerFactory
 
 from streamer.demo import demo_tickets
 from streamer.kafka import local
-from streamer.kafka.admin import apply_topics, describe
-from streamer.settings import Settings
-from streamer.topics import load_catalog
+from streamer.kafka.admin import describe
 
-from .conftest import (
-    DEADLETTER,
-    ENRICHED,
-    REPO,
-    TICKETS,
-    Cluster,
-    Tally,
-    WorkerProcess,
-    env_int,
-    max_gap_s,
-    report,
-)
+from .conftest import DEADLETTER, ENRICHED, FAUST_ENV, TICKETS, WORKER_ENV, Tally, env_int, max_gap_s, report
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.timeout(1200)]
 
 MAX_BATCH = 64
 COMMIT_INTERVAL_S = 1.0  # streamer.app: broker_commit_interval
 LOUD = ("warning", "error", "critical")
-
-
-@pytest.fixture
-def three_brokers(tmp_path: Path) -> Iterator[local.LocalCluster]:
-    root = tmp_path / "kafka3"
-    cluster = local.start_cluster(local.free_cluster_ports(3), root, timeout=300)
-    try:
-        yield cluster
-    finally:
-        local.stop_cluster(root, timeout=20)
 
 
 @dataclass
@@ -102,27 +79,21 @@ async def busiest_leader(bootstrap: str, topic: str, group: str, alive: set[int]
 
 
 def test_leader_then_a_second_broker_killed_mid_stream_nothing_lost(
-    three_brokers: local.LocalCluster,
-    test_bundle: Path,
-    tmp_path: Path,
-    workers: list[WorkerProcess],
+    cluster_factory: Callable[..., local.LocalCluster],
+    topic_factory: TopicFactory,
+    worker_factory: WorkerFactory,
     rng: random.Random,
 ) -> None:
     n = env_int("CLUSTER_N", 6000)
     down_s = env_int("CLUSTER_DOWN_S", 8)
+    three_brokers = cluster_factory(3)
     root = three_brokers.data_dir
     bootstrap = three_brokers.bootstrap_servers
     run = uuid.uuid4().hex[:6]
-    cluster = Cluster(bootstrap, f"t.faults.cluster.{run}.")
-    settings = Settings(
-        kafka_bootstrap=bootstrap,
-        topic_prefix=cluster.prefix,
-        topics_dir=REPO / "topics",
-        topic_replication_factor=3,
-        topic_min_insync_replicas=2,
+    cluster = topic_factory(
+        label="faults.cluster", bootstrap=bootstrap, topic_replication_factor=3, topic_min_insync_replicas=2
     )
-    catalog = load_catalog(settings.topics_file)
-    asyncio.run(apply_topics(settings, catalog.topics.values()))
+    settings = cluster.settings
 
     async def topic_states() -> dict[str, tuple[int, str | None]]:
         from streamer.kafka.clients import admin_client
@@ -138,12 +109,10 @@ def test_leader_then_a_second_broker_killed_mid_stream_nothing_lost(
         ticket["id"] = f"{ticket['id']}-{run}-{i}"
         records.append((ticket["id"].encode(), orjson.dumps(ticket)))
     expected = {key for key, _ in records}
-    cluster.produce(records)
+    cluster.produce(TICKETS, records)
     group = f"faults-cluster-{run}"
-    worker = WorkerProcess(
-        "cluster", cluster, test_bundle, tmp_path / "w", group=group, env={"STREAMER_MAX_BATCH": str(MAX_BATCH)}
-    )
-    workers.append(worker)
+    env = {**FAUST_ENV, **WORKER_ENV, "STREAMER_MAX_BATCH": str(MAX_BATCH)}
+    worker = worker_factory(cluster, name="cluster", group=group, env=env, start=False)
     alive = {1, 2, 3}
     kills: list[Kill] = []
     with Tally(cluster, [ENRICHED, DEADLETTER]) as tally:

@@ -15,23 +15,14 @@ import random
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
 
 import orjson
 import pytest
+from harness.fixtures import TopicFactory, WorkerFactory
 
 from streamer.demo import demo_tickets
 
-from .conftest import (
-    DEADLETTER,
-    ENRICHED,
-    Tally,
-    WorkerProcess,
-    env_int,
-    make_cluster,
-    max_gap_s,
-    report,
-)
+from .conftest import DEADLETTER, ENRICHED, FAUST_ENV, TICKETS, WORKER_ENV, Tally, env_int, max_gap_s, report
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.timeout(1200)]
 
@@ -52,11 +43,11 @@ def malformed(rng: random.Random, key: str) -> bytes:
 
 
 def test_sigkill_five_times_loses_nothing(
-    kafka_bootstrap: str, test_bundle: Path, tmp_path: Path, workers: list[WorkerProcess], rng: random.Random
+    topic_factory: TopicFactory, worker_factory: WorkerFactory, rng: random.Random
 ) -> None:
     n = env_int("CRASH_N", 50_000)
     kills = env_int("CRASH_KILLS", 5)
-    cluster = make_cluster(kafka_bootstrap, "crash")
+    cluster = topic_factory(label="faults.crash")
     run = uuid.uuid4().hex[:6]
 
     records: list[tuple[bytes, bytes]] = []
@@ -74,19 +65,17 @@ def test_sigkill_five_times_loses_nothing(
     expected = good | bad
     assert len(expected) == n
     began = time.monotonic()
-    cluster.produce(records)
+    cluster.produce(TICKETS, records)
     produce_s = time.monotonic() - began
     del records
 
-    worker = WorkerProcess(
-        "crash",
+    worker = worker_factory(
         cluster,
-        test_bundle,
-        tmp_path / "crash",
+        name="crash",
         group=f"faults-crash-{run}",
-        env={"STREAMER_MAX_BATCH": str(MAX_BATCH)},
+        env={**FAUST_ENV, **WORKER_ENV, "STREAMER_MAX_BATCH": str(MAX_BATCH)},
+        start=False,
     )
-    workers.append(worker)
     # Where to kill: mostly at a random point of the stream (a fraction of it out, then a random fraction
     # of a second: model, send, acknowledgement or commit), sometimes a few seconds after a (re)start
     # (loading the model, joining the group, the first fetches).

@@ -18,26 +18,16 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from harness.fixtures import TopicFactory, WorkerFactory
 
 from streamer.demo import demo_tickets, valid_luhn_card
 from streamer.topics import SchemaRegistry
 
-from .conftest import (
-    DEADLETTER,
-    ENRICHED,
-    ESCALATIONS,
-    REPO,
-    Tally,
-    WorkerProcess,
-    env_int,
-    make_cluster,
-    report,
-)
+from .conftest import DEADLETTER, ENRICHED, ESCALATIONS, FAUST_ENV, REPO, TICKETS, WORKER_ENV, Tally, env_int, report
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.timeout(900)]
 
@@ -227,11 +217,11 @@ def good_tickets(rng: random.Random, n: int, run: str) -> tuple[list[dict[str, A
 
 
 def test_hostile_records_are_dead_lettered_and_the_worker_survives(
-    kafka_bootstrap: str, test_bundle: Path, tmp_path: Path, workers: list[WorkerProcess], rng: random.Random
+    topic_factory: TopicFactory, worker_factory: WorkerFactory, rng: random.Random
 ) -> None:
     n_bad = env_int("HOSTILE_BAD", 10_000)
     n_good = env_int("HOSTILE_GOOD", 500)
-    cluster = make_cluster(kafka_bootstrap, "hostile")
+    cluster = topic_factory(label="faults.hostile")
     run = uuid.uuid4().hex[:6]
 
     generators = bad_generators(rng)
@@ -264,8 +254,9 @@ def test_hostile_records_are_dead_lettered_and_the_worker_survives(
     records.extend((t["id"].encode(), orjson.dumps(t)) for t in good_iter)
     total_mb = sum(len(v or b"") for _, v in records) / 1e6
 
-    worker = WorkerProcess("hostile", cluster, test_bundle, tmp_path / "w", group=f"faults-hostile-{run}")
-    workers.append(worker)
+    worker = worker_factory(
+        cluster, name="hostile", group=f"faults-hostile-{run}", env={**FAUST_ENV, **WORKER_ENV}, start=False
+    )
     # A warm-up on good tickets first: the memory the worker needs for its normal work.
     warm = list(demo_tickets(200, seed=rng.randrange(1 << 30)))
     for i, t in enumerate(warm):
@@ -273,12 +264,12 @@ def test_hostile_records_are_dead_lettered_and_the_worker_survives(
     warm_keys = {t["id"].encode() for t in warm}
     with Tally(cluster, [ENRICHED, DEADLETTER, ESCALATIONS], keep=[DEADLETTER, ESCALATIONS]) as tally:
         worker.start()
-        cluster.produce((t["id"].encode(), orjson.dumps(t)) for t in warm)
+        cluster.produce(TICKETS, ((t["id"].encode(), orjson.dumps(t)) for t in warm))
         tally.wait(lambda: tally.covered(warm_keys, ENRICHED) == len(warm_keys), 300, alive=[worker], what="warm-up")
         warm_rss = worker.sample_rss()
 
         began = time.monotonic()
-        cluster.produce(records)
+        cluster.produce(TICKETS, records)
         produce_s = time.monotonic() - began
         expected = set(bad) | good
 

@@ -20,11 +20,7 @@ positive.
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
-import sys
 import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -34,13 +30,16 @@ import orjson
 import pytest
 from fakes.openai_server import FakeOpenAI
 from fakes.pii_corpus import FORMATS, Planted, compact, found_in, pii_log_lines, pii_tickets, returning_customers
+from harness.fixtures import TopicFactory, WorkerFactory
+from harness.kafka import Topics
+from harness.processes import StreamerProcess, run_streamer, streamer_env
 
 from streamer.demo import demo_tickets
 from streamer.privacy import Pseudonymiser, load_policy
 from streamer.runner import log_records
 from streamer.topics import load_catalog
 
-from .conftest import ESCALATIONS, REPO, Tally, WorkerProcess, env_int, make_cluster, report
+from .conftest import ESCALATIONS, FAUST_ENV, REPO, TICKETS, WORKER_ENV, Tally, env_int, report
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.timeout(1200)]
 
@@ -109,60 +108,42 @@ def clean_tickets(run: str) -> list[dict[str, Any]]:
     return tickets
 
 
-def read_topic(cluster: Any, topic: str, expect: int, timeout: float = 300) -> list[Any]:
+def read_topic(cluster: Topics, topic: str, expect: int, timeout: float = 300) -> list[Any]:
     """Every record of a topic created after the tally started (the replay's output)."""
     with Tally(cluster, [topic], keep=[topic]) as tally:
         tally.wait(lambda: tally.total(topic) >= expect, timeout, what=f"{expect} records on {topic}")
         return tally.snapshot(topic)[2]
 
 
-def run_bridge(cluster: Any, bundle: Path, fake: FakeOpenAI, log: Path, group: str) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "STREAMER_KAFKA_BOOTSTRAP": cluster.bootstrap,
-        "STREAMER_TOPIC_PREFIX": cluster.prefix,
-        "STREAMER_TOPICS_DIR": str(REPO / "topics"),
-        "STREAMER_BUNDLE_DIR": str(bundle),
-        "STREAMER_BRIDGE_GROUP_ID": group,
-        "STREAMER_LLM_BASE_URL": fake.base_url,
-        "STREAMER_LLM_RATE_PER_S": "0",
-        "STREAMER_LLM_MAX_CONCURRENCY": "16",
-        "STREAMER_BRIDGE_METRICS_PORT": "0",
-        "STREAMER_LOG_FORMAT": "json",
-        "STREAMER_LOG_LEVEL": "DEBUG",
-    }
-    with log.open("wb") as fh:
-        return subprocess.Popen([sys.executable, "-m", "streamer.bridge", "bridge"], env=env, stdout=fh, stderr=fh)
-
-
-def run_replay(cluster: Any, bundle: Path, run_id: str, workdir: Path) -> str:
-    env = {
-        **os.environ,
-        "STREAMER_KAFKA_BOOTSTRAP": cluster.bootstrap,
-        "STREAMER_TOPIC_PREFIX": cluster.prefix,
-        "STREAMER_TOPICS_DIR": str(REPO / "topics"),
-        "STREAMER_BUNDLE_DIR": str(bundle),
-        "STREAMER_PSEUDONYM_KEY": KEY,
-        "STREAMER_LOG_FORMAT": "json",
-    }
-    args = ["replay", "--from", "2000-01-01T00:00Z", "--to", "2100-01-01T00:00Z", "--run-id", run_id]
-    proc = subprocess.run(
-        [sys.executable, "-m", "streamer", *args, "--no-diff", "--no-progress"],
-        env=env,
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=600,
+def run_bridge(
+    worker_factory: WorkerFactory, cluster: Topics, bundle: Path, fake: FakeOpenAI, group: str
+) -> StreamerProcess:
+    env = streamer_env(
+        cluster,
+        STREAMER_BUNDLE_DIR=str(bundle),
+        STREAMER_BRIDGE_GROUP_ID=group,
+        STREAMER_LLM_BASE_URL=fake.base_url,
+        STREAMER_LLM_RATE_PER_S="0",
+        STREAMER_LLM_MAX_CONCURRENCY="16",
+        STREAMER_BRIDGE_METRICS_PORT="0",
+        STREAMER_LOG_LEVEL="DEBUG",
     )
+    return worker_factory.process("bridge", ["bridge"], env, module="streamer.bridge")
+
+
+def run_replay(cluster: Topics, bundle: Path, run_id: str, workdir: Path) -> str:
+    env = streamer_env(cluster, STREAMER_BUNDLE_DIR=str(bundle), STREAMER_PSEUDONYM_KEY=KEY)
+    args = ["replay", "--from", "2000-01-01T00:00Z", "--to", "2100-01-01T00:00Z", "--run-id", run_id]
+    proc = run_streamer(*args, "--no-diff", "--no-progress", env=env, cwd=workdir, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return f"support.tickets.v1.replay.{run_id}"
 
 
 def test_pii_appears_only_where_the_policy_keeps_it(
-    kafka_bootstrap: str, test_bundle: Path, tmp_path: Path, workers: list[WorkerProcess], rng: random.Random
+    topic_factory: TopicFactory, worker_factory: WorkerFactory, test_bundle: Path, tmp_path: Path, rng: random.Random
 ) -> None:
     n, n_logs = env_int("PII_N", 500), env_int("PII_LOG_N", 600)
-    cluster = make_cluster(kafka_bootstrap, "pii")
+    cluster = topic_factory(label="faults.pii")
     run = uuid.uuid4().hex[:6]
     pool = returning_customers(rng)
     tickets, planted = pii_tickets(rng, n, run, pool)
@@ -174,27 +155,24 @@ def test_pii_appears_only_where_the_policy_keeps_it(
     # The fake model "invents" planted values in its answers: llm.responses.v1 must mask them too.
     invented = [p for p in everything if p.kind in ("EMAIL", "PHONE")][:2]
 
-    worker = WorkerProcess(
-        "pii",
+    worker = worker_factory(
         cluster,
-        test_bundle,
-        tmp_path / "w",
+        name="pii",
         group=f"faults-pii-{run}",
-        env={"STREAMER_LOG_LEVEL": "DEBUG", "STREAMER_PSEUDONYM_KEY": KEY},
-        args=("worker",),
+        env={**FAUST_ENV, **WORKER_ENV, "STREAMER_LOG_LEVEL": "DEBUG", "STREAMER_PSEUDONYM_KEY": KEY},
+        only=None,
+        start=False,
     )
-    workers.append(worker)
     fake = FakeOpenAI().up()
     fake.reply_extra = " Also contact " + " or ".join(p.value for p in invented) + "."
-    bridge: subprocess.Popen[bytes] | None = None
-    bridge_log = tmp_path / "bridge.log"
+    bridge: StreamerProcess | None = None
     outputs = [ENRICHED, *QUEUES, ESCALATIONS, LOGS_ENRICHED, ALERTS, TEMPLATES, RESPONSES, DEADLETTER]
     ids = {t["id"].encode() for t in every}
     try:
         with Tally(cluster, outputs, keep=outputs) as tally:
             worker.start()
-            cluster.produce((t["id"].encode(), orjson.dumps(t)) for t in every)
-            cluster.produce(log_records(lines), topic=LOGS)
+            cluster.produce(TICKETS, ((t["id"].encode(), orjson.dumps(t)) for t in every))
+            cluster.produce(LOGS, log_records(lines))
             tally.wait(
                 lambda: (
                     tally.covered(ids, ENRICHED) == len(ids)
@@ -207,18 +185,17 @@ def test_pii_appears_only_where_the_policy_keeps_it(
             )
             code = worker.terminate()
             escalated = tally.keys(ESCALATIONS)
-            bridge = run_bridge(cluster, test_bundle, fake, bridge_log, f"faults-pii-bridge-{run}")
+            bridge = run_bridge(worker_factory, cluster, test_bundle, fake, f"faults-pii-bridge-{run}")
             tally.wait(
                 lambda: len(escalated - tally.keys(RESPONSES) - tally.keys(DEADLETTER)) == 0,
                 600,
                 what=f"answers to {len(escalated)} escalations",
             )
-            bridge.send_signal(signal.SIGTERM)
-            bridge_code = bridge.wait(60)
+            bridge_code = bridge.terminate(60)
             seen = {topic: tally.snapshot(topic)[2] for topic in outputs}
     finally:
-        if bridge is not None and bridge.poll() is None:
-            bridge.kill()
+        if bridge is not None and bridge.alive:
+            bridge.kill9()
         fake.close()
     replay_topic = run_replay(cluster, test_bundle, f"pii{run}", tmp_path)
     seen[replay_topic] = read_topic(cluster, replay_topic, len(every))
@@ -275,7 +252,7 @@ def test_pii_appears_only_where_the_policy_keeps_it(
             wrong_pseudonyms.append((LOGS_ENRICHED, "", p.value))
     joined = {t: c for t, c in pool_tokens.items() if c >= 2}
     in_logs_too = sum(1 for t in joined if t in log_blob)
-    logs_text = worker.log_text() + bridge_log.read_text(errors="replace")
+    logs_text = worker.log_text() + (bridge.log_text() if bridge is not None else "")
     leaked_logs = [
         p for p in everything if p.value in logs_text or (len(compact(p.value)) > 8 and compact(p.value) in logs_text)
     ]

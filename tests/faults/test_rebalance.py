@@ -12,23 +12,14 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from pathlib import Path
 
 import orjson
 import pytest
+from harness.fixtures import TopicFactory, WorkerFactory
 
 from streamer.demo import demo_tickets
 
-from .conftest import (
-    DEADLETTER,
-    ENRICHED,
-    Tally,
-    WorkerProcess,
-    env_int,
-    make_cluster,
-    max_gap_s,
-    report,
-)
+from .conftest import DEADLETTER, ENRICHED, FAUST_ENV, TICKETS, WORKER_ENV, Tally, env_int, max_gap_s, report
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.timeout(900)]
 
@@ -36,22 +27,22 @@ PAUSE_LIMIT_S = 60.0
 
 
 def test_one_of_two_workers_leaves_and_rejoins_nothing_lost(
-    kafka_bootstrap: str, test_bundle: Path, tmp_path: Path, workers: list[WorkerProcess], rng: random.Random
+    topic_factory: TopicFactory, worker_factory: WorkerFactory, rng: random.Random
 ) -> None:
     n = env_int("REBALANCE_N", 4000)
-    cluster = make_cluster(kafka_bootstrap, "rebalance")
+    cluster = topic_factory(label="faults.rebalance")
     run = uuid.uuid4().hex[:6]
     records = []
     for i, ticket in enumerate(demo_tickets(n, seed=rng.randrange(1 << 30))):
         ticket["id"] = f"{ticket['id']}-{run}-{i}"
         records.append((ticket["id"].encode(), orjson.dumps(ticket)))
     expected = {key for key, _ in records}
-    cluster.produce(records)
+    cluster.produce(TICKETS, records)
 
     group = f"faults-rebalance-{run}"
-    a = WorkerProcess("a", cluster, test_bundle, tmp_path / "a", group=group)
-    b = WorkerProcess("b", cluster, test_bundle, tmp_path / "b", group=group)
-    workers.extend([a, b])
+    env = {**FAUST_ENV, **WORKER_ENV}
+    a = worker_factory(cluster, name="a", group=group, env=env, start=False)
+    b = worker_factory(cluster, name="b", group=group, env=env, start=False)
     with Tally(cluster, [ENRICHED, DEADLETTER]) as tally:
         a.start()
         b.start()

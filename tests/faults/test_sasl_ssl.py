@@ -10,11 +10,8 @@ error naming the address, and the password must appear nowhere in what it printe
 
 from __future__ import annotations
 
-import asyncio
 import shutil
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,14 +21,15 @@ from pathlib import Path
 import orjson
 import pytest
 from aiokafka.helpers import create_ssl_context
+from harness.brokers import own_broker
+from harness.fixtures import WorkerFactory
+from harness.kafka import Topics, create_topics
+from harness.processes import free_port, run_streamer
 
 from streamer.demo import demo_tickets
 from streamer.kafka import local
-from streamer.kafka.admin import apply_topics
-from streamer.settings import Settings
-from streamer.topics import load_catalog
 
-from .conftest import ENRICHED, REPO, Cluster, Tally, WorkerProcess, report
+from .conftest import ENRICHED, FAUST_ENV, REPO, TICKETS, WORKER_ENV, Tally, report
 
 pytestmark = [
     pytest.mark.faults,
@@ -76,12 +74,6 @@ def make_certificates(where: Path) -> tuple[Path, Path, Path]:
     return where / "ca.pem", where / "broker.pem", where / "broker.key"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class SecureBroker:
     broker: local.Broker
@@ -104,12 +96,10 @@ class SecureBroker:
             "STREAMER_KAFKA_SSL_CAFILE": str(self.ca),
         }
 
-    def cluster(self) -> Cluster:
-        prefix = f"t.faults.sasl.{uuid.uuid4().hex[:8]}."
+    def cluster(self) -> Topics:
         # Topics go through the secured listener with the project's own settings.
-        settings = Settings(**{k.removeprefix("STREAMER_").lower(): v for k, v in self.env(PASSWORD).items()})
-        settings = settings.model_copy(update={"topic_prefix": prefix, "topics_dir": REPO / "topics"})
-        asyncio.run(apply_topics(settings, load_catalog(settings.topics_file).topics.values()))
+        settings = {k.removeprefix("STREAMER_").lower(): v for k, v in self.env(PASSWORD).items()}
+        del settings["kafka_bootstrap"]
         client = {
             "security_protocol": "SASL_SSL",
             "sasl_mechanism": "SCRAM-SHA-512",
@@ -117,7 +107,7 @@ class SecureBroker:
             "sasl_plain_password": PASSWORD,
             "ssl_context": create_ssl_context(cafile=str(self.ca)),
         }
-        return Cluster(self.address, prefix, client)
+        return create_topics(self.address, "faults.sasl", client=client, **settings)
 
 
 @pytest.fixture(scope="module")
@@ -125,17 +115,13 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBr
     root = tmp_path_factory.mktemp("sasl")
     ca, chain, key = make_certificates(root / "tls")
     listener = local.SaslSslListener(free_port(), chain, key, {USER: PASSWORD})
-    data_dir = root / "kafka"
     began = time.monotonic()
-    broker = local.start(port=local.free_port_pair(), data_dir=data_dir, sasl_ssl=listener, timeout=120)
-    try:
+    with own_broker(root / "kafka", sasl_ssl=listener) as broker:
         yield SecureBroker(broker, ca, time.monotonic() - began)
-    finally:
-        local.stop(data_dir)
 
 
 def test_worker_triages_over_sasl_ssl_with_settings_only(
-    secure_broker: SecureBroker, test_bundle: Path, tmp_path: Path, workers: list[WorkerProcess]
+    secure_broker: SecureBroker, worker_factory: WorkerFactory
 ) -> None:
     cluster = secure_broker.cluster()
     run = uuid.uuid4().hex[:6]
@@ -143,14 +129,12 @@ def test_worker_triages_over_sasl_ssl_with_settings_only(
     for i, t in enumerate(tickets):
         t["id"] = f"{t['id']}-{run}-{i}"
     ids = {t["id"].encode() for t in tickets}
-    worker = WorkerProcess(
-        "sasl", cluster, test_bundle, tmp_path / "w", group=f"faults-sasl-{run}", env=secure_broker.env(PASSWORD)
-    )
-    workers.append(worker)
+    env = {**FAUST_ENV, **WORKER_ENV, **secure_broker.env(PASSWORD)}
+    worker = worker_factory(cluster, name="sasl", group=f"faults-sasl-{run}", env=env, start=False)
     with Tally(cluster, [ENRICHED]) as tally:
         began = time.monotonic()
         worker.start()
-        cluster.produce((t["id"].encode(), orjson.dumps(t)) for t in tickets)
+        cluster.produce(TICKETS, ((t["id"].encode(), orjson.dumps(t)) for t in tickets))
         tally.wait(lambda: tally.covered(ids) == len(ids), 300, alive=[worker], what="enriched tickets over SASL_SSL")
         first_s = time.monotonic() - began
         code = worker.terminate()
@@ -185,13 +169,7 @@ def test_wrong_credentials_fail_fast_with_one_clear_line(
         env["STREAMER_KAFKA_SSL_CAFILE"] = str(other_ca)
     began = time.monotonic()
     try:
-        done = subprocess.run(
-            [sys.executable, "-m", "streamer", "worker", "--only", "tickets"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=FAIL_FAST_S + 30,
-        )
+        done = run_streamer("worker", "--only", "tickets", env=env, inherit_env=False, timeout=FAIL_FAST_S + 30)
     except subprocess.TimeoutExpired as exc:
         raise AssertionError(f"worker did not give up within {FAIL_FAST_S + 30:.0f} s: {exc.stderr!r}") from None
     took = time.monotonic() - began

@@ -13,23 +13,14 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from pathlib import Path
 
 import orjson
 import pytest
+from harness.fixtures import TopicFactory, WorkerFactory
 
 from streamer.demo import demo_tickets
 
-from .conftest import (
-    DEADLETTER,
-    ENRICHED,
-    FAUST_ENV,
-    Tally,
-    WorkerProcess,
-    env_int,
-    make_cluster,
-    report,
-)
+from .conftest import DEADLETTER, ENRICHED, TICKETS, WORKER_ENV, Tally, env_int, report
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.timeout(900)]
 
@@ -37,31 +28,26 @@ SESSION_TIMEOUT_S = 45.0  # the default of STREAMER_KAFKA_SESSION_TIMEOUT_MS
 
 
 def stall_after_kill(
-    kafka_bootstrap: str,
-    bundle: Path,
-    workdir: Path,
-    workers: list[WorkerProcess],
+    topic_factory: TopicFactory,
+    worker_factory: WorkerFactory,
     rng: random.Random,
     *,
     instance_id: str | None,
 ) -> dict[str, float]:
     """One stream, one SIGKILL at 30 % and an immediate restart; the stall and the counts."""
     n = env_int("STATIC_N", 3000)
-    cluster = make_cluster(kafka_bootstrap, "static" if instance_id else "dynamic")
+    cluster = topic_factory(label="faults.static" if instance_id else "faults.dynamic")
     run = uuid.uuid4().hex[:6]
     records = []
     for i, ticket in enumerate(demo_tickets(n, seed=rng.randrange(1 << 30))):
         ticket["id"] = f"{ticket['id']}-{run}-{i}"
         records.append((ticket["id"].encode(), orjson.dumps(ticket)))
     expected = {key for key, _ in records}
-    cluster.produce(records)
-    env = {"STREAMER_GROUP_INSTANCE_ID": instance_id} if instance_id else {}
-    worker = WorkerProcess(
-        "static" if instance_id else "dynamic", cluster, bundle, workdir, group=f"faults-static-{run}", env=env
-    )
-    for name in FAUST_ENV:  # the settings' session timeout, not the suite's shortcut
-        worker.env.pop(name, None)
-    workers.append(worker)
+    cluster.produce(TICKETS, records)
+    # Without FAUST_ENV: the settings' session timeout, not the suite's shortcut.
+    env = {**WORKER_ENV, **({"STREAMER_GROUP_INSTANCE_ID": instance_id} if instance_id else {})}
+    name = "static" if instance_id else "dynamic"
+    worker = worker_factory(cluster, name=name, group=f"faults-static-{run}", env=env, start=False)
     with Tally(cluster, [ENRICHED, DEADLETTER]) as tally:
         worker.start()
         tally.wait(lambda: tally.covered(expected) >= int(0.3 * n), 600, alive=[worker], what="30 % of the stream")
@@ -88,10 +74,10 @@ def stall_after_kill(
 
 
 def test_static_membership_takes_the_partitions_back_at_once(
-    kafka_bootstrap: str, test_bundle: Path, tmp_path: Path, workers: list[WorkerProcess], rng: random.Random
+    topic_factory: TopicFactory, worker_factory: WorkerFactory, rng: random.Random
 ) -> None:
-    dynamic = stall_after_kill(kafka_bootstrap, test_bundle, tmp_path / "d", workers, rng, instance_id=None)
-    static = stall_after_kill(kafka_bootstrap, test_bundle, tmp_path / "s", workers, rng, instance_id="worker-0")
+    dynamic = stall_after_kill(topic_factory, worker_factory, rng, instance_id=None)
+    static = stall_after_kill(topic_factory, worker_factory, rng, instance_id="worker-0")
     report(
         "SIGKILL and immediate restart, session timeout 45 s",
         {

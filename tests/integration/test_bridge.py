@@ -8,33 +8,29 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from fakes.openai_server import FakeOpenAI
+from harness.fixtures import TopicFactory, WorkerFactory
+from harness.kafka import Topics, all_ids
+from harness.processes import StreamerProcess, streamer_env
 
 from streamer.bridge.feedback import export_feedback
 from streamer.bridge.llm import CircuitState
 from streamer.bridge.prompt import LabelSet
 from streamer.bridge.service import Bridge
-from streamer.kafka.admin import apply_topics
-from streamer.kafka.clients import topic_partitions
 from streamer.models import bundle as bundle_mod
 from streamer.models.data import read_examples
 from streamer.settings import Settings
-from streamer.topics import DEADLETTER, ESCALATIONS, LLM_RESPONSES, SchemaRegistry, load_catalog
+from streamer.topics import DEADLETTER, ESCALATIONS, LLM_RESPONSES, SchemaRegistry
 
 pytestmark = pytest.mark.kafka
 
@@ -47,9 +43,13 @@ LABELS = LabelSet(heads={"intent": INTENTS})
 
 @dataclass
 class Env:
-    settings: Settings
+    topics: Topics
     fake: FakeOpenAI
     bundle_dir: Path
+
+    @property
+    def settings(self) -> Settings:
+        return self.topics.settings
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def fake() -> Iterator[FakeOpenAI]:
 
 
 @pytest.fixture
-def env(kafka_bootstrap: str, fake: FakeOpenAI, unique_name: Callable[[str], str], tmp_path: Path) -> Env:
+def env(topic_factory: TopicFactory, fake: FakeOpenAI, unique_name: Callable[[str], str], tmp_path: Path) -> Env:
     # The label set normally comes from the workers' bundle; a manifest is all the bridge reads of it.
     bundle_dir = tmp_path / "bundle"
     bundle_dir.mkdir()
@@ -70,10 +70,9 @@ def env(kafka_bootstrap: str, fake: FakeOpenAI, unique_name: Callable[[str], str
         "heads": {"intent": {"labels": list(INTENTS)}, "priority": {"labels": ["urgent", "high", "normal", "low"]}},
     }
     (bundle_dir / bundle_mod.MANIFEST).write_text(json.dumps(manifest))
-    settings = Settings(
-        kafka_bootstrap=kafka_bootstrap,
-        topic_prefix=unique_name(""),
-        topics_dir=REPO / "topics",
+    topics = topic_factory(
+        [ESCALATIONS, LLM_RESPONSES, DEADLETTER],
+        partitions={ESCALATIONS: 3, LLM_RESPONSES: 3, DEADLETTER: 1},
         bundle_dir=bundle_dir,
         bridge_group_id=unique_name("bridge"),
         llm_base_url=fake.base_url,
@@ -90,31 +89,22 @@ def env(kafka_bootstrap: str, fake: FakeOpenAI, unique_name: Callable[[str], str
         shutdown_timeout_s=5,
         bridge_metrics_port=0,
     )
-    catalog = load_catalog(settings.topics_file)
-    specs = [
-        replace(catalog[ESCALATIONS], partitions=3),
-        replace(catalog[LLM_RESPONSES], partitions=3),
-        replace(catalog[DEADLETTER], partitions=1),
-    ]
-    asyncio.run(apply_topics(settings, specs))
-    return Env(settings, fake, bundle_dir)
+    return Env(topics, fake, bundle_dir)
 
 
 def bridge_process_env(env: Env, **extra: str) -> dict[str, str]:
     """The settings of a ``streamer bridge`` process on this test's topics and fake endpoint, plus ``extra``."""
     s = env.settings
-    return {
-        "STREAMER_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
-        "STREAMER_TOPIC_PREFIX": s.topic_prefix,
-        "STREAMER_BUNDLE_DIR": str(env.bundle_dir),
-        "STREAMER_BRIDGE_GROUP_ID": s.bridge_group_id,
-        "STREAMER_LLM_BASE_URL": s.llm_base_url,
-        "STREAMER_LLM_API_KEY": KEY,
-        "STREAMER_LLM_RATE_PER_S": "0",
-        "STREAMER_BRIDGE_METRICS_PORT": "0",
-        "STREAMER_LOG_FORMAT": "json",
+    return streamer_env(
+        env.topics,
+        STREAMER_BUNDLE_DIR=str(env.bundle_dir),
+        STREAMER_BRIDGE_GROUP_ID=s.bridge_group_id,
+        STREAMER_LLM_BASE_URL=s.llm_base_url,
+        STREAMER_LLM_API_KEY=KEY,
+        STREAMER_LLM_RATE_PER_S="0",
+        STREAMER_BRIDGE_METRICS_PORT="0",
         **extra,
-    }
+    )
 
 
 def escalation(record_id: str, text: str, **fields: Any) -> dict[str, Any]:
@@ -138,41 +128,20 @@ def tickets(run: str, count: int, want: str = "order_status") -> list[dict[str, 
     return [escalation(f"{run}-{i}", f"Ticket {i} of {run}: where is my parcel? want: {want}") for i in range(count)]
 
 
-async def produce(settings: Settings, records: list[dict[str, Any] | tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
-    await producer.start()
-    try:
-        for record in records:
-            key, value = (
-                (record[0], record[1]) if isinstance(record, tuple) else (record["id"].encode(), orjson.dumps(record))
-            )
-            await producer.send(settings.topic(ESCALATIONS), value, key=key)
-        await producer.flush()
-    finally:
-        await producer.stop()
+async def produce(topics: Topics, records: list[dict[str, Any] | tuple[bytes, bytes]]) -> None:
+    """Escalations (keyed by id) or raw (key, value) pairs onto the escalation topic."""
+    await topics.aproduce(
+        ESCALATIONS, [r if isinstance(r, tuple) else (r["id"].encode(), orjson.dumps(r)) for r in records]
+    )
 
 
 async def consume(
-    settings: Settings, topic: str, until: int, timeout: float = 90.0, ids: set[str] | None = None
+    topics: Topics, topic: str, until: int, timeout: float = 90.0, ids: set[str] | None = None
 ) -> list[tuple[bytes | None, dict[str, Any]]]:
     """Records of ``topic`` from the beginning, until ``until`` are there, or every one of ``ids`` (or the
     time is up)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    found: list[tuple[bytes | None, dict[str, Any]]] = []
-    try:
-        parts = await topic_partitions(consumer, settings.topic(topic))
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for messages in (await consumer.getmany(timeout_ms=300)).values():
-                found.extend((m.key, orjson.loads(m.value)) for m in messages)
-            if (ids is None and len(found) >= until) or (ids is not None and ids <= {r["id"] for _, r in found}):
-                break
-    finally:
-        await consumer.stop()
-    return found
+    found = await topics.aread(topic, until=until if ids is None else all_ids(ids), timeout=timeout)
+    return [(m.key, m.json()) for m in found]
 
 
 @asynccontextmanager
@@ -214,8 +183,8 @@ async def test_answers_land_keyed_by_id_and_feed_back_as_training_data(
         escalation("a-other", "Can you recommend a good restaurant? want: other"),
     ]
     async with bridge_running(env.settings):
-        await produce(env.settings, docs)  # type: ignore[arg-type]
-        answers = await consume(env.settings, LLM_RESPONSES, len(docs))
+        await produce(env.topics, docs)  # type: ignore[arg-type]
+        answers = await consume(env.topics, LLM_RESPONSES, len(docs))
     ids = {d["id"] for d in docs}
     assert {a["id"] for _, a in answers} == ids
     for key, answer in answers:
@@ -254,9 +223,9 @@ async def test_429_and_5xx_bursts_are_retried_and_nothing_is_lost(env: Env) -> N
     env.fake.fail_next(429, 3, retry_after_ms="100")
     docs = tickets("b", 12)
     async with bridge_running(env.settings) as bridge:
-        await produce(env.settings, docs)  # type: ignore[arg-type]
-        answers = await consume(env.settings, LLM_RESPONSES, len(docs))
-        dead = await consume(env.settings, DEADLETTER, 1, timeout=1)
+        await produce(env.topics, docs)  # type: ignore[arg-type]
+        answers = await consume(env.topics, LLM_RESPONSES, len(docs))
+        dead = await consume(env.topics, DEADLETTER, 1, timeout=1)
     assert {a["id"] for _, a in answers} == {d["id"] for d in docs}
     assert dead == []
     assert env.fake.count(429) == 11 and env.fake.count(500) == 5 and env.fake.count(502) == 2
@@ -269,8 +238,8 @@ async def test_back_pressure_bounds_the_records_in_flight(env: Env) -> None:
     docs = tickets("g", 10)
     peak = 0
     async with bridge_running(env.settings, max_in_flight=3) as bridge:
-        await produce(env.settings, docs)  # type: ignore[arg-type]
-        consumer = asyncio.create_task(consume(env.settings, LLM_RESPONSES, len(docs)))
+        await produce(env.topics, docs)  # type: ignore[arg-type]
+        consumer = asyncio.create_task(consume(env.topics, LLM_RESPONSES, len(docs)))
         while not consumer.done():
             peak = max(peak, len(bridge._tracker))
             await asyncio.sleep(0.02)
@@ -283,20 +252,20 @@ async def test_dead_endpoint_opens_the_circuit_and_the_bridge_recovers(env: Env)
     env.fake.down()
     docs = tickets("c", 6)
     async with bridge_running(env.settings) as bridge:
-        await produce(env.settings, docs)  # type: ignore[arg-type]
+        await produce(env.topics, docs)  # type: ignore[arg-type]
         assert await wait_until(lambda: bridge.client.breaker.state is not CircuitState.CLOSED, 30)
         sample = bridge.metrics.registry.get_sample_value
         failed_before = sample("streamer_llm_requests_total", {"outcome": "connection"}) or 0
         await asyncio.sleep(3)  # the endpoint stays down: six waiting records, one probe per cool-down
         failed = (sample("streamer_llm_requests_total", {"outcome": "connection"}) or 0) - failed_before
         assert 1 <= failed <= 4
-        assert await consume(env.settings, LLM_RESPONSES, 1, timeout=1) == []
+        assert await consume(env.topics, LLM_RESPONSES, 1, timeout=1) == []
         assert sample("streamer_llm_circuit_state") in (1.0, 2.0)
         env.fake.up()
-        answers = await consume(env.settings, LLM_RESPONSES, len(docs))
+        answers = await consume(env.topics, LLM_RESPONSES, len(docs))
         assert bridge.client.breaker.state is CircuitState.CLOSED
     assert {a["id"] for _, a in answers} == {d["id"] for d in docs}
-    assert await consume(env.settings, DEADLETTER, 1, timeout=1) == []
+    assert await consume(env.topics, DEADLETTER, 1, timeout=1) == []
 
 
 async def test_malformed_answers_and_undecodable_escalations_go_to_the_dead_letter_topic(env: Env) -> None:
@@ -306,9 +275,9 @@ async def test_malformed_answers_and_undecodable_escalations_go_to_the_dead_lett
         escalation("d-label", "want: teleportation"),
     ]
     async with bridge_running(env.settings):
-        await produce(env.settings, [*good, *bad, (b"d-garbage", b"{not json")])
-        dead = await consume(env.settings, DEADLETTER, 3)
-        answers = await consume(env.settings, LLM_RESPONSES, 3)
+        await produce(env.topics, [*good, *bad, (b"d-garbage", b"{not json")])
+        dead = await consume(env.topics, DEADLETTER, 3)
+        answers = await consume(env.topics, LLM_RESPONSES, 3)
     assert {a["id"] for _, a in answers} == {d["id"] for d in good}
     by_key = {key: record for key, record in dead}
     assert set(by_key) == {b"d-prose", b"d-label", b"d-garbage"}
@@ -331,9 +300,9 @@ async def test_escalation_carrying_pii_is_refused_and_never_sent(env: Env) -> No
     leaky = escalation("e-pii", f"Refund to card {card}, call {phone} or mail {email}. want: refund_request")
     good = tickets("e", 2)
     async with bridge_running(env.settings):
-        await produce(env.settings, [leaky, *good])
-        answers = await consume(env.settings, LLM_RESPONSES, 2)
-        dead = await consume(env.settings, DEADLETTER, 1)
+        await produce(env.topics, [leaky, *good])
+        answers = await consume(env.topics, LLM_RESPONSES, 2)
+        dead = await consume(env.topics, DEADLETTER, 1)
     assert {a["id"] for _, a in answers} == {d["id"] for d in good}
     [(key, record)] = dead
     assert key == b"e-pii" and record["error"]["code"] == "unredacted_pii"
@@ -346,77 +315,61 @@ async def test_escalation_carrying_pii_is_refused_and_never_sent(env: Env) -> No
     assert len(env.fake.requests) == 2
 
 
-def test_a_killed_bridge_loses_nothing(env: Env, tmp_path: Path) -> None:
+def test_a_killed_bridge_loses_nothing(env: Env, worker_factory: WorkerFactory) -> None:
     """SIGKILL with answers in flight: a new bridge process answers everything the dead one left."""
-    s = env.settings
     variables = bridge_process_env(
         env,
         STREAMER_LLM_BACKOFF_INITIAL_S="0.05",
         STREAMER_LLM_BACKOFF_MAX_S="0.4",
         STREAMER_LOG_LEVEL="DEBUG",
     )
-    environ = {**os.environ, **variables}
     env.fake.slow_s = 120  # answers to SLOW tickets hang until the bridge is killed
     docs = [escalation(f"f-slow-{i}", f"SLOW ticket {i}. want: bug_report") for i in range(2)] + tickets("f", 8)
-    logs = [tmp_path / "bridge-1.log", tmp_path / "bridge-2.log"]
 
-    def start(log: Path) -> subprocess.Popen[bytes]:
-        with log.open("wb") as fh:
-            return subprocess.Popen(
-                [sys.executable, "-m", "streamer.bridge", "bridge"], env=environ, stdout=fh, stderr=fh
-            )
+    def start(name: str) -> StreamerProcess:
+        return worker_factory.process(name, ["bridge"], variables, module="streamer.bridge")
 
-    first = start(logs[0])
+    first = start("bridge-1")
     try:
-        asyncio.run(produce(s, docs))  # type: ignore[arg-type]
-        answered = asyncio.run(consume(s, LLM_RESPONSES, 8, timeout=120))
-        assert {a["id"] for _, a in answered} == {d["id"] for d in docs[2:]}, logs[0].read_text()[-3000:]
+        asyncio.run(produce(env.topics, docs))  # type: ignore[arg-type]
+        answered = asyncio.run(consume(env.topics, LLM_RESPONSES, 8, timeout=120))
+        assert {a["id"] for _, a in answered} == {d["id"] for d in docs[2:]}, first.log_tail()
         assert sum("SLOW" in r.user_text for r in env.fake.requests) == 2  # both in flight
     finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait(30)
+        first.kill9()
     env.fake.slow_s = 0
-    second = start(logs[1])
+    second = start("bridge-2")
     try:
         everything = {d["id"] for d in docs}
-        answers = asyncio.run(consume(s, LLM_RESPONSES, 0, timeout=150, ids=everything))
-        assert {a["id"] for _, a in answers} == everything, logs[1].read_text()[-3000:]
-        assert second.poll() is None
+        answers = asyncio.run(consume(env.topics, LLM_RESPONSES, 0, timeout=150, ids=everything))
+        assert {a["id"] for _, a in answers} == everything, second.log_tail()
+        assert second.alive
     finally:
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(60) == 0
-    for log in logs:
-        assert KEY not in log.read_text()
+        assert second.terminate(60) == 0
+    for bridge in (first, second):
+        assert KEY not in bridge.log_text()
 
 
-def test_a_bridge_stopping_with_records_unanswered_exits_1_and_says_how_many(env: Env, tmp_path: Path) -> None:
+def test_a_bridge_stopping_with_records_unanswered_exits_1_and_says_how_many(
+    env: Env, worker_factory: WorkerFactory
+) -> None:
     """SIGTERM while two answers hang past the grace period: not a clean stop, so not exit 0."""
-    s = env.settings
     variables = bridge_process_env(env, STREAMER_SHUTDOWN_TIMEOUT_S="2")
     env.fake.slow_s = 120
     docs = [escalation(f"h-slow-{i}", f"SLOW ticket {i}. want: bug_report") for i in range(2)] + tickets("h", 3)
-    log = tmp_path / "bridge.err"
-    with log.open("w") as err:
-        bridge = subprocess.Popen(
-            [sys.executable, "-m", "streamer", "bridge"],
-            env={**os.environ, **variables},
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
+    bridge = worker_factory.process("bridge", ["bridge"], variables)
     try:
-        asyncio.run(produce(s, docs))  # type: ignore[arg-type]
-        answered = asyncio.run(consume(s, LLM_RESPONSES, 3, timeout=120))
-        assert {a["id"] for _, a in answered} == {d["id"] for d in docs[2:]}, log.read_text()[-3000:]
+        asyncio.run(produce(env.topics, docs))  # type: ignore[arg-type]
+        answered = asyncio.run(consume(env.topics, LLM_RESPONSES, 3, timeout=120))
+        assert {a["id"] for _, a in answered} == {d["id"] for d in docs[2:]}, bridge.log_tail()
         deadline = time.monotonic() + 30
         while sum("SLOW" in r.user_text for r in env.fake.requests) < 2:
             assert time.monotonic() < deadline, "the slow requests never reached the endpoint"
             time.sleep(0.1)
-        bridge.send_signal(signal.SIGTERM)
-        code = bridge.wait(60)
+        code = bridge.terminate(60)
     finally:
-        if bridge.poll() is None:
-            bridge.kill()
-            bridge.wait()
-    lines = log.read_text().splitlines()
+        if bridge.alive:
+            bridge.kill9()
+    lines = bridge.log_text().splitlines()
     assert code == 1, lines[-20:]
     assert lines[-1].startswith("streamer: error: bridge stopped with 2 escalation(s) unanswered after the 2 s")

@@ -9,9 +9,6 @@ span exporter and a fake OpenAI-compatible endpoint; then every output topic is 
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,10 +18,11 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary_event
 from fakes.openai_server import FakeOpenAI
 from fakes.otlp_receiver import OtlpReceiver, Span
+from harness.fixtures import TopicFactory, WorkerFactory
+from harness.kafka import CATALOG, aread_topics
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -32,10 +30,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from streamer.bridge.service import Bridge
 from streamer.demo import demo_log_lines, demo_tickets
 from streamer.headers import SOURCE_BRIDGE, SOURCE_LOGS, SOURCE_TICKETS, TraceParent, event_type, header_map
-from streamer.kafka.admin import apply_topics
-from streamer.kafka.clients import topic_partitions
 from streamer.runner import log_records
-from streamer.settings import Settings
 from streamer.topics import (
     ALERTS,
     DEADLETTER,
@@ -46,14 +41,11 @@ from streamer.topics import (
     LOGS_ENRICHED,
     TICKETS,
     TICKETS_ENRICHED,
-    load_catalog,
 )
 from streamer.tracing import Tracing
 
 pytestmark = pytest.mark.kafka
 
-REPO = Path(__file__).resolve().parents[2]
-CATALOG = load_catalog(REPO / "topics" / "topics.yaml")
 OUTPUTS = [name for name in CATALOG.topics if name not in (TICKETS, LOGS)]
 TRACE_ID = uuid.uuid4().hex
 PLATFORM_SPAN = uuid.uuid4().hex[:16]
@@ -86,35 +78,12 @@ class Flow:
         return [r for r in self.records if r.topic == topic]
 
 
-async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes, list[Any]]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await producer.start()
-    try:
-        for key, value, headers in records:
-            await producer.send(topic, value, key=key, headers=headers or None)
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
 async def _read_all(bootstrap: str, prefix: str, quiet_s: float = 3.0) -> list[Record]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    out: list[Record] = []
-    try:
-        parts = [tp for name in OUTPUTS for tp in await topic_partitions(consumer, prefix + name)]
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        last = time.monotonic()
-        while time.monotonic() - last < quiet_s:
-            for messages in (await consumer.getmany(timeout_ms=300)).values():
-                for m in messages:
-                    headers = tuple(m.headers or ())
-                    out.append(Record(m.topic.removeprefix(prefix), m.key, m.value, header_map(headers), headers))
-                    last = time.monotonic()
-    finally:
-        await consumer.stop()
-    return out
+    """Every output topic's records, until none came for ``quiet_s``."""
+    found = await aread_topics(bootstrap, [prefix + name for name in OUTPUTS], quiet_s=quiet_s)
+    return [
+        Record(m.topic.removeprefix(prefix), m.key, m.value or b"", header_map(m.headers), m.headers) for m in found
+    ]
 
 
 def _count(records: list[Record], topic: str, ids: set[str]) -> int:
@@ -122,12 +91,14 @@ def _count(records: list[Record], topic: str, ids: set[str]) -> int:
 
 
 @pytest.fixture(scope="module")
-def flow(kafka_bootstrap: str, test_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flow]:
-    prefix = f"t.contracts.{uuid.uuid4().hex[:8]}."
-    settings = Settings(
-        kafka_bootstrap=kafka_bootstrap,
-        topic_prefix=prefix,
-        topics_dir=REPO / "topics",
+def flow(
+    kafka_bootstrap: str,
+    test_bundle: Path,
+    module_topic_factory: TopicFactory,
+    module_worker_factory: WorkerFactory,
+) -> Iterator[Flow]:
+    topics = module_topic_factory(
+        label="contracts",
         bundle_dir=test_bundle,
         bridge_group_id=f"bridge-{uuid.uuid4().hex[:8]}",
         llm_base_url="http://127.0.0.1:1/v1",
@@ -137,27 +108,18 @@ def flow(kafka_bootstrap: str, test_bundle: Path, tmp_path_factory: pytest.TempP
         shutdown_timeout_s=5,
         bridge_metrics_port=0,
     )
-    asyncio.run(apply_topics(settings, CATALOG.topics.values()))
+    settings, prefix = topics.settings, topics.prefix
     receiver = OtlpReceiver()
     fake = FakeOpenAI().up()
-    log_path = tmp_path_factory.mktemp("contracts") / "worker.log"
     env = {
-        **os.environ,
-        "STREAMER_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "STREAMER_TOPIC_PREFIX": prefix,
-        "STREAMER_GROUP_ID": f"contracts-{uuid.uuid4().hex[:8]}",
-        "STREAMER_BUNDLE_DIR": str(test_bundle),
         "STREAMER_MAX_BATCH": "16",
-        "STREAMER_METRICS_PORT": "0",
-        "STREAMER_LOG_FORMAT": "json",
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
         "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    with log_path.open("wb") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "streamer", "worker"], env=env, stdout=log, stderr=log)
+    worker = module_worker_factory(topics, group=f"contracts-{uuid.uuid4().hex[:8]}", only=None, env=env)
     try:
         traced = {
             "id": TRACED,
@@ -178,8 +140,8 @@ def flow(kafka_bootstrap: str, test_bundle: Path, tmp_path_factory: pytest.TempP
             (b"broken", b"{not json", []),
         ]
         lines = [(k, v, []) for k, v in log_records(demo_log_lines(300, seed=5))]
-        asyncio.run(_produce(kafka_bootstrap, prefix + TICKETS, ticket_records))
-        asyncio.run(_produce(kafka_bootstrap, prefix + LOGS, lines))
+        topics.produce(TICKETS, ticket_records)
+        topics.produce(LOGS, lines)
         ticket_ids = {TRACED, *(t["id"] for t in tickets)}
 
         async def run_bridge() -> list[Record]:
@@ -189,7 +151,7 @@ def flow(kafka_bootstrap: str, test_bundle: Path, tmp_path_factory: pytest.TempP
             records: list[Record] = []
             try:
                 while time.monotonic() < deadline:
-                    assert worker.poll() is None, log_path.read_text()[-3000:]
+                    assert worker.alive, worker.log_tail()
                     assert not task.done() or task.result() is None
                     records = await _read_all(kafka_bootstrap, prefix, quiet_s=1.0)
                     done = (
@@ -223,11 +185,7 @@ def flow(kafka_bootstrap: str, test_bundle: Path, tmp_path_factory: pytest.TempP
             [r.headers for r in fake.requests],
         )
     finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        worker.terminate(30)
         fake.close()
         receiver.close()
         provider.shutdown()

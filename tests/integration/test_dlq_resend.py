@@ -2,58 +2,30 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
-from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from harness.fixtures import TopicFactory
+from harness.kafka import Topics
 
 from streamer.cli import main
 from streamer.deadletters import RESENT_HEADER
 from streamer.events import DecodeFailure, RawEvent, Source, dead_letter
-from streamer.kafka.admin import apply_topics
-from streamer.kafka.clients import topic_partitions
-from streamer.settings import Settings
-from streamer.topics import DEADLETTER, ESCALATIONS, TICKETS, TICKETS_ENRICHED, load_catalog
+from streamer.topics import DEADLETTER, ESCALATIONS, TICKETS, TICKETS_ENRICHED
 
 pytestmark = pytest.mark.kafka
 
-REPO = Path(__file__).resolve().parents[2]
 Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
 
 
-async def send(bootstrap: str, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]) -> Source:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await producer.start()
-    try:
-        meta = await producer.send_and_wait(topic, value, key=key, headers=headers)
-    finally:
-        await producer.stop()
-    return Source(topic, meta.partition, meta.offset)
+def send(topics: Topics, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]) -> Source:
+    [(partition, offset)] = topics.produce(topic, [(key, value, headers)])
+    return Source(topics.topic(topic), partition, offset)
 
 
-async def read(bootstrap: str, topic: str) -> list[Record]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        parts = await topic_partitions(consumer, topic)
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        ends = await consumer.end_offsets(parts)
-        found: list[Record] = []
-        deadline = time.monotonic() + 60
-        while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
-            assert time.monotonic() < deadline
-            for messages in (await consumer.getmany(timeout_ms=300)).values():
-                found.extend((m.key, m.value, [(k, bytes(v)) for k, v in m.headers]) for m in messages)
-        return found
-    finally:
-        await consumer.stop()
+def read(topics: Topics, topic: str) -> list[Record]:
+    return [(m.key, m.value, list(m.headers)) for m in topics.read(topic, timeout=60)]
 
 
 def failure(source: Source, value: bytes, key: bytes | None, code: str) -> dict[str, Any]:
@@ -61,20 +33,17 @@ def failure(source: Source, value: bytes, key: bytes | None, code: str) -> dict[
 
 
 def test_resend_chosen_dead_letters_from_their_source_or_their_raw_copy(
-    kafka_bootstrap: str, unique_name: Callable[[str], str], monkeypatch: pytest.MonkeyPatch, capsys: Any
+    topic_factory: TopicFactory, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
-    prefix = unique_name("")
-    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=prefix, topics_dir=REPO / "topics")
-    catalog = load_catalog(settings.topics_file)
-    specs = [replace(catalog[name], partitions=2) for name in (TICKETS, TICKETS_ENRICHED, ESCALATIONS, DEADLETTER)]
-    asyncio.run(apply_topics(settings, specs))
-    tickets, escalations = settings.topic(TICKETS), settings.topic(ESCALATIONS)
+    topics = topic_factory([TICKETS, TICKETS_ENRICHED, ESCALATIONS, DEADLETTER], partitions=2)
+    settings = topics.settings
+    tickets = settings.topic(TICKETS)
     trace = [("traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")]
 
     # inputs that failed once, as the worker and the bridge read them
-    a = asyncio.run(send(kafka_bootstrap, tickets, b'{"id": "A", "body": "timed out"}', b"cust-1", trace))
-    b = asyncio.run(send(kafka_bootstrap, tickets, b'{"id": "B"}', b"cust-2", []))
-    e = asyncio.run(send(kafka_bootstrap, escalations, b'{"id": "E", "kind": "ticket"}', b"cust-3", []))
+    a = send(topics, TICKETS, b'{"id": "A", "body": "timed out"}', b"cust-1", trace)
+    b = send(topics, TICKETS, b'{"id": "B"}', b"cust-2", [])
+    e = send(topics, ESCALATIONS, b'{"id": "E", "kind": "ticket"}', b"cust-3", [])
     gone = Source(tickets, 0, 10_000)  # an offset retention has removed
     letters = [
         failure(a, b"(the copy the dead letter kept)", b"cust-1", "processing_failed"),  # resent from source
@@ -85,22 +54,22 @@ def test_resend_chosen_dead_letters_from_their_source_or_their_raw_copy(
         failure(gone, b"I think refund", b"cust-6", "invalid_answer"),  # ... and nothing to resend
     ]
     for letter in letters:
-        asyncio.run(send(kafka_bootstrap, settings.topic(DEADLETTER), orjson.dumps(letter), b"dl", []))
+        send(topics, DEADLETTER, orjson.dumps(letter), b"dl", [])
 
-    monkeypatch.setenv("STREAMER_KAFKA_BOOTSTRAP", kafka_bootstrap)
-    monkeypatch.setenv("STREAMER_TOPIC_PREFIX", prefix)
-    before = asyncio.run(read(kafka_bootstrap, tickets))
+    monkeypatch.setenv("STREAMER_KAFKA_BOOTSTRAP", topics.bootstrap)
+    monkeypatch.setenv("STREAMER_TOPIC_PREFIX", topics.prefix)
+    before = read(topics, TICKETS)
     assert main(["dlq", "resend", "--code", "processing_failed", "--dry-run"]) == 0
     dry = capsys.readouterr().out
     assert "6 dead letters read, 3 chosen; would resend 2 (1 read again" in dry
     assert "skipped 1: source offset gone and the raw value was cut at 64 KiB" in dry
-    assert len(asyncio.run(read(kafka_bootstrap, tickets))) == len(before)
+    assert len(read(topics, TICKETS)) == len(before)
 
     assert main(["dlq", "resend", "--code", "processing_failed", "--code", "invalid_answer"]) == 0
     out = capsys.readouterr().out
     assert "6 dead letters read, 5 chosen; resent 3 (2 read again from their source offset, 1 from" in out
     assert "skipped 1: source offset gone and the dead letter of invalid_answer does not keep the input" in out
-    after = asyncio.run(read(kafka_bootstrap, tickets))
+    after = read(topics, TICKETS)
     again = [r for r in after if RESENT_HEADER in dict(r[2])]
     assert len(after) == len(before) + 2
     dead_topic = settings.topic(DEADLETTER)
@@ -111,23 +80,21 @@ def test_resend_chosen_dead_letters_from_their_source_or_their_raw_copy(
     headers = {k: dict(h) for k, _, h in again}
     assert headers[b"cust-1"]["traceparent"] == trace[0][1]  # the original's headers travel with it
     assert headers[b"cust-1"][RESENT_HEADER].decode().startswith(f"{dead_topic}/")
-    [(key, value, _), (key2, value2, _)] = asyncio.run(read(kafka_bootstrap, escalations))
+    [(key, value, _), (key2, value2, _)] = read(topics, ESCALATIONS)
     assert (key2, value2) == (key, value) == (b"cust-3", b'{"id": "E", "kind": "ticket"}')
 
     assert main(["dlq", "resend", "--code", "schema", "--to", TICKETS_ENRICHED]) == 0
     assert "resent 1" in capsys.readouterr().out
-    [(key, value, _)] = asyncio.run(read(kafka_bootstrap, settings.topic(TICKETS_ENRICHED)))
+    [(key, value, _)] = read(topics, TICKETS_ENRICHED)
     assert (key, value) == (b"cust-2", b'{"id": "B"}')
 
 
 def test_resend_needs_a_code_and_an_existing_target(
-    kafka_bootstrap: str, unique_name: Callable[[str], str], monkeypatch: pytest.MonkeyPatch, capsys: Any
+    topic_factory: TopicFactory, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
-    prefix = unique_name("")
-    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=prefix, topics_dir=REPO / "topics")
-    asyncio.run(apply_topics(settings, [load_catalog(settings.topics_file)[DEADLETTER]]))
-    monkeypatch.setenv("STREAMER_KAFKA_BOOTSTRAP", kafka_bootstrap)
-    monkeypatch.setenv("STREAMER_TOPIC_PREFIX", prefix)
+    topics = topic_factory([DEADLETTER])
+    monkeypatch.setenv("STREAMER_KAFKA_BOOTSTRAP", topics.bootstrap)
+    monkeypatch.setenv("STREAMER_TOPIC_PREFIX", topics.prefix)
     with pytest.raises(SystemExit):
         main(["dlq", "resend"])
     capsys.readouterr()

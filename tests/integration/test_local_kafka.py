@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from harness.brokers import own_broker
 
 from streamer.kafka import local
 
@@ -34,12 +35,8 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local.Broker]:
         local.ensure_jars()
     except local.LocalKafkaError as exc:
         pytest.skip(f"kafka jars unavailable: {exc}")
-    data_dir = tmp_path_factory.mktemp("local-kafka")
-    started = local.start(local.free_port_pair(), data_dir, timeout=120)
-    try:
+    with own_broker(tmp_path_factory.mktemp("local-kafka")) as started:
         yield started
-    finally:
-        local.stop(data_dir)
 
 
 def _topic() -> str:

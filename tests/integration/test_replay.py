@@ -14,7 +14,6 @@ import os
 import shutil
 import struct
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,12 +23,14 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
+from harness.fixtures import TopicFactory, WorkerFactory
+from harness.kafka import REPO, Message, Out, docs, read_topic
 
 from streamer.defaults import data_dir
 from streamer.demo import demo_tickets
-from streamer.kafka.admin import apply_topics, list_topics
-from streamer.kafka.clients import admin_client, topic_partitions
+from streamer.kafka.admin import list_topics
+from streamer.kafka.clients import admin_client
 from streamer.models.build import HeadSpec, build_bundle
 from streamer.models.bundle import load_bundle
 from streamer.replay.cli import add_replay_commands
@@ -38,11 +39,9 @@ from streamer.replay.report import ReplayReport
 from streamer.replay.run import RUN_HEADER, ReplayRequest, run_replay
 from streamer.runtime import TicketRuntime, load_ticket_runtime
 from streamer.settings import Settings
-from streamer.topics import load_catalog
 
 pytestmark = pytest.mark.kafka
 
-REPO = Path(__file__).resolve().parents[2]
 MINUTE = 60_000
 #: Records per partition; record k of every partition is stamped BASE + k minutes.
 PER_PARTITION = {0: 10, 1: 8, 2: 5, 3: 3, 4: 10, 5: 2}
@@ -80,38 +79,8 @@ class Live:
         return out
 
 
-async def _produce(settings: Settings, records: list[tuple[int, int, bytes, bytes]]) -> dict[tuple[int, int], bytes]:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
-    await producer.start()
-    try:
-        placed = {}
-        for partition, ts, key, value in records:
-            meta = await (
-                await producer.send(
-                    settings.topic("support.tickets.v1"), value, key=key, partition=partition, timestamp_ms=ts
-                )
-            )
-            placed[(meta.partition, meta.offset)] = key
-        return placed
-    finally:
-        await producer.stop()
-
-
-async def _read_all(settings: Settings, topic: str) -> list[Any]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        parts = await topic_partitions(consumer, topic)
-        end = await consumer.end_offsets(parts)
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        out: list[Any] = []
-        while [tp for tp in parts if await consumer.position(tp) < end[tp]]:
-            for messages in (await consumer.getmany(timeout_ms=500)).values():
-                out.extend(messages)
-        return out
-    finally:
-        await consumer.stop()
+def _read_all(settings: Settings, topic: str) -> list[Message]:
+    return read_topic(settings.kafka_bootstrap, topic)
 
 
 async def _group_offsets(settings: Settings, group: str) -> dict[int, int]:
@@ -144,63 +113,43 @@ def _tickets() -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def live(kafka_bootstrap: str, test_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    prefix = f"t.replay.{uuid.uuid4().hex[:8]}."
+def live(module_topic_factory: TopicFactory, module_worker_factory: WorkerFactory, test_bundle: Path) -> Iterator[Live]:
     group = f"test-replay-{uuid.uuid4().hex[:8]}"
-    settings = Settings(
-        kafka_bootstrap=kafka_bootstrap, topic_prefix=prefix, topics_dir=REPO / "topics", device="cpu", group_id=group
-    )
-    asyncio.run(apply_topics(settings, load_catalog(settings.topics_file).topics.values()))
+    topics = module_topic_factory(label="replay", device="cpu", group_id=group)
+    settings = topics.settings
 
     now = int(time.time() * 1000)
     base = now - now % MINUTE - 3 * 60 * MINUTE
     tickets = iter(_tickets())
-    records: list[tuple[int, int, bytes, bytes]] = []
+    records: list[Out] = []
     for p, n in PER_PARTITION.items():
         for k in range(n):
             if (p, k) == (4, 5):  # one malformed record inside the window: a dead letter both times
-                records.append((p, base + k * MINUTE, b"RPL-bad", b'{"id": "RPL-bad", "body": '))
+                records.append(
+                    Out(b"RPL-bad", b'{"id": "RPL-bad", "body": ', partition=p, timestamp_ms=base + k * MINUTE)
+                )
                 continue
             t = next(tickets)
-            records.append((p, base + k * MINUTE, t["id"].encode(), orjson.dumps(t)))
-    placed = asyncio.run(_produce(settings, records))
-    sent = {where: (b"" if key == b"RPL-bad" else key).decode() for where, key in placed.items()}
+            records.append(Out(t["id"].encode(), orjson.dumps(t), partition=p, timestamp_ms=base + k * MINUTE))
+    placed = dict(zip(topics.produce("support.tickets.v1", records), (r.key for r in records), strict=True))
+    sent = {where: (b"" if key == b"RPL-bad" else key or b"").decode() for where, key in placed.items()}
     ids = {v for v in sent.values() if v}
 
-    log_path = tmp_path_factory.mktemp("replay-worker") / "worker.log"
-    env = {
-        **os.environ,
-        "STREAMER_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "STREAMER_TOPIC_PREFIX": prefix,
-        "STREAMER_GROUP_ID": group,
-        "STREAMER_BUNDLE_DIR": str(test_bundle),
-        "STREAMER_DEVICE": "cpu",
-        "STREAMER_LOG_FORMAT": "json",
-    }
-    with log_path.open("wb") as log:
-        worker = subprocess.Popen([sys.executable, "-m", "streamer", "worker"], env=env, stdout=log, stderr=log)
-    try:
-        enriched: dict[str, dict[str, Any]] = {}
-        offsets: dict[int, int] = {}
-        deadline = time.monotonic() + 240
-        want = {p: n for p, n in PER_PARTITION.items()}
-        while time.monotonic() < deadline and (set(enriched) != ids or offsets != want):
-            assert worker.poll() is None, log_path.read_text()[-3000:]
-            time.sleep(1)
-            for m in asyncio.run(_read_all(settings, settings.topic("support.tickets.enriched.v1"))):
-                value = orjson.loads(m.value)
-                enriched[value["id"]] = value
-            offsets = asyncio.run(_group_offsets(settings, group))
-        assert set(enriched) == ids, "the live worker did not decide every ticket"
-        assert offsets == want, f"the live group did not commit every offset: {offsets}"
-        runtime_a = load_ticket_runtime(settings, bundle=load_bundle(test_bundle, device="cpu"))
-        yield Live(settings, base, sent, enriched, group, offsets, runtime_a)
-    finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+    worker = module_worker_factory(topics, name="replay-worker", group=group, only=None, env={"STREAMER_DEVICE": "cpu"})
+    enriched: dict[str, dict[str, Any]] = {}
+    offsets: dict[int, int] = {}
+    deadline = time.monotonic() + 240
+    want = {p: n for p, n in PER_PARTITION.items()}
+    while time.monotonic() < deadline and (set(enriched) != ids or offsets != want):
+        assert worker.alive, worker.log_tail()
+        time.sleep(1)
+        for value in docs(_read_all(settings, settings.topic("support.tickets.enriched.v1"))):
+            enriched[value["id"]] = value
+        offsets = asyncio.run(_group_offsets(settings, group))
+    assert set(enriched) == ids, "the live worker did not decide every ticket"
+    assert offsets == want, f"the live group did not commit every offset: {offsets}"
+    runtime_a = load_ticket_runtime(settings, bundle=load_bundle(test_bundle, device="cpu"))
+    yield Live(settings, base, sent, enriched, group, offsets, runtime_a)
 
 
 @pytest.fixture(scope="module")
@@ -251,11 +200,11 @@ def test_a_window_replays_exactly_its_records_per_partition_and_the_same_bundle_
 
     # The replay topic holds one enriched record per ticket of the window, from exactly those offsets.
     assert report.output_topic == live.topic(f"support.tickets.v1.replay.{report.run_id}")
-    out = asyncio.run(_read_all(live.settings, report.output_topic))
-    values = [orjson.loads(m.value) for m in out]
+    out = _read_all(live.settings, report.output_topic)
+    values = docs(out)
     assert sorted(v["id"] for v in values) == sorted(ids)
     assert {(v["source"]["partition"], v["source"]["offset"]) for v in values} <= wanted
-    assert all(dict(m.headers)[RUN_HEADER] == report.run_id.encode() for m in out)
+    assert all(m.header_dict[RUN_HEADER] == report.run_id.encode() for m in out)
     assert all(v["model"]["name"] == "default" for v in values)
     states = {s.name: s for s in asyncio.run(list_topics(live.settings))}
     assert states[report.output_topic].config["retention.ms"] == "86400000"
@@ -310,8 +259,8 @@ def test_two_replays_of_the_same_ranges_write_identical_decisions(live: Live) ->
 
     def decisions(report: ReplayReport) -> dict[str, Any]:
         assert report.output_topic is not None
-        records = asyncio.run(_read_all(live.settings, report.output_topic))
-        return {v["id"]: (v["source"], v["triage"]) for v in (orjson.loads(m.value) for m in records)}
+        records = _read_all(live.settings, report.output_topic)
+        return {v["id"]: (v["source"], v["triage"]) for v in docs(records)}
 
     a, b = decisions(first), decisions(second)
     assert len(a) == len(live.enriched) and a == b  # confidences and margins included
@@ -327,9 +276,7 @@ def test_another_bundle_reports_the_planted_changes(live: Live, swapped_bundle: 
     assert diff is not None and diff.compared == len(live.enriched)
     assert report.bundle["name"] == "swapped" and report.bundle["files"]["heads.npz"]
 
-    replayed = {
-        v["id"]: v for v in (orjson.loads(m.value) for m in asyncio.run(_read_all(live.settings, report.output_topic)))
-    }
+    replayed = {v["id"]: v for v in docs(_read_all(live.settings, report.output_topic))}
     swapped_ids = {i for i, r in live.enriched.items() if r["triage"]["intent"]["label"] in SWAP}
     planted_ids = {i for i, r in live.enriched.items() if r["ticket"]["body"] in {b for _, b in PLANTED}}
     assert len(planted_ids) == len(PLANTED) and planted_ids <= swapped_ids

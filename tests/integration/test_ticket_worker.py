@@ -5,134 +5,56 @@ One worker serves the module; each test sends its own tickets (unique ids) and r
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import os
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from harness.fixtures import TopicFactory, WorkerFactory
+from harness.kafka import REPO, Topics, docs
+from harness.processes import StreamerProcess
 
 from streamer.demo import demo_tickets, valid_iban, valid_luhn_card
-from streamer.kafka.admin import apply_topics
-from streamer.kafka.clients import topic_partitions
-from streamer.settings import Settings
-from streamer.topics import SchemaRegistry, load_catalog
+from streamer.topics import TICKETS, SchemaRegistry
 
 pytestmark = pytest.mark.kafka
 
-REPO = Path(__file__).resolve().parents[2]
 REGISTRY = SchemaRegistry(REPO / "topics" / "schemas")
 MAX_EVENT_BYTES = 20_000
 
 
-class Cluster:
-    """The module's topics (behind a unique prefix) and small produce/consume helpers."""
-
-    def __init__(self, bootstrap: str, prefix: str) -> None:
-        self.bootstrap = bootstrap
-        self.prefix = prefix
-        self.catalog = load_catalog(REPO / "topics" / "topics.yaml")
-
-    def topic(self, name: str) -> str:
-        return self.prefix + name
-
-    def produce(self, records: list[tuple[bytes, bytes]], topic: str = "support.tickets.v1") -> None:
-        async def go() -> None:
-            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, max_request_size=2_000_000)
-            await producer.start()
-            try:
-                for key, value in records:
-                    await producer.send(self.topic(topic), value, key=key)
-                await producer.flush()
-            finally:
-                await producer.stop()
-
-        asyncio.run(go())
-
-    def consume(self, topic: str, until: int, *, match: Any = None, timeout: float = 120.0) -> list[dict[str, Any]]:
-        """Records of ``topic`` (from the beginning) for which ``match`` is true, until ``until`` are found."""
-
-        async def go() -> list[dict[str, Any]]:
-            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
-            await consumer.start()
-            found: list[dict[str, Any]] = []
-            try:
-                parts = await topic_partitions(consumer, self.topic(topic))
-                consumer.assign(parts)
-                await consumer.seek_to_beginning(*parts)
-                deadline = time.monotonic() + timeout
-                while len(found) < until and time.monotonic() < deadline:
-                    batches = await consumer.getmany(timeout_ms=500)
-                    for messages in batches.values():
-                        for m in messages:
-                            value = orjson.loads(m.value)
-                            if match is None or match(value, m):
-                                found.append(value)
-                return found
-            finally:
-                await consumer.stop()
-
-        return asyncio.run(go())
+@pytest.fixture(scope="module")
+def cluster(module_topic_factory: TopicFactory) -> Topics:
+    return module_topic_factory(label="worker")
 
 
 @pytest.fixture(scope="module")
-def cluster(kafka_bootstrap: str) -> Cluster:
-    prefix = f"t.worker.{uuid.uuid4().hex[:8]}."
-    settings = Settings(kafka_bootstrap=kafka_bootstrap, topic_prefix=prefix, topics_dir=REPO / "topics")
-    catalog = load_catalog(settings.topics_file)
-    asyncio.run(apply_topics(settings, catalog.topics.values()))
-    return Cluster(kafka_bootstrap, prefix)
-
-
-@pytest.fixture(scope="module")
-def worker(
-    cluster: Cluster, test_bundle: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[subprocess.Popen[bytes]]:
-    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
-    env = {
-        **os.environ,
-        "STREAMER_KAFKA_BOOTSTRAP": cluster.bootstrap,
-        "STREAMER_TOPIC_PREFIX": cluster.prefix,
-        "STREAMER_GROUP_ID": f"test-worker-{uuid.uuid4().hex[:8]}",
-        "STREAMER_BUNDLE_DIR": str(test_bundle),
-        "STREAMER_MAX_EVENT_BYTES": str(MAX_EVENT_BYTES),
-        "STREAMER_MAX_BATCH": "16",
-        "STREAMER_LOG_FORMAT": "json",
-    }
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "streamer", "worker"], env=env, stdout=log, stderr=log)
-        yield proc
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    if proc.returncode not in (0, -15):
-        print(log_path.read_text()[-5000:])
+def worker(cluster: Topics, module_worker_factory: WorkerFactory) -> StreamerProcess:
+    return module_worker_factory(
+        cluster,
+        name="worker",
+        group=f"test-worker-{uuid.uuid4().hex[:8]}",
+        only=None,
+        env={"STREAMER_MAX_EVENT_BYTES": str(MAX_EVENT_BYTES), "STREAMER_MAX_BATCH": "16"},
+    )
 
 
 def tag() -> str:
     return uuid.uuid4().hex[:6]
 
 
-def test_n_tickets_in_n_enriched_out_with_valid_records(cluster: Cluster, worker: subprocess.Popen[bytes]) -> None:
+def test_n_tickets_in_n_enriched_out_with_valid_records(cluster: Topics, worker: StreamerProcess) -> None:
     run = tag()
     tickets = list(demo_tickets(40, seed=3))
     for t in tickets:
         t["id"] = f"{t['id']}-{run}"
     ids = {t["id"] for t in tickets}
-    cluster.produce([(t["id"].encode(), orjson.dumps(t)) for t in tickets])
+    cluster.produce(TICKETS, [(t["id"].encode(), orjson.dumps(t)) for t in tickets])
 
-    enriched = cluster.consume("support.tickets.enriched.v1", len(ids), match=lambda v, m: v["id"] in ids)
-    assert worker.poll() is None, "worker died"
+    enriched = cluster.docs("support.tickets.enriched.v1", until=len(ids), match=lambda v: v["id"] in ids)
+    assert worker.alive, "worker died"
     assert sorted(r["id"] for r in enriched) == sorted(ids)
     for record in enriched:
         assert REGISTRY.errors("enriched_ticket.v1.json", record) == []
@@ -145,7 +67,7 @@ def test_n_tickets_in_n_enriched_out_with_valid_records(cluster: Cluster, worker
         for route in record["triage"]["routes"]:
             by_route.setdefault(route, set()).add(record["id"])
     for route, route_ids in by_route.items():
-        got = cluster.consume(route, len(route_ids), match=lambda v, m, ids=route_ids: v["id"] in ids)
+        got = cluster.docs(route, until=len(route_ids), match=lambda v, ids=route_ids: v["id"] in ids)
         assert {r["id"] for r in got} == route_ids, route
 
     # near-duplicates of an escalation already sent are folded into it, not sent again
@@ -154,15 +76,13 @@ def test_n_tickets_in_n_enriched_out_with_valid_records(cluster: Cluster, worker
         for r in enriched
         if r["triage"]["escalation"]["escalate"] and "duplicate_of" not in r["triage"]["escalation"]
     }
-    escalations = cluster.consume("llm.escalations.v1", len(escalated), match=lambda v, m: v["id"] in ids)
+    escalations = cluster.docs("llm.escalations.v1", until=len(escalated), match=lambda v: v["id"] in ids)
     assert {e["id"] for e in escalations} == escalated
     for e in escalations:
         assert REGISTRY.errors("escalation.v1.json", e) == []
 
 
-def test_vip_ticket_with_pii_escalates_redacted_to_the_right_topics(
-    cluster: Cluster, worker: subprocess.Popen[bytes]
-) -> None:
+def test_vip_ticket_with_pii_escalates_redacted_to_the_right_topics(cluster: Topics, worker: StreamerProcess) -> None:
     import random
 
     rng = random.Random(5)
@@ -179,12 +99,12 @@ def test_vip_ticket_with_pii_escalates_redacted_to_the_right_topics(
         ),
         "customer": {"id": "C-9", "tier": "vip"},
     }
-    cluster.produce([(ticket["id"].encode(), orjson.dumps(ticket))])
-    [enriched] = cluster.consume("support.tickets.enriched.v1", 1, match=lambda v, m: v["id"] == ticket["id"])
+    cluster.produce(TICKETS, [(ticket["id"].encode(), orjson.dumps(ticket))])
+    [enriched] = cluster.docs("support.tickets.enriched.v1", until=1, match=lambda v: v["id"] == ticket["id"])
     reasons = {r["code"] for r in enriched["triage"]["escalation"]["reasons"]}
     assert "vip_customer" in reasons
     assert enriched["triage"]["pii"]["counts"]
-    [esc] = cluster.consume("llm.escalations.v1", 1, match=lambda v, m: v["id"] == ticket["id"])
+    [esc] = cluster.docs("llm.escalations.v1", until=1, match=lambda v: v["id"] == ticket["id"])
     blob = orjson.dumps(esc).decode()
     for secret in (card, iban, email, "7700 900123"):
         assert secret not in blob
@@ -193,7 +113,7 @@ def test_vip_ticket_with_pii_escalates_redacted_to_the_right_topics(
 
 
 def test_malformed_inputs_go_to_the_dead_letter_topic_and_good_ones_still_flow(
-    cluster: Cluster, worker: subprocess.Popen[bytes]
+    cluster: Topics, worker: StreamerProcess
 ) -> None:
     run = tag()
     good = list(demo_tickets(10, seed=9))
@@ -215,9 +135,9 @@ def test_malformed_inputs_go_to_the_dead_letter_topic_and_good_ones_still_flow(
         if i < len(bad_items):
             key, (value, _) = bad_items[i]
             records.append((key.encode(), value))
-    cluster.produce(records)
+    cluster.produce(TICKETS, records)
 
-    dead = cluster.consume("streamer.deadletter.v1", len(bad), match=lambda v, m: (m.key or b"").decode() in bad)
+    dead = docs(cluster.read("streamer.deadletter.v1", until=len(bad), match=lambda m: (m.key or b"").decode() in bad))
     got = {d["raw"]["key"]: d for d in dead}
     assert set(got) == set(bad)
     for key, (value, code) in bad.items():
@@ -232,12 +152,12 @@ def test_malformed_inputs_go_to_the_dead_letter_topic_and_good_ones_still_flow(
     assert got[f"bad-type-{run}"]["error"]["field"] == "body"
 
     ids = {t["id"] for t in good}
-    enriched = cluster.consume("support.tickets.enriched.v1", len(ids), match=lambda v, m: v["id"] in ids)
+    enriched = cluster.docs("support.tickets.enriched.v1", until=len(ids), match=lambda v: v["id"] in ids)
     assert {r["id"] for r in enriched} == ids
-    assert worker.poll() is None, "worker died on bad input"
+    assert worker.alive, "worker died on bad input"
 
 
-def test_clients_we_did_not_write_in_and_out(cluster: Cluster, worker: subprocess.Popen[bytes]) -> None:
+def test_clients_we_did_not_write_in_and_out(cluster: Topics, worker: StreamerProcess) -> None:
     """A ticket produced by Kafka's console producer comes out enriched for Kafka's console consumer."""
     from streamer.kafka.local import console_tool_cmd
 

@@ -21,22 +21,23 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import yaml
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
+from harness.fixtures import TopicFactory
+from harness.kafka import Topics, aproduce
 
 from streamer.bridge.prompt import DEFAULT_PRIORITIES, LabelSet
 from streamer.bridge.service import Bridge
 from streamer.demo import demo_tickets
-from streamer.kafka.admin import apply_topics
 from streamer.kafka.clients import topic_partitions
 from streamer.settings import Settings
-from streamer.topics import DEADLETTER, ESCALATIONS, LLM_RESPONSES, SchemaRegistry, load_catalog
+from streamer.topics import DEADLETTER, ESCALATIONS, LLM_RESPONSES, SchemaRegistry
 from streamer.triage.pii import find_pii
 
 pytestmark = [pytest.mark.llm, pytest.mark.kafka, pytest.mark.timeout(1800)]
@@ -119,16 +120,19 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
 
 @dataclass
 class Env:
-    settings: Settings
+    topics: Topics
     server: LocalServer
+
+    @property
+    def settings(self) -> Settings:
+        return self.topics.settings
 
 
 @pytest.fixture
-def env(kafka_bootstrap: str, server: LocalServer, unique_name: Callable[[str], str]) -> Env:
-    settings = Settings(
-        kafka_bootstrap=kafka_bootstrap,
-        topic_prefix=unique_name(""),
-        topics_dir=REPO / "topics",
+def env(topic_factory: TopicFactory, server: LocalServer, unique_name: Callable[[str], str]) -> Env:
+    topics = topic_factory(
+        [ESCALATIONS, LLM_RESPONSES, DEADLETTER],
+        partitions={DEADLETTER: 1},
         bridge_group_id=unique_name("bridge"),
         llm_base_url=server.base_url,
         llm_model="smollm2-135m",
@@ -144,10 +148,7 @@ def env(kafka_bootstrap: str, server: LocalServer, unique_name: Callable[[str], 
         shutdown_timeout_s=10,
         bridge_metrics_port=0,
     )
-    catalog = load_catalog(settings.topics_file)
-    specs = [catalog[ESCALATIONS], catalog[LLM_RESPONSES], replace(catalog[DEADLETTER], partitions=1)]
-    asyncio.run(apply_topics(settings, specs))
-    return Env(settings, server)
+    return Env(topics, server)
 
 
 def escalations(run: str, count: int) -> list[dict[str, Any]]:
@@ -180,16 +181,12 @@ def escalations(run: str, count: int) -> list[dict[str, Any]]:
 
 
 async def produce(settings: Settings, docs: list[dict[str, Any]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
-    await producer.start()
-    try:
-        for doc in docs:
-            value = {k: v for k, v in doc.items() if k != "expected"}
-            assert REGISTRY.errors("escalation.v1.json", value) == []
-            await producer.send(settings.topic(ESCALATIONS), orjson.dumps(value), key=doc["id"].encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
+    records = []
+    for doc in docs:
+        value = {k: v for k, v in doc.items() if k != "expected"}
+        assert REGISTRY.errors("escalation.v1.json", value) == []
+        records.append((doc["id"].encode(), orjson.dumps(value)))
+    await aproduce(settings.kafka_bootstrap, settings.topic(ESCALATIONS), records)
 
 
 class Outcomes:
