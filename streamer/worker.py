@@ -21,6 +21,7 @@ import signal
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,15 +37,16 @@ from streamer.agents.shadow import EmbeddingTap, ShadowRun, shadow_topic, shares
 from streamer.agents.tickets import BatchResult, TicketProcessor, register_ticket_agent
 from streamer.app import create_app
 from streamer.batching import BatchPolicy
-from streamer.events import DecodeLimits
+from streamer.events import DecodeLimits, Output
 from streamer.headers import SOURCE_LOGS, SOURCE_TICKETS
 from streamer.kafka import clients
 from streamer.logs.runtime import LogRuntime, load_log_runtime, log_group_id, log_service
 from streamer.metrics import Metrics, OpsService, Readiness, lag_probe
 from streamer.observability import bind_process_fields
+from streamer.pipeline import Batch
 from streamer.privacy import privacy_for
 from streamer.settings import Settings
-from streamer.topics import SchemaRegistry, TopicSpec, load_catalog, load_contracts
+from streamer.topics import ESCALATIONS, LOGS, SchemaRegistry, TopicSpec, load_catalog, load_contracts
 from streamer.tracing import Tracing, configure_tracing
 from streamer.triage.dedup import EscalationDeduper
 from streamer.triage.escalation import EscalationPolicy, policy_from
@@ -288,6 +290,51 @@ class TriageWorker(faust.Worker):  # type: ignore[misc]
                 self._deadline.cancel()
 
 
+# until both paths return pipeline.Batch: the two results as the one type the metrics read
+def ticket_batch(result: BatchResult) -> Batch:
+    """The ticket path's ``BatchResult`` as a ``Batch`` (same fields)."""
+    return Batch(
+        path="tickets",
+        outputs=result.outputs,
+        size=result.size,
+        processed=result.processed,
+        events_in=result.events_in,
+        source_timestamps_ms=result.source_timestamps_ms,
+        dead_letters=result.dead_letters,
+        escalations=result.escalations,
+        model_escalated=result.model_escalated,
+        deduplicated=result.deduplicated,
+        shadow_agreement=result.shadow_agreement,
+        intents=result.intents,
+        routes=result.routes,
+        inference_s=result.inference_s,
+    )
+
+
+def log_batch(batch: LogBatch, topic: str) -> Batch:
+    """The log path's ``LogBatch`` as a ``Batch``: its lines all came from ``topic``; it carries no source
+    timestamps, so end-to-end latency of logs is observed once the log path fills them."""
+    outputs = [
+        Output(t, key, {}, tuple(headers), value) for t, recs in batch.records.items() for key, value, headers in recs
+    ]
+    return Batch(
+        path="logs",
+        outputs=outputs,
+        size=batch.size,
+        processed=batch.processed,
+        events_in=Counter({topic: batch.size}) if batch.size else Counter(),
+        dead_letters=batch.dead_letters,
+        escalations=batch.escalations,
+        escalated=len(batch.records.get(ESCALATIONS, ())),
+        alerts=batch.alerts,
+        templates=batch.templates,
+        classified=batch.classified,
+        inference_s=batch.triage_s,
+        decode_s=batch.decode_s,
+        encode_s=batch.encode_s,
+    )
+
+
 #: The paths a worker can run; ``streamer worker`` runs both unless ``--only`` names one.
 PATHS = ("tickets", "logs")
 
@@ -350,7 +397,7 @@ def build_worker(
     readiness = Readiness(model=f"{info.name}@{info.version}")
 
     def batch_done(result: BatchResult) -> None:
-        metrics.record_batch(result)
+        metrics.record_batch(ticket_batch(result))  # until the ticket path returns pipeline.Batch
         if result.outputs:
             readiness.broker_seen()  # the brokers just acknowledged this batch's outputs
         if on_batch is not None:
@@ -387,34 +434,37 @@ def build_worker(
             policy=ticket_batch_policy(settings, app),
             max_record_tokens=int(getattr(getattr(ticket_runtime.bundle, "encoder", None), "max_length", 256)),
         )
-    # Without the ticket path, readiness and lag follow the log consumer's partitions and group.
-    probe_settings = (
-        settings if ticket_runtime is not None else settings.model_copy(update={"group_id": log_group_id(settings)})
-    )
+    # Lag of each group this worker belongs to: <group> (tickets) and <group>-logs.
+    probes = [lag_probe(settings, settings.group_id, "tickets")] if ticket_runtime is not None else []
+    if log_runtime is not None:
+        probes.append(lag_probe(settings, log_group_id(settings), "logs"))
     ops = OpsService(
         app=app,
         metrics=metrics,
         readiness=readiness,
         host=settings.metrics_host,
         port=settings.metrics_port,
-        probe=lag_probe(probe_settings),
+        probes=probes,
+        app_group=settings.group_id,
         request_timeout_s=settings.kafka_request_timeout_ms / 1000,
         loop=loop,
         sock=metrics_socket,
     )
     services: list[Any] = [ops]
     if log_runtime is not None:
+        log_topic = settings.topic(LOGS)
 
         def log_batch_done(batch: LogBatch) -> None:
+            metrics.record_batch(log_batch(batch, log_topic))  # until the log path returns pipeline.Batch
             if batch.outputs:
                 readiness.broker_seen()
             if on_log_batch is not None:
                 on_log_batch(batch)
 
         def log_assignment(partitions: set[tuple[str, int]]) -> None:
-            if ticket_runtime is None:
+            ops.set_assignment(log_group_id(settings), "logs", partitions)
+            if ticket_runtime is None:  # without the ticket path, readiness follows the log consumer
                 readiness.assigned = partitions
-                metrics.set_assignment(partitions)
 
         logs = log_service(settings, log_runtime, on_batch=log_batch_done, on_assignment=log_assignment, loop=loop)
         logs.processor.tracing = tracing
