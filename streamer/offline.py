@@ -79,14 +79,14 @@ def ticket_file_outputs(settings: Settings, path: Path, *, bundle: Any = None) -
 def log_file_outputs(settings: Settings, path: Path, *, bundle: Any = None) -> Iterator[dict[str, Any]]:
     """Every output of the log lines in ``path`` (JSON objects or text), as the log worker would send them."""
     from streamer.agents.logs import LogProcessor
-    from streamer.logs.runtime import LOG_MAX_BATCH, load_log_runtime
+    from streamer.logs.runtime import load_log_runtime
     from streamer.runner import log_records, read_log_lines
 
     runtime = load_log_runtime(settings, bundle)
     processor = LogProcessor(
         runtime.state, runtime.classifier, runtime.model_info, runtime.limits, privacy=runtime.privacy
     )
-    for raws in _batches(log_records(read_log_lines(path)), LOGS, LOG_MAX_BATCH):
+    for raws in _batches(log_records(read_log_lines(path)), LOGS, settings.log_max_batch):
         batch = processor(raws)
         for topic, records in batch.records.items():
             for key, value, _headers in records:

@@ -35,13 +35,12 @@ from streamer.kafka import clients
 from streamer.logs.decode import Layouts, compile_layouts
 from streamer.logs.triage import LogTriageConfig, LogTriageState
 from streamer.privacy import Privacy, privacy_for
-from streamer.settings import Settings
+from streamer.settings import Settings, log_triage_config
 from streamer.topics import LOG_TEMPLATES, LOGS
 from streamer.triage.outputs import ModelInfo
 
 __all__ = [
     "INCIDENT_HEAD",
-    "LOG_MAX_BATCH",
     "BundleIncidentClassifier",
     "LogRuntime",
     "TemplateStore",
@@ -195,7 +194,7 @@ def load_log_runtime(
             inter_threads=settings.inter_threads,
         )
     return LogRuntime(
-        state=LogTriageState(config),
+        state=LogTriageState(config or log_triage_config(settings)),
         classifier=BundleIncidentClassifier(bundle),
         model_info=ModelInfo(bundle.name, bundle.version),
         limits=DecodeLimits(max_event_bytes=settings.max_event_bytes, max_text_chars=settings.max_text_chars),
@@ -235,18 +234,13 @@ def template_store(settings: Settings, *, timeout_s: float | None = None) -> Tem
     )
 
 
-#: Most log records per batch: large enough that per-batch costs (a thread hand-off, one produce request
-#: per partition, one commit) vanish per line, small enough that a batch takes well under a second.
-LOG_MAX_BATCH = 2000
-
-
 def log_service(
     settings: Settings,
     runtime: LogRuntime,
     *,
     inline: bool = False,
     executor: ThreadPoolExecutor | None = None,
-    max_batch: int = LOG_MAX_BATCH,
+    max_batch: int | None = None,
     on_batch: Callable[[LogBatch], None] | None = None,
     on_assignment: Callable[[set[tuple[str, int]]], None] | None = None,
     **kwargs: Any,
@@ -256,7 +250,7 @@ def log_service(
     Args:
         inline: run the triage core on the event loop instead of its thread (for measurements).
         executor: the thread that runs the core (default: a new one-thread pool named ``log-triage``).
-        max_batch: most records per batch (default ``LOG_MAX_BATCH``).
+        max_batch: most records per batch (default ``STREAMER_LOG_MAX_BATCH``).
         on_batch, on_assignment, kwargs: passed to ``LogService`` (``loop=`` for the worker's loop).
     """
     processor = LogProcessor(
@@ -277,8 +271,8 @@ def log_service(
         store=template_store(settings),
         topic=settings.topic(LOGS),
         executor=None if inline else executor,
-        max_batch=max_batch,
-        max_wait_s=settings.max_wait_ms / 1000,
+        max_batch=max_batch or settings.log_max_batch,
+        max_wait_s=settings.log_max_wait_ms / 1000,
         on_batch=on_batch,
         on_assignment=on_assignment,
         **kwargs,
