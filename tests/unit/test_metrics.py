@@ -519,3 +519,20 @@ async def test_ops_service_measures_each_group_on_the_partitions_this_worker_own
     assert [(line["event"], line["group"]) for line in lines] == [
         ("broker round trip for consumer lag failed", "g-logs")
     ]
+
+
+def test_the_readme_metrics_table_names_every_family_the_worker_exports_and_no_other() -> None:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Operations") : readme.index("## Performance")]
+    rows = [line for line in section.splitlines() if line.startswith("| `streamer_")]
+    documented = {name for row in rows for name in re.findall(r"`(streamer_[a-z_]+)`", row.split("|")[1])}
+    families = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in Metrics(process=False).registry.collect()
+    }
+    assert documented <= exported_names(Metrics(process=False).registry), documented - families
+    # every family but those the sentence after the table names (with streamer_process_*)
+    assert families - documented == {"streamer_ready", "streamer_start_time_seconds"}
