@@ -536,3 +536,13 @@ def test_the_readme_metrics_table_names_every_family_the_worker_exports_and_no_o
     assert documented <= exported_names(Metrics(process=False).registry), documented - families
     # every family but those the sentence after the table names (with streamer_process_*)
     assert families - documented == {"streamer_ready", "streamer_start_time_seconds"}
+
+
+def test_the_metrics_package_does_not_import_the_agents() -> None:
+    """It reads ``pipeline.Batch``; the Kafka agents sit beside it, not below it."""
+    import subprocess
+    import sys
+
+    code = "import sys, streamer.metrics; print(sorted(m for m in sys.modules if m.startswith('streamer.agents')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
