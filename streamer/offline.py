@@ -80,7 +80,7 @@ def log_file_outputs(settings: Settings, path: Path, *, bundle: Any = None) -> I
     """Every output of the log lines in ``path`` (JSON objects or text), as the log worker would send them."""
     from streamer.pipeline.logs import LogProcessor
     from streamer.runner import log_records, read_log_lines
-    from streamer.runtime import LOG_MAX_BATCH, load_log_runtime
+    from streamer.runtime import load_log_runtime
 
     runtime = load_log_runtime(settings, bundle)
     processor = LogProcessor(
@@ -91,7 +91,7 @@ def log_file_outputs(settings: Settings, path: Path, *, bundle: Any = None) -> I
         runtime.contracts,
         privacy=runtime.privacy,
     )
-    for raws in _batches(log_records(read_log_lines(path)), LOGS, LOG_MAX_BATCH):
+    for raws in _batches(log_records(read_log_lines(path)), LOGS, settings.log_max_batch):
         for out in processor(raws).outputs:
             yield {"topic": out.topic, "key": _key(out.key), "value": orjson.loads(out.data)}
 

@@ -23,7 +23,7 @@ from streamer.pipeline.logs import BundleIncidentClassifier, LogProcessor
 from streamer.pipeline.shadow import EmbeddingTap, ShadowRun, shadow_topic, shares_encoder
 from streamer.pipeline.tickets import TicketProcessor
 from streamer.privacy import Privacy, build_privacy, unkeyed_pseudonyms
-from streamer.settings import Settings
+from streamer.settings import Settings, log_triage_config
 from streamer.topics import TICKETS_ENRICHED, SchemaRegistry, TopicSpec, load_catalog, load_contracts
 from streamer.triage.dedup import EscalationDeduper
 from streamer.triage.escalation import EscalationPolicy, policy_from
@@ -34,7 +34,6 @@ from streamer.triage.tickets import TICKET_HEADS
 __all__ = [
     "FALLBACK_MIN_CONFIDENCE",
     "FALLBACK_MIN_MARGIN",
-    "LOG_MAX_BATCH",
     "LogRuntime",
     "TicketRuntime",
     "escalation_budget",
@@ -230,11 +229,6 @@ def shadow_topic_spec(settings: Settings, shadow: ShadowRun) -> TopicSpec:
 
 # --- logs -------------------------------------------------------------------------------------------------
 
-#: Most log records per batch: large enough that per-batch costs (a thread hand-off, one produce request
-#: per partition, one commit) vanish per line, small enough that a batch takes well under a second.
-LOG_MAX_BATCH = 2000
-
-
 @dataclass
 class LogRuntime:
     """What the log path needs besides Kafka; one per worker process (the state is not thread-safe)."""
@@ -261,7 +255,7 @@ def load_log_runtime(
         bundle = load_bundle_for(settings, settings.bundle_dir)
     model_info = ModelInfo(bundle.name, bundle.version)
     return LogRuntime(
-        state=LogTriageState(config),
+        state=LogTriageState(config or log_triage_config(settings)),
         classifier=BundleIncidentClassifier(bundle),
         model_info=model_info,
         limits=DecodeLimits(max_event_bytes=settings.max_event_bytes, max_text_chars=settings.max_text_chars),

@@ -9,16 +9,21 @@ from __future__ import annotations
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from streamer.errors import ConfigError
 
+if TYPE_CHECKING:
+    from streamer.logs.triage import LogTriageConfig
+
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 Device = Literal["cpu", "cuda", "auto"]
+#: Log severities a threshold may name (``streamer.logs.decode.SEVERITY_RANK`` without ``unknown``).
+LogSeverity = Literal["trace", "debug", "info", "notice", "warning", "error", "critical"]
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -117,7 +122,7 @@ class Settings(BaseSettings):
     )
     max_batch: int = Field(64, ge=1, description="Fixed batching (and replay): most events triaged in one model batch.")
     max_wait_ms: int = Field(
-        50, ge=1, description="Fixed batching: longest wait to fill a batch; logs: longest wait for records."
+        50, ge=1, description="Fixed batching: longest wait to fill a batch (logs: STREAMER_LOG_MAX_WAIT_MS)."
     )
     max_event_bytes: int = Field(1_000_000, ge=1024, description="Larger raw events go to the dead-letter topic.")
     max_text_chars: int = Field(
@@ -186,6 +191,57 @@ class Settings(BaseSettings):
         True,
         description="Hold each batch's enriched log records until the next batch is mined (or the stream "
         "pauses), so they leave with settled template ids; adds one batch of latency.",
+    )
+    log_max_batch: int = Field(
+        2000,
+        ge=1,
+        le=100_000,
+        description="Most log records per batch (one fetch): large enough that per-batch costs (a thread "
+        "hand-off, one produce request per partition, one commit) vanish per line, small enough that a batch "
+        "takes well under a second.",
+    )
+    log_max_wait_ms: int = Field(
+        50,
+        ge=1,
+        le=60_000,
+        description="Longest wait for log records before an empty poll (which also releases held records).",
+    )
+    log_burst_window_ms: int = Field(
+        60_000, ge=1000, description="Error bursts: width of the event-time windows lines are counted in."
+    )
+    log_burst_allowed_lateness_ms: int = Field(
+        10_000, ge=0, description="Error bursts: how long after its end a window still accepts late lines."
+    )
+    log_burst_min_count: int = Field(20, ge=1, description="Error bursts: a window never bursts below this many lines.")
+    log_burst_factor: float = Field(
+        5.0, gt=0, description="Error bursts: how many times its baseline a window's count must reach."
+    )
+    log_burst_alpha: float = Field(
+        0.3, gt=0, le=1, description="Error bursts: weight of the latest window in the baseline (0 < alpha <= 1)."
+    )
+    log_burst_min_severity: LogSeverity = Field("warning", description="Error bursts: lines below it are not counted.")
+    log_burst_sample_size: int = Field(
+        3, ge=1, le=100, description="Error bursts: lines kept per window for the alert."
+    )
+    log_escalate_severity: LogSeverity = Field(
+        "error", description="Bursts and new templates at this severity or above go to the large model."
+    )
+    log_new_template_severity: LogSeverity = Field(
+        "error", description="First sightings of a template at this severity or above raise an alert."
+    )
+    log_escalation_sample_size: int = Field(
+        5, ge=1, le=100, description="Redacted lines in a log escalation's context."
+    )
+    log_max_message_chars: int = Field(
+        8000,
+        ge=64,
+        description="Longest log message redacted and kept in outputs; the rest is cut (original length noted).",
+    )
+    log_max_mining_chars: int = Field(1024, ge=16, description="Longest headline the template miner reads.")
+    log_max_templates: int = Field(
+        20_000,
+        ge=1,
+        description="Live templates kept; past it, unseen shapes fall into one catch-all template per length.",
     )
 
     # Operations
@@ -292,6 +348,31 @@ class Settings(BaseSettings):
     bridge_group_id: str = Field("streamer-llm-bridge", description="Consumer group of the large-model bridge.")
     bridge_metrics_port: int = Field(
         9101, ge=0, le=65535, description="Port of the bridge's Prometheus /metrics (0: not served)."
+    )
+
+
+def log_triage_config(settings: Settings) -> LogTriageConfig:
+    """The log core's configuration from ``STREAMER_LOG_*`` (the core itself never reads settings)."""
+    from streamer.logs.bursts import BurstConfig
+    from streamer.logs.templates import MinerConfig
+    from streamer.logs.triage import LogTriageConfig
+
+    return LogTriageConfig(
+        miner=MinerConfig(max_templates=settings.log_max_templates),
+        bursts=BurstConfig(
+            window_ms=settings.log_burst_window_ms,
+            allowed_lateness_ms=settings.log_burst_allowed_lateness_ms,
+            min_count=settings.log_burst_min_count,
+            factor=settings.log_burst_factor,
+            alpha=settings.log_burst_alpha,
+            min_severity=settings.log_burst_min_severity,
+            sample_size=settings.log_burst_sample_size,
+        ),
+        escalate_severity=settings.log_escalate_severity,
+        new_template_severity=settings.log_new_template_severity,
+        sample_size=settings.log_escalation_sample_size,
+        max_message_chars=settings.log_max_message_chars,
+        max_mining_chars=settings.log_max_mining_chars,
     )
 
 

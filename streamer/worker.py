@@ -40,7 +40,6 @@ from streamer.metrics import Metrics, OpsService, Readiness, lag_probe
 from streamer.observability import bind_process_fields
 from streamer.pipeline.batch import Batch
 from streamer.runtime import (
-    LOG_MAX_BATCH,
     LogRuntime,
     TicketRuntime,
     escalation_deduper,
@@ -260,17 +259,18 @@ def build_worker(
             policy=ticket_batch_policy(settings, app),
             max_record_tokens=int(getattr(ticket_runtime.bundle.encoder, "max_length", 256)),
         )
-    # Without the ticket path, readiness and lag follow the log consumer's partitions and group.
-    probe_settings = (
-        settings if ticket_runtime is not None else settings.model_copy(update={"group_id": log_group_id(settings)})
-    )
+    # Lag of each group this worker belongs to: <group> (tickets) and <group>-logs.
+    probes = [lag_probe(settings, settings.group_id, "tickets")] if ticket_runtime is not None else []
+    if log_runtime is not None:
+        probes.append(lag_probe(settings, log_group_id(settings), "logs"))
     ops = OpsService(
         app=app,
         metrics=metrics,
         readiness=readiness,
         host=settings.metrics_host,
         port=settings.metrics_port,
-        probe=lag_probe(probe_settings),
+        probes=probes,
+        app_group=settings.group_id,
         request_timeout_s=settings.kafka_request_timeout_ms / 1000,
         loop=loop,
         sock=metrics_socket,
@@ -286,9 +286,9 @@ def build_worker(
                 on_log_batch(batch)
 
         def log_assignment(partitions: set[tuple[str, int]]) -> None:
-            if ticket_runtime is None:
+            ops.set_assignment(log_group_id(settings), "logs", partitions)
+            if ticket_runtime is None:  # without the ticket path, readiness follows the log consumer
                 readiness.assigned = partitions
-                metrics.set_assignment(partitions)
 
         logs = log_service(settings, log_runtime, on_batch=log_batch_done, on_assignment=log_assignment, loop=loop)
         logs.processor.tracing = tracing
@@ -324,7 +324,7 @@ def log_service(
     *,
     inline: bool = False,
     executor: ThreadPoolExecutor | None = None,
-    max_batch: int = LOG_MAX_BATCH,
+    max_batch: int | None = None,
     on_batch: Callable[[Batch], None] | None = None,
     on_assignment: Callable[[set[tuple[str, int]]], None] | None = None,
     **kwargs: Any,
@@ -334,7 +334,7 @@ def log_service(
     Args:
         inline: run the triage core on the event loop instead of its thread (for measurements).
         executor: the thread that runs the core (default: a new one-thread pool named ``log-triage``).
-        max_batch: most records per batch (default ``LOG_MAX_BATCH``).
+        max_batch: most records per batch (default ``STREAMER_LOG_MAX_BATCH``).
         on_batch, on_assignment, kwargs: passed to ``LogService`` (``loop=`` for the worker's loop).
     """
     if not inline and executor is None:
@@ -346,8 +346,8 @@ def log_service(
         store=template_store(settings),
         topic=settings.topic(LOGS),
         executor=None if inline else executor,
-        max_batch=max_batch,
-        max_wait_s=settings.max_wait_ms / 1000,
+        max_batch=max_batch or settings.log_max_batch,
+        max_wait_s=settings.log_max_wait_ms / 1000,
         on_batch=on_batch,
         on_assignment=on_assignment,
         **kwargs,

@@ -95,37 +95,41 @@ def test_metrics_match_what_was_sent_ready_and_clean_exit(
     samples = worker.wait_metric(
         lambda s: (
             metric(s, "streamer_events_in_total", topic=TICKETS) >= sent
-            and metric(s, "streamer_outputs_total", topic=ENRICHED)
-            + metric(s, "streamer_outputs_total", topic=DEADLETTER)
+            and metric(s, "streamer_outputs_total", path="tickets", topic=ENRICHED)
+            + metric(s, "streamer_outputs_total", path="tickets", topic=DEADLETTER)
             >= sent
         )
     )
     assert metric(samples, "streamer_events_in_total", topic=TICKETS) == sent
-    assert metric(samples, "streamer_outputs_total", topic=ENRICHED) == len(good)
-    assert metric(samples, "streamer_outputs_total", topic=DEADLETTER) == len(BAD)
+    assert metric(samples, "streamer_outputs_total", path="tickets", topic=ENRICHED) == len(good)
+    assert metric(samples, "streamer_outputs_total", path="tickets", topic=DEADLETTER) == len(BAD)
     expected_dead = Counter(code for _, code in BAD.values())
     for code, n in expected_dead.items():
-        assert metric(samples, "streamer_dead_letters_total", reason=code) == n, code
-    assert metric(samples, "streamer_batch_size_sum") == sent
-    assert metric(samples, "streamer_end_to_end_latency_seconds_count") == sent
-    assert metric(samples, "streamer_inference_seconds_count") == metric(samples, "streamer_batch_size_count") >= 1
+        assert metric(samples, "streamer_dead_letters_total", path="tickets", reason=code) == n, code
+    assert metric(samples, "streamer_batch_size_sum", path="tickets") == sent
+    assert metric(samples, "streamer_end_to_end_latency_seconds_count", path="tickets") == sent
+    assert (
+        metric(samples, "streamer_inference_seconds_count", path="tickets")
+        == metric(samples, "streamer_batch_size_count", path="tickets")
+        >= 1
+    )
 
     # Escalation reasons and team queues as counted agree with the records that came out.
     enriched = cluster.docs(ENRICHED)
     assert Counter(r["id"] for r in enriched) == Counter(t["id"] for t in good)
     reasons = Counter(reason["code"] for r in enriched for reason in r["triage"]["escalation"]["reasons"])
     for code, n in reasons.items():
-        assert metric(samples, "streamer_escalations_total", reason=code) == n, code
+        assert metric(samples, "streamer_escalations_total", path="tickets", reason=code) == n, code
     routes = Counter(route for r in enriched for route in r["triage"]["routes"])
     for route, n in routes.items():
-        assert metric(samples, "streamer_outputs_total", topic=route) == n, route
+        assert metric(samples, "streamer_outputs_total", path="tickets", topic=route) == n, route
     escalated = sum(bool(r["triage"]["escalation"]["escalate"]) for r in enriched)
-    assert metric(samples, "streamer_outputs_total", topic="llm.escalations.v1") == escalated
+    assert metric(samples, "streamer_outputs_total", path="tickets", topic="llm.escalations.v1") == escalated
 
     manifest = json.loads((test_bundle / "manifest.json").read_text())
     info = [k for k in samples if k[0] == "streamer_model_info"]
     assert len(info) == 1 and ("version", manifest["version"]) in info[0][1]
-    assert metric(samples, "streamer_partitions_assigned") == 6
+    assert metric(samples, "streamer_partitions_assigned", group=f"e2e-{run}", path="tickets") == 6
     assert metric(samples, "streamer_process_start_time_seconds") > 0
 
     # Everything is committed within a commit interval and one lag measurement: lag 0 on every partition.
@@ -191,7 +195,7 @@ def test_sigterm_mid_stream_exits_0_and_the_next_worker_resumes_exactly_once(
     second = start_worker(group)
     second.wait_ready()
     left = len(ids) - len(after_first)
-    samples = second.wait_metric(lambda s: metric(s, "streamer_outputs_total", topic=ENRICHED) >= left)
+    samples = second.wait_metric(lambda s: metric(s, "streamer_outputs_total", path="tickets", topic=ENRICHED) >= left)
     code, _ = second.timed_terminate(SHUTDOWN_TIMEOUT_S + 15)
     assert code == 0, second.log_tail()
     assert metric(samples, "streamer_events_in_total", topic=TICKETS) == left

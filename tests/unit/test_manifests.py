@@ -8,6 +8,7 @@ schemas that ``kubernetes-validate`` ships; KEDA's resources (a CRD) get a check
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import re
@@ -20,7 +21,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from streamer.app import create_app
+from streamer.kafka.templates import log_consumer
 from streamer.metrics import Metrics, exported_names
+from streamer.runtime import log_group_id
 from streamer.settings import Settings
 from streamer.topics import load_catalog
 
@@ -29,6 +33,7 @@ K8S = REPO / "deploy" / "k8s"
 OVERLAYS = ["cpu", "gpu"]
 K8S_VERSION = "1.30"
 TICKETS = "support.tickets.v1"
+LOGS = "ops.logs.v1"
 
 Resource = dict[str, Any]
 
@@ -167,6 +172,7 @@ def check_keda(resource: Resource) -> None:
             assert trigger["type"] == "kafka"
             # The scaler reads every metadata value as a string.
             assert all(isinstance(v, str) for v in trigger["metadata"].values()), trigger["metadata"]
+            assert set(trigger) <= {"type", "name", "metadata", "authenticationRef", "metricType"}, trigger
             assert {"bootstrapServers", "consumerGroup", "topic", "lagThreshold"} <= set(trigger["metadata"])
             assert int(trigger["metadata"]["lagThreshold"]) > 0
     elif resource["kind"] == "TriggerAuthentication":
@@ -270,21 +276,38 @@ def test_routes_config_map_is_topics_routes_and_is_mounted_in_the_topics_dir(
     assert {v["name"]: v for v in pod["volumes"]}["routes"]["configMap"]["name"] == "streamer-routes"
 
 
-def test_keda_scales_on_the_lag_of_the_workers_group_up_to_one_replica_per_partition(
+def test_keda_scales_on_the_lag_of_both_groups_up_to_one_replica_per_partition(
     overlay: tuple[str, dict[tuple[str, str], Resource]],
 ) -> None:
     _, resources = overlay
     scaled = resources[("ScaledObject", "streamer-worker")]["spec"]
     config = config_of(resources)
-    [trigger] = scaled["triggers"]
-    meta = trigger["metadata"]
+    values: dict[str, Any] = {k.removeprefix("STREAMER_").lower(): v for k, v in config.items()}
+    settings = Settings(**values, kafka_sasl_username="user", kafka_sasl_password="secret")
     assert scaled["scaleTargetRef"]["name"] == "streamer-worker"
-    assert meta["bootstrapServers"] == config["STREAMER_KAFKA_BOOTSTRAP"]
-    assert meta["consumerGroup"] == config["STREAMER_GROUP_ID"]
-    assert meta["topic"] == config.get("STREAMER_TOPIC_PREFIX", "") + TICKETS
-    partitions = load_catalog(REPO / "topics" / "topics.yaml")[TICKETS].partitions
-    assert scaled["maxReplicaCount"] == partitions == 6
-    assert trigger["authenticationRef"]["name"] in {n for k, n in resources if k == "TriggerAuthentication"}
+    triggers = scaled["triggers"]
+    assert len({t["name"] for t in triggers}) == len(triggers) == 2
+    # One trigger per consumer group the worker runs, named as the worker names them from its settings.
+    groups = {t["metadata"]["topic"]: t["metadata"]["consumerGroup"] for t in triggers}
+    assert groups == {settings.topic(TICKETS): settings.group_id, settings.topic(LOGS): log_group_id(settings)}
+    # The clients the worker builds join those groups (TLS off here: the CA file exists only in the pod).
+    local = settings.model_copy(update={"kafka_security_protocol": "PLAINTEXT", "kafka_ssl_cafile": None})
+    assert create_app(local).conf.id == settings.group_id  # Faust's app id is the ticket path's group
+
+    async def log_group() -> str:
+        consumer = log_consumer(local)  # aiokafka wants a running loop; it connects only on start()
+        return str(consumer._group_id)
+
+    assert asyncio.run(log_group()) == groups[settings.topic(LOGS)]
+    auth = {n for k, n in resources if k == "TriggerAuthentication"}
+    for trigger in triggers:
+        assert trigger["metadata"]["bootstrapServers"] == config["STREAMER_KAFKA_BOOTSTRAP"]
+        assert trigger["authenticationRef"]["name"] in auth
+    # The log trigger allows more lag per replica: a worker drains lines far faster than tickets.
+    by_topic = {t["metadata"]["topic"]: int(t["metadata"]["lagThreshold"]) for t in triggers}
+    assert by_topic[settings.topic(LOGS)] > by_topic[settings.topic(TICKETS)]
+    catalog = load_catalog(REPO / "topics" / "topics.yaml")
+    assert scaled["maxReplicaCount"] == catalog[TICKETS].partitions == catalog[LOGS].partitions == 6
 
 
 def test_service_and_pdb_select_the_worker_pods(overlay: tuple[str, dict[tuple[str, str], Resource]]) -> None:

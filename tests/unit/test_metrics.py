@@ -1,4 +1,5 @@
-"""Metrics, readiness and the operations endpoints, without a broker; the shutdown deadline of the worker."""
+"""Metrics of both paths, lag of both groups, readiness and the operations endpoints, without a broker; the
+shutdown deadline of the worker."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from structlog.testing import capture_logs
 
 from streamer.events import Output
 from streamer.metrics import LagProbe, Metrics, OpsService, Readiness, exported_names, ops_routes
-from streamer.pipeline.batch import Batch
+from streamer.pipeline import Batch
+
+TICKETS, LOGS = ("path", "tickets"), ("path", "logs")
 
 
 def samples(metrics: Metrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -53,34 +56,40 @@ def test_a_batch_is_counted_per_topic_and_reason_with_the_prefix_stripped() -> N
     metrics.record_batch(batch())
     s = samples(metrics)
     assert s[("streamer_events_in_total", frozenset({("topic", "support.tickets.v1")}))] == 3
-    assert s[("streamer_outputs_total", frozenset({("topic", "support.tickets.enriched.v1")}))] == 2
-    assert s[("streamer_outputs_total", frozenset({("topic", "streamer.deadletter.v1")}))] == 1
-    assert s[("streamer_dead_letters_total", frozenset({("reason", "invalid_json")}))] == 1
-    assert s[("streamer_escalations_total", frozenset({("reason", "vip_customer")}))] == 1
-    assert s[("streamer_batch_size_sum", frozenset())] == 3
-    assert s[("streamer_inference_seconds_sum", frozenset())] == pytest.approx(0.2)
+    assert s[("streamer_outputs_total", frozenset({TICKETS, ("topic", "support.tickets.enriched.v1")}))] == 2
+    assert s[("streamer_outputs_total", frozenset({TICKETS, ("topic", "streamer.deadletter.v1")}))] == 1
+    assert s[("streamer_dead_letters_total", frozenset({TICKETS, ("reason", "invalid_json")}))] == 1
+    assert s[("streamer_escalations_total", frozenset({TICKETS, ("reason", "vip_customer")}))] == 1
+    assert s[("streamer_batch_size_sum", frozenset({TICKETS}))] == 3
+    assert s[("streamer_inference_seconds_sum", frozenset({TICKETS}))] == pytest.approx(0.2)
     # End to end: 2 s, 1.5 s and 1 s from the records' timestamps to the clock at acknowledgement.
-    assert s[("streamer_end_to_end_latency_seconds_count", frozenset())] == 3
-    assert s[("streamer_end_to_end_latency_seconds_sum", frozenset())] == pytest.approx(4.5)
-    assert s[("streamer_end_to_end_latency_seconds_bucket", frozenset({("le", "1.0")}))] == 1
+    assert s[("streamer_end_to_end_latency_seconds_count", frozenset({TICKETS}))] == 3
+    assert s[("streamer_end_to_end_latency_seconds_sum", frozenset({TICKETS}))] == pytest.approx(4.5)
+    assert s[("streamer_end_to_end_latency_seconds_bucket", frozenset({TICKETS, ("le", "1.0")}))] == 1
+    # Nothing of the other path appears before it runs.
+    assert not any(("path", "logs") in labels for _, labels in s)
 
 
 def test_model_info_lag_and_assignment() -> None:
     metrics = Metrics(process=False)
     metrics.set_model("default", "abc123", device="cpu", compute_type="int8")
-    metrics.set_assignment([("support.tickets.v1", 0), ("support.tickets.v1", 1)])
-    metrics.set_lag("support.tickets.v1", 0, 12)
-    metrics.set_lag("support.tickets.v1", 1, 0)
+    metrics.set_assignment("g", "tickets", [("support.tickets.v1", 0), ("support.tickets.v1", 1)])
+    metrics.set_lag("g", "support.tickets.v1", 0, 12)
+    metrics.set_lag("g", "support.tickets.v1", 1, 0)
     s = samples(metrics)
     info = frozenset({("bundle", "default"), ("version", "abc123"), ("device", "cpu"), ("compute_type", "int8")})
     assert s[("streamer_model_info", info)] == 1
-    assert s[("streamer_partitions_assigned", frozenset())] == 2
-    assert s[("streamer_consumer_lag", frozenset({("topic", "support.tickets.v1"), ("partition", "0")}))] == 12
+    assert s[("streamer_partitions_assigned", frozenset({("group", "g"), TICKETS}))] == 2
+    assert s[("streamer_consumer_lag", lag_labels("g", "support.tickets.v1", 0))] == 12
     # A revoked partition's lag series goes away rather than freezing at its last value.
-    metrics.set_assignment([("support.tickets.v1", 1)])
+    metrics.set_assignment("g", "tickets", [("support.tickets.v1", 1)])
     s = samples(metrics)
-    assert ("streamer_consumer_lag", frozenset({("topic", "support.tickets.v1"), ("partition", "0")})) not in s
-    assert s[("streamer_partitions_assigned", frozenset())] == 1
+    assert ("streamer_consumer_lag", lag_labels("g", "support.tickets.v1", 0)) not in s
+    assert s[("streamer_partitions_assigned", frozenset({("group", "g"), TICKETS}))] == 1
+
+
+def lag_labels(group: str, topic: str, partition: int) -> frozenset[tuple[str, str]]:
+    return frozenset({("group", group), ("topic", topic), ("partition", str(partition))})
 
 
 def test_exported_names_cover_every_sample_name_even_before_the_first_sample() -> None:
@@ -104,8 +113,8 @@ def test_exported_names_cover_every_sample_name_even_before_the_first_sample() -
 def test_two_workers_in_one_process_do_not_share_metrics() -> None:
     a, b = Metrics(process=False), Metrics(process=False)
     a.record_batch(batch())
-    assert samples(a)[("streamer_batch_size_count", frozenset())] == 1
-    assert samples(b)[("streamer_batch_size_count", frozenset())] == 0
+    assert samples(a)[("streamer_batch_size_count", frozenset({TICKETS}))] == 1
+    assert not any(name.startswith("streamer_batch_size") for name, _ in samples(b))
 
 
 class Clock:
@@ -216,7 +225,8 @@ async def test_ops_service_tracks_assignment_and_broker_contact() -> None:
         readiness=readiness,
         host="127.0.0.1",
         port=0,
-        probe=LagProbe(lambda: consumer),  # type: ignore[arg-type,return-value]
+        probes=[LagProbe(lambda: consumer, group="g")],  # type: ignore[arg-type,return-value]
+        app_group="g",
         loop=asyncio.get_running_loop(),
     )
     [assigned] = app.on_partitions_assigned.receivers
@@ -235,12 +245,12 @@ async def test_ops_service_tracks_assignment_and_broker_contact() -> None:
     await service.measure_lag()
     assert readiness.last_broker_contact is not None
     s = samples(metrics)
-    assert s[("streamer_consumer_lag", frozenset({("topic", "t"), ("partition", "0")}))] == 10
+    assert s[("streamer_consumer_lag", lag_labels("g", "t", 0))] == 10
 
     [revoked] = app.on_partitions_revoked.receivers
     await revoked(app, {TopicPartition("t", 0)})
     assert readiness.assigned == {("t", 1)}
-    assert ("streamer_consumer_lag", frozenset({("topic", "t"), ("partition", "0")})) not in samples(metrics)
+    assert ("streamer_consumer_lag", lag_labels("g", "t", 0)) not in samples(metrics)
 
 
 def test_worker_exits_1_when_the_shutdown_deadline_passes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -337,6 +347,9 @@ def test_escalation_rate_is_measured_over_the_recent_window_against_the_budget()
     assert samples(m)[("streamer_escalation_budget", frozenset())] == 0.08
     m.record_batch(Batch(path="tickets", size=5, processed=0))  # all dead letters: no tickets, no change
     assert samples(m)[("streamer_escalation_rate", frozenset())] == pytest.approx(0.08)
+    # log escalations are not what the ticket budget spends
+    m.record_batch(Batch(path="logs", size=500, processed=500, model_escalated=400, escalated=400))
+    assert samples(m)[("streamer_escalation_rate", frozenset())] == pytest.approx(0.08)
     # the shipped alert rule speaks of metrics the worker exports
     rules = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy/prometheus/alerts.yml").read_text())
     expr = rules["groups"][0]["rules"][0]["expr"]
@@ -344,3 +357,192 @@ def test_escalation_rate_is_measured_over_the_recent_window_against_the_budget()
     assert {"streamer_escalation_rate", "streamer_escalation_budget"} <= exported_names(m.registry)
     prometheus = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy/prometheus/prometheus.yml").read_text())
     assert "/etc/prometheus/alerts.yml" in prometheus["rule_files"]
+
+
+def log_batch() -> Batch:
+    return Batch(
+        path="logs",
+        outputs=[
+            *[Output("ops.logs.enriched.v1", b"billing", {}) for _ in range(4)],
+            Output("ops.alerts.v1", b"billing", {}),
+            Output("ops.log_templates.v1", b"t1", {}),
+            Output("ops.log_templates.v1", b"t2", {}),
+            Output("llm.escalations.v1", b"e1", {}),
+            Output("streamer.deadletter.v1", None, {}),
+        ],
+        size=5,
+        processed=4,
+        events_in=Counter({"staging.ops.logs.v1": 5}),
+        source_timestamps_ms=[100_000, 100_000, 100_500, 101_000],
+        dead_letters=Counter({"invalid_utf8": 1}),
+        escalations=Counter({"error_burst": 1}),
+        escalated=1,
+        alerts=Counter({"error_burst": 1}),
+        templates=2,
+        classified=3,
+        inference_s=0.05,
+    )
+
+
+def test_a_log_batch_fills_every_series_a_ticket_batch_does_with_its_own_path_label() -> None:
+    metrics = Metrics(topic_prefix="staging.", clock=lambda: 101.0, process=False)
+    metrics.record_batch(log_batch())
+    s = samples(metrics)
+    assert s[("streamer_events_in_total", frozenset({("topic", "ops.logs.v1")}))] == 5
+    for topic, n in log_batch().output_counts().items():
+        assert s[("streamer_outputs_total", frozenset({LOGS, ("topic", topic)}))] == n, topic
+    assert s[("streamer_outputs_total", frozenset({LOGS, ("topic", "ops.logs.enriched.v1")}))] == 4
+    assert s[("streamer_dead_letters_total", frozenset({LOGS, ("reason", "invalid_utf8")}))] == 1
+    assert s[("streamer_escalations_total", frozenset({LOGS, ("reason", "error_burst")}))] == 1
+    assert s[("streamer_batch_size_sum", frozenset({LOGS}))] == 5
+    assert s[("streamer_inference_seconds_sum", frozenset({LOGS}))] == pytest.approx(0.05)
+    # 1 s, 1 s, 0.5 s and 0 s from the lines' timestamps to the acknowledgement.
+    assert s[("streamer_end_to_end_latency_seconds_count", frozenset({LOGS}))] == 4
+    assert s[("streamer_end_to_end_latency_seconds_sum", frozenset({LOGS}))] == pytest.approx(2.5)
+    assert s[("streamer_log_alerts_total", frozenset({("kind", "error_burst")}))] == 1
+    assert s[("streamer_log_templates_published_total", frozenset())] == 2
+    assert s[("streamer_log_templates_classified_total", frozenset())] == 3
+    # Ticket-only series stay untouched by logs.
+    assert not any(("path", "tickets") in labels for _, labels in s)
+    assert s[("streamer_escalation_rate", frozenset())] == 0
+
+
+def test_both_paths_in_one_worker_are_counted_apart_where_they_share_topics() -> None:
+    metrics = Metrics(topic_prefix="staging.", clock=lambda: 101.0, process=False)
+    metrics.record_batch(batch())
+    metrics.record_batch(log_batch())
+    metrics.record_batch(log_batch())
+    s = samples(metrics)
+    escalations_out = {
+        path: s[("streamer_outputs_total", frozenset({path, ("topic", "llm.escalations.v1")}))]
+        for path in (TICKETS, LOGS)
+    }
+    assert escalations_out == {TICKETS: 1, LOGS: 2}
+    dead_out = {
+        path: s[("streamer_outputs_total", frozenset({path, ("topic", "streamer.deadletter.v1")}))]
+        for path in (TICKETS, LOGS)
+    }
+    assert dead_out == {TICKETS: 1, LOGS: 2}
+    assert s[("streamer_events_in_total", frozenset({("topic", "support.tickets.v1")}))] == 3
+    assert s[("streamer_events_in_total", frozenset({("topic", "ops.logs.v1")}))] == 10
+    assert s[("streamer_batch_size_count", frozenset({TICKETS}))] == 1
+    assert s[("streamer_batch_size_count", frozenset({LOGS}))] == 2
+    assert s[("streamer_batch_size_sum", frozenset({LOGS}))] == 10
+    assert s[("streamer_end_to_end_latency_seconds_count", frozenset({TICKETS}))] == 3
+    assert s[("streamer_end_to_end_latency_seconds_count", frozenset({LOGS}))] == 8
+
+
+def test_a_log_batch_that_only_releases_held_records_counts_outputs_not_a_batch() -> None:
+    metrics = Metrics(process=False)
+    held = Batch(path="logs", outputs=[Output("ops.logs.enriched.v1", b"s", {})] * 3, processed=3)
+    metrics.record_batch(held)
+    s = samples(metrics)
+    assert s[("streamer_outputs_total", frozenset({LOGS, ("topic", "ops.logs.enriched.v1")}))] == 3
+    assert s[("streamer_batch_size_count", frozenset({LOGS}))] == 0
+    assert not any(name == "streamer_events_in_total" for name, _ in s)
+
+
+def test_lag_and_assignment_of_two_groups_are_kept_apart() -> None:
+    metrics = Metrics(topic_prefix="p.", process=False)
+    metrics.set_assignment("g", "tickets", [("p.support.tickets.v1", 0), ("p.support.tickets.v1", 1)])
+    metrics.set_assignment("g-logs", "logs", [("p.ops.logs.v1", 0), ("p.ops.logs.v1", 3), ("p.ops.logs.v1", 4)])
+    metrics.set_lag("g", "p.support.tickets.v1", 0, 7)
+    metrics.set_lag("g", "p.support.tickets.v1", 1, 0)
+    for partition in (0, 3, 4):
+        metrics.set_lag("g-logs", "p.ops.logs.v1", partition, 100 * partition)
+    s = samples(metrics)
+    assert s[("streamer_partitions_assigned", frozenset({("group", "g"), TICKETS}))] == 2
+    assert s[("streamer_partitions_assigned", frozenset({("group", "g-logs"), LOGS}))] == 3
+    assert s[("streamer_consumer_lag", lag_labels("g", "support.tickets.v1", 0))] == 7
+    assert s[("streamer_consumer_lag", lag_labels("g-logs", "ops.logs.v1", 4))] == 400
+    # Losing every log partition drops that group's lag series only.
+    metrics.set_assignment("g-logs", "logs", [])
+    s = samples(metrics)
+    lag = {labels for name, labels in s if name == "streamer_consumer_lag"}
+    assert lag == {lag_labels("g", "support.tickets.v1", 0), lag_labels("g", "support.tickets.v1", 1)}
+    assert s[("streamer_partitions_assigned", frozenset({("group", "g-logs"), LOGS}))] == 0
+
+
+class GroupConsumer(FakeConsumer):
+    """A probe consumer of one group: its committed offsets are that group's."""
+
+    def __init__(self, committed: dict[TopicPartition, int | None], end: int) -> None:
+        super().__init__()
+        self.committed_offsets = committed
+        self.end = end
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: self.end for tp in tps}
+
+
+async def test_ops_service_measures_each_group_on_the_partitions_this_worker_owns_in_it() -> None:
+    tickets = GroupConsumer({TopicPartition("tk", 0): 40, TopicPartition("tk", 1): 50}, end=50)
+    logs = GroupConsumer({TopicPartition("lg", 2): 900, TopicPartition("lg", 5): None}, end=1000)
+    metrics, readiness, app = Metrics(process=False), Readiness(model="m@1"), FakeApp()
+    service = OpsService(
+        app=app,
+        metrics=metrics,
+        readiness=readiness,
+        host="127.0.0.1",
+        port=0,
+        probes=[
+            LagProbe(lambda: tickets, group="g", path="tickets"),  # type: ignore[arg-type,return-value]
+            LagProbe(lambda: logs, group="g-logs", path="logs"),  # type: ignore[arg-type,return-value]
+        ],
+        app_group="g",
+        loop=asyncio.get_running_loop(),
+    )
+    [assigned] = app.on_partitions_assigned.receivers
+    await assigned(app, {TopicPartition("tk", 0), TopicPartition("tk", 1)})
+    service.set_assignment("g-logs", "logs", {("lg", 2), ("lg", 5)})
+    # the log group's partitions are not the app's: readiness follows the ticket group
+    assert readiness.assigned == {("tk", 0), ("tk", 1)}
+    await service.measure_lag()
+    s = samples(metrics)
+    lag = {labels: v for (name, labels), v in s.items() if name == "streamer_consumer_lag"}
+    assert lag == {
+        lag_labels("g", "tk", 0): 10,
+        lag_labels("g", "tk", 1): 0,
+        lag_labels("g-logs", "lg", 2): 100,
+        lag_labels("g-logs", "lg", 5): 995,  # never committed: from the beginning (5)
+    }
+    assert s[("streamer_partitions_assigned", frozenset({("group", "g-logs"), LOGS}))] == 2
+    assert s[("streamer_partitions_assigned", frozenset({("group", "g"), TICKETS}))] == 2
+
+    # One group's probe failing leaves the other's measurement and the broker check standing.
+    await service.probes[1].close()
+    logs.fail = True
+    readiness.last_broker_contact = None
+    with capture_logs() as lines:
+        await service.measure_lag()
+    assert readiness.last_broker_contact is not None
+    assert [(line["event"], line["group"]) for line in lines] == [
+        ("broker round trip for consumer lag failed", "g-logs")
+    ]
+
+
+def test_the_readme_metrics_table_names_every_family_the_worker_exports_and_no_other() -> None:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Operations") : readme.index("## Performance")]
+    rows = [line for line in section.splitlines() if line.startswith("| `streamer_")]
+    documented = {name for row in rows for name in re.findall(r"`(streamer_[a-z_]+)`", row.split("|")[1])}
+    families = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in Metrics(process=False).registry.collect()
+    }
+    assert documented <= exported_names(Metrics(process=False).registry), documented - families
+    # every family but those the sentence after the table names (with streamer_process_*)
+    assert families - documented == {"streamer_ready", "streamer_start_time_seconds"}
+
+
+def test_the_metrics_package_does_not_import_the_agents() -> None:
+    """It reads ``pipeline.Batch``; the Kafka agents sit beside it, not below it."""
+    import subprocess
+    import sys
+
+    code = "import sys, streamer.metrics; print(sorted(m for m in sys.modules if m.startswith('streamer.agents')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
