@@ -87,7 +87,8 @@ class _Head:
 
 
 def test_the_log_runtime_and_service_take_their_knobs_from_settings() -> None:
-    from streamer.logs.runtime import load_log_runtime, log_service
+    from streamer.runtime import load_log_runtime
+    from streamer.worker import log_service
 
     settings = Settings(
         log_max_batch=321,
