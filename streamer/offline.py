@@ -84,7 +84,12 @@ def log_file_outputs(settings: Settings, path: Path, *, bundle: Any = None) -> I
 
     runtime = load_log_runtime(settings, bundle)
     processor = LogProcessor(
-        runtime.state, runtime.classifier, runtime.model_info, runtime.limits, privacy=runtime.privacy
+        runtime.state,
+        runtime.classifier,
+        runtime.model_info,
+        runtime.limits,
+        privacy=runtime.privacy,
+        router=runtime.router,
     )
     for raws in _batches(log_records(read_log_lines(path)), LOGS, LOG_MAX_BATCH):
         batch = processor(raws)

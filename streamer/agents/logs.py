@@ -72,11 +72,13 @@ from streamer.agents.output import log_dead_letter
 from streamer.events import DecodeFailure, DecodeLimits, RawEvent, Source, encode
 from streamer.headers import SOURCE_LOGS, Contracts, Headers, TraceParent, event_id, incoming_trace, subject_of
 from streamer.logs.decode import Layouts, decode_logs, format_time_ms
+from streamer.logs.routes import destinations
 from streamer.logs.triage import IncidentClassifier, LogBatchResult, LogTriageState, resolve_enriched, triage_logs
 from streamer.privacy import Privacy
 from streamer.topics import ALERTS, DEADLETTER, ESCALATIONS, LOG_TEMPLATES, LOGS, LOGS_ENRICHED, load_contracts
 from streamer.tracing import InputTrace, Tracing
 from streamer.triage.outputs import ModelInfo
+from streamer.triage.routing import Router
 
 __all__ = ["BatchSender", "LogBatch", "LogProcessor", "LogService", "TemplateSource"]
 
@@ -100,6 +102,8 @@ class LogBatch:
     dead_letters: Counter[str] = field(default_factory=Counter)
     alerts: Counter[str] = field(default_factory=Counter)
     escalations: Counter[str] = field(default_factory=Counter)
+    #: Records sent to each team topic by the logs rules of ``routes.yaml``.
+    routes: Counter[str] = field(default_factory=Counter)
     templates: int = 0
     classified: int = 0
     decode_s: float = 0.0
@@ -151,6 +155,8 @@ class LogProcessor:
     layouts: Layouts = field(default_factory=dict)
     #: Hold each batch's enriched records until the next batch is mined (``STREAMER_LOG_HOLD_BATCH``).
     hold: bool = False
+    #: The ``logs`` rules of ``routes.yaml``: each enriched record also leaves on the team topics they name.
+    router: Router | None = None
     _keys: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
     _traces: dict[tuple[str, int, int], TraceParent] = field(default_factory=dict, init=False, repr=False)
     _held: list[tuple[dict[str, Any], Any, TraceParent, str]] = field(default_factory=list, init=False, repr=False)
@@ -165,34 +171,45 @@ class LogProcessor:
     def flush(self) -> LogBatch:
         """The enriched records held back from the last batch, resolved to the current templates."""
         batch = LogBatch()
-        enriched = self._release_held()
-        if enriched:
-            batch.records = {LOGS_ENRICHED: enriched}
-        batch.processed = len(enriched)
+        out: Records = {}
+        self._release_held(out, batch)
+        batch.records = {topic: recs for topic, recs in out.items() if recs}
+        batch.processed = len(out.get(LOGS_ENRICHED, ()))
         return batch
 
-    def _release_held(self) -> list[tuple[bytes | None, bytes, Headers]]:
-        """Held records, resolved now, with the trace and time they were triaged under."""
+    def _release_held(self, out: Records, batch: LogBatch) -> None:
+        """Held records, resolved (and routed) now, with the trace and time they were triaged under."""
         held, self._held = self._held, []
-        resolve_enriched([record for record, _, _, _ in held], self.state)
-        return [self._enriched(record, values, trace, now) for record, values, trace, now in held]
+        resolve_enriched([record for record, _, _, _ in held], self.state, self.router)
+        for record, values, trace, now in held:
+            self._leave(out, batch, record, values, trace, now)
 
-    def _enriched(
-        self, record: dict[str, Any], values: Any, trace: TraceParent, now: str
-    ) -> tuple[bytes | None, bytes, Headers]:
-        """One enriched record as it leaves: rendered by the privacy policy, with its headers."""
+    def _leave(
+        self, out: Records, batch: LogBatch, record: dict[str, Any], values: Any, trace: TraceParent, now: str
+    ) -> None:
+        """One enriched record on ``ops.logs.enriched.v1`` and on each team topic of its ``routes``, each copy
+        rendered by its topic's privacy policy, with its headers."""
         contracts = self.contracts
         assert contracts is not None
-        headers = contracts.headers(
-            LOGS_ENRICHED,
-            event_id=event_id(LOGS_ENRICHED, record["source"], None),
-            time=now,
-            trace=trace,
-            subject=subject_of(record),
-            confidence=self._confidence(record["template_id"]),
-        )
-        value = self.privacy.log_record(record, values) if values else record
-        return self._key(record["service"]), encode(value), headers
+        key = self._key(record["service"])
+        plain: bytes | None = None
+        for topic in destinations(record):
+            headers = contracts.headers(
+                topic,
+                event_id=event_id(topic, record["source"], None),
+                time=now,
+                trace=trace,
+                subject=subject_of(record),
+                confidence=self._confidence(record["template_id"]),
+            )
+            value = self.privacy.log_record(record, values, topic) if values else record
+            if value is record:
+                data = plain = plain if plain is not None else encode(record)
+            else:
+                data = encode(value)
+            out.setdefault(topic, []).append((key, data, headers))
+            if topic != LOGS_ENRICHED:
+                batch.routes[topic] += 1
 
     def __call__(self, raws: Sequence[RawEvent]) -> LogBatch:
         # Lines keep the trace they came with; the others each start one (no span: see streamer.tracing).
@@ -225,7 +242,7 @@ class LogProcessor:
         now = format_time_ms(int(self.clock() * 1000))
         counting = _Counting(self.classifier, self.tracing, batch_span, self.model_info.to_dict())
         try:
-            results = [triage_logs(records, self.state, counting, model=self.model_info, now=now)]
+            results = [triage_logs(records, self.state, counting, model=self.model_info, now=now, router=self.router)]
         except Exception:
             # One poison line must not sink its batch: retry line by line, dead-letter what still fails.
             log.exception("log batch triage failed; retrying line by line", batch=len(records))
@@ -233,7 +250,9 @@ class LogProcessor:
             raw_of = {raw.source: raw for raw in raws}
             for record in records:
                 try:
-                    results.append(triage_logs([record], self.state, counting, model=self.model_info, now=now))
+                    results.append(
+                        triage_logs([record], self.state, counting, model=self.model_info, now=now, router=self.router)
+                    )
                 except Exception as exc:
                     raw = raw_of.get(record.source) or RawEvent(None, record.source, record.key)
                     failures.append(
@@ -242,7 +261,7 @@ class LogProcessor:
         triaged = time.perf_counter()
         out: Records = {LOGS_ENRICHED: [], ALERTS: [], ESCALATIONS: [], LOG_TEMPLATES: [], DEADLETTER: []}
         if self.hold:  # the last batch's enriched records leave now, resolved with this batch's evidence
-            out[LOGS_ENRICHED] = self._release_held()
+            self._release_held(out, batch)
         for result in results:
             self._encode(result, out, batch, now)
         for failure in failures:
@@ -291,16 +310,14 @@ class LogProcessor:
         return found[1] if found is not None else None
 
     def _encode(self, result: LogBatchResult, out: Records, batch: LogBatch, now: str) -> None:
-        enriched = out[LOGS_ENRICHED]
         head = self._headers
-        render = bool(result.pii) and bool(self.privacy.actions(LOGS_ENRICHED))
         for i, record in enumerate(result.enriched):
-            values = result.pii[i] if render else None
+            values = result.pii[i] if result.pii else None
             trace = self._trace_of(record["source"])
             if self.hold:
                 self._held.append((record, values, trace, now))
             else:
-                enriched.append(self._enriched(record, values, trace, now))
+                self._leave(out, batch, record, values, trace, now)
         for alert in result.alerts:
             headers = head(ALERTS, alert, now, None, alert["id"], self._confidence(alert["template_id"]))
             out[ALERTS].append((self._key(alert["service"]), encode(alert), headers))

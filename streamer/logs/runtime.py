@@ -32,12 +32,14 @@ from streamer.agents.logs import BatchSender, LogBatch, LogProcessor, LogService
 from streamer.errors import ConfigError
 from streamer.events import DecodeLimits
 from streamer.kafka import clients
+from streamer.logs import routes
 from streamer.logs.decode import Layouts, compile_layouts
 from streamer.logs.triage import LogTriageConfig, LogTriageState
 from streamer.privacy import Privacy, privacy_for
 from streamer.settings import Settings
-from streamer.topics import LOG_TEMPLATES, LOGS
+from streamer.topics import LOG_TEMPLATES, LOGS, LOGS_ENRICHED, load_catalog
 from streamer.triage.outputs import ModelInfo
+from streamer.triage.routing import Router, load_router
 
 __all__ = [
     "INCIDENT_HEAD",
@@ -48,6 +50,7 @@ __all__ = [
     "load_log_runtime",
     "log_consumer",
     "log_group_id",
+    "log_router",
     "log_service",
     "template_store",
 ]
@@ -174,6 +177,32 @@ class LogRuntime:
     bundle: Any
     privacy: Privacy = field(default_factory=Privacy)
     layouts: Layouts = field(default_factory=dict)
+    #: The ``logs`` rules of ``routes.yaml`` (``None``: no log routing).
+    router: Router | None = None
+
+
+def log_router(settings: Settings, incident_classes: Sequence[str]) -> Router:
+    """The ``logs`` section of routes.yaml, checked against declared topics, severities, alert kinds and the
+    incident head's classes; a log rule may only send to topics that carry enriched log records."""
+    catalog = load_catalog(settings.topics_file)
+    router = load_router(
+        settings.routes_file,
+        "logs",
+        known_topics=catalog.topics,
+        known_labels=routes.known_labels(tuple(incident_classes)),
+    )
+    schema = catalog[LOGS_ENRICHED].schema
+    for rule in router.rules:
+        wrong = [t for t in rule.destinations if catalog[t].schema != schema]
+        if wrong:
+            raise ConfigError(
+                f"{settings.routes_file}: logs rule {rule.name!r}: {', '.join(wrong)} do(es) not carry enriched "
+                f"log records ({schema})"
+            )
+    wrong = [t for t in router.default if catalog[t].schema != schema]
+    if wrong:
+        raise ConfigError(f"{settings.routes_file}: logs default: {', '.join(wrong)} do(es) not carry {schema}")
+    return router
 
 
 def load_log_runtime(
@@ -194,14 +223,16 @@ def load_log_runtime(
             intra_threads=settings.intra_threads,
             inter_threads=settings.inter_threads,
         )
+    classifier = BundleIncidentClassifier(bundle)
     return LogRuntime(
         state=LogTriageState(config),
-        classifier=BundleIncidentClassifier(bundle),
+        classifier=classifier,
         model_info=ModelInfo(bundle.name, bundle.version),
         limits=DecodeLimits(max_event_bytes=settings.max_event_bytes, max_text_chars=settings.max_text_chars),
         layouts=compile_layouts(settings.log_layouts),
         bundle=bundle,
         privacy=privacy,
+        router=log_router(settings, list(bundle.heads[classifier.head].labels)),
     )
 
 
@@ -267,6 +298,7 @@ def log_service(
         privacy=runtime.privacy,
         layouts=runtime.layouts,
         hold=settings.log_hold_batch,
+        router=runtime.router,
     )
     if not inline and executor is None:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="log-triage")
