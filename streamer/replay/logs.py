@@ -45,6 +45,7 @@ from streamer.events import RawEvent, Source
 from streamer.headers import SOURCE_LOGS
 from streamer.kafka import clients
 from streamer.logs.runtime import LOG_MAX_BATCH, load_log_runtime
+from streamer.logs.triage import LogTriageConfig
 from streamer.replay.logdiff import LogDecision, LogDiffBuilder, log_decision_of
 from streamer.replay.ranges import PartitionRange, format_ms
 from streamer.replay.report import ReplayReport
@@ -76,10 +77,12 @@ class LogReplayRuntime:
     bundle: Any
 
 
-def load_log_replay_runtime(settings: Settings, bundle: Any | None = None) -> LogReplayRuntime:
-    """The worker's log processor on a new ``LogTriageState``, with the bundle, rules and privacy policy of
-    ``settings`` (everything checked as at a worker's start-up)."""
-    runtime = load_log_runtime(settings, bundle)
+def load_log_replay_runtime(
+    settings: Settings, bundle: Any | None = None, *, config: LogTriageConfig | None = None
+) -> LogReplayRuntime:
+    """The worker's log processor on a new ``LogTriageState`` (of ``config``, default the worker's), with the
+    bundle, rules and privacy policy of ``settings`` (everything checked as at a worker's start-up)."""
+    runtime = load_log_runtime(settings, bundle, config=config)
     model = runtime.model_info
     processor = LogProcessor(
         runtime.state,
