@@ -78,7 +78,8 @@ def add_replay_commands(subparsers: argparse._SubParsersAction) -> None:  # type
     replay.add_argument("--html", type=Path, metavar="FILE", help="write a self-contained HTML report here")
     replay.add_argument(
         "--live-topic",
-        help=f"live decisions to compare with (default: {TICKETS_ENRICHED}, or {LOGS_ENRICHED} for {LOGS})",
+        default=TICKETS_ENRICHED,
+        help=f"live decisions to compare with (default: {TICKETS_ENRICHED}; {LOGS_ENRICHED} for {LOGS})",
     )
     replay.add_argument("--no-diff", action="store_true", help="do not read live decisions or compare")
     replay.add_argument(
@@ -133,6 +134,8 @@ def run_replay_command(args: argparse.Namespace) -> int:
     if batch < 1 or args.examples < 0:
         raise ConfigError("--batch must be at least 1 and --examples 0 or more")
     window = Window(args.from_ms, args.to_ms, args.from_offset, args.to_offset)
+    # Log lines are compared with log records: the tickets' default stands for the topic's own.
+    live_topic = LIVE_TOPICS[args.topic] if args.live_topic == TICKETS_ENRICHED else args.live_topic
     request = ReplayRequest(
         window=window,
         run_id=check_run_id(args.run_id) if args.run_id else new_run_id(),
@@ -140,7 +143,7 @@ def run_replay_command(args: argparse.Namespace) -> int:
         partitions=args.partitions,
         output=args.output,
         dry_run=args.dry_run,
-        live_topic=None if args.no_diff else (args.live_topic or LIVE_TOPICS[args.topic]),
+        live_topic=None if args.no_diff else live_topic,
         batch_size=batch,
         max_examples=args.examples,
         progress=not args.no_progress,
