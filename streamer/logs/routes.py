@@ -22,7 +22,7 @@ from streamer.logs.decode import SEVERITIES
 from streamer.topics import LOGS_ENRICHED
 from streamer.triage.routing import Router
 
-__all__ = ["ALERT_KINDS", "destinations", "known_labels", "route", "set_routes"]
+__all__ = ["ALERT_KINDS", "Memo", "destinations", "known_labels", "route", "set_routes"]
 
 #: The alert kinds a line can raise (``alert.v1.json``'s ``kind``).
 ALERT_KINDS: Final = ("new_error_template", "burst")
@@ -45,11 +45,33 @@ def route(record: Mapping[str, Any], router: Router) -> tuple[str, ...]:
     return router.route(facts).destinations
 
 
-def set_routes(record: dict[str, Any], router: Router | None) -> None:
-    """Write the record's ``routes`` (left out when there are none, as on most lines)."""
+#: Answers already given in one batch, by the facts a rule can name (lines repeat them a lot).
+Memo = dict[tuple[Any, ...], tuple[str, ...]]
+
+
+def set_routes(record: dict[str, Any], router: Router | None, memo: Memo | None = None) -> None:
+    """Write the record's ``routes`` (left out when there are none, as on most lines).
+
+    ``memo`` (one per batch) saves evaluating the rules again for facts already routed: the rules cost
+    about 6 us a line, a look-up well under one.
+    """
     if router is None:
         return
-    found = route(record, router)
+    if memo is None:
+        found = route(record, router)
+    else:
+        alerts = record.get("alerts")
+        key = (
+            record.get("service"),
+            record.get("severity"),
+            record.get("incident_class"),
+            record.get("template_id"),
+            tuple(alerts) if alerts else (),
+        )
+        cached = memo.get(key)
+        if cached is None:
+            cached = memo[key] = route(record, router)
+        found = cached
     if found:
         record["routes"] = list(found)
     else:

@@ -32,7 +32,7 @@ import orjson
 from streamer.logs.bursts import Burst, BurstConfig, BurstDetector, ErrorTemplateWatch
 from streamer.logs.decode import SEVERITY_RANK, LogRecord, format_time_ms
 from streamer.logs.extract import exception_type, extract_log_entities, ip_entities, ip_is_internal
-from streamer.logs.routes import set_routes
+from streamer.logs.routes import Memo, set_routes
 from streamer.logs.templates import MinerConfig, Template, TemplateMiner, template_record
 from streamer.triage.escalation import Reason, ReasonCode
 from streamer.triage.outputs import ModelInfo
@@ -293,6 +293,7 @@ def triage_logs(
     escalations: dict[str, dict[str, Any]] = {}
     alerted_now: list[Template] = []
     escalate_rank = SEVERITY_RANK[cfg.escalate_severity]
+    memo: Memo = {}
     for line in lines:
         rec, template = line.record, line.template
         label, confidence = state.classes[template.id]
@@ -352,7 +353,7 @@ def triage_logs(
                 _escalate(escalations, line, reason, context, label, confidence, model, now, cfg)
         if raised:
             record["alerts"] = raised
-        set_routes(record, router)
+        set_routes(record, router, memo)
 
     miner.changes()
     published: dict[str, dict[str, Any]] = {}
@@ -373,6 +374,7 @@ def resolve_enriched(records: Sequence[dict[str, Any]], state: LogTriageState, r
     With ``router``, a moved record is routed again (its template and class may be what a rule names).
     """
     moved = 0
+    memo: Memo = {}
     for rec in records:
         tid = rec["template_id"]
         template = state.miner.resolve(tid)
@@ -382,7 +384,7 @@ def resolve_enriched(records: Sequence[dict[str, Any]], state: LogTriageState, r
         found = state.classes.get(template.id)
         if found is not None:
             rec["incident_class"] = found[0]
-        set_routes(rec, router)
+        set_routes(rec, router, memo)
         moved += 1
     return moved
 
