@@ -281,7 +281,9 @@ async def run_replay(settings: Settings, runtime: TicketRuntime, request: Replay
     from streamer.kafka.admin import apply_topics
 
     if request.topic != TICKETS:
-        raise ConfigError(f"--topic {request.topic}: only {TICKETS} can be replayed (the ticket processor)")
+        raise ConfigError(
+            f"--topic {request.topic}: the ticket replay reads {TICKETS} (log lines: streamer.replay.logs)"
+        )
     check_run_id(request.run_id)
     spec = output_spec(settings, request)
     input_topic = settings.topic(request.topic)
