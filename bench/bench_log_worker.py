@@ -59,7 +59,14 @@ from streamer.settings import Settings  # noqa: E402
 from streamer.topics import ALERTS, DEADLETTER, ESCALATIONS, LOG_TEMPLATES, LOGS, LOGS_ENRICHED, load_catalog  # noqa: E402
 from streamer.worker import log_service  # noqa: E402
 
-TOPICS = (LOGS, LOGS_ENRICHED, ALERTS, LOG_TEMPLATES, ESCALATIONS, DEADLETTER)
+_CATALOG = load_catalog(REPO / "topics" / "topics.yaml")
+#: The team log topics the logs rules of routes.yaml may send to (the worker needs them to exist).
+TEAMS = tuple(
+    name
+    for name, spec in _CATALOG.topics.items()
+    if spec.schema == _CATALOG[LOGS_ENRICHED].schema and name != LOGS_ENRICHED
+)
+TOPICS = (LOGS, LOGS_ENRICHED, ALERTS, LOG_TEMPLATES, ESCALATIONS, DEADLETTER, *TEAMS)
 #: Functions whose cumulative time says where the triage thread's time goes (name -> label).
 THREAD_PARTS = {
     "decode_logs": "decode",
@@ -97,7 +104,9 @@ def make_records(n: int, seed: int) -> list[tuple[bytes | None, bytes]]:
 def bare_core(runtime: LogRuntime, records: Sequence[tuple[bytes | None, bytes]], batch: int) -> dict[str, float]:
     """The worker's processor on the same lines without Kafka, on a state of its own."""
     fresh = load_log_runtime(Settings(), runtime.bundle)
-    processor = LogProcessor(fresh.state, fresh.classifier, fresh.model_info, fresh.limits, fresh.contracts)
+    processor = LogProcessor(
+        fresh.state, fresh.classifier, fresh.model_info, fresh.limits, fresh.contracts, router=fresh.router
+    )
     raws = [RawEvent(v, Source(LOGS, 0, i, 1_795_860_000_000 + i), k) for i, (k, v) in enumerate(records)]
     started, cpu = time.perf_counter(), time.process_time()
     parts = {"decode_s": 0.0, "triage_s": 0.0, "encode_s": 0.0}

@@ -71,10 +71,14 @@ class Program:
 
 
 def programs(catalog: TopicCatalog, group_id: str, bridge_group_id: str) -> list[Program]:
-    """The programs, their topics (team queues: every topic carrying enriched tickets) and groups."""
+    """The programs, their topics (team queues: every topic carrying enriched tickets or log lines) and groups."""
     enriched_schema = catalog[TICKETS_ENRICHED].schema
     queues = tuple(
         name for name, spec in catalog.topics.items() if spec.schema == enriched_schema and name != TICKETS_ENRICHED
+    )
+    log_schema = catalog[LOGS_ENRICHED].schema
+    log_teams = tuple(
+        name for name, spec in catalog.topics.items() if spec.schema == log_schema and name != LOGS_ENRICHED
     )
     return [
         Program(
@@ -91,10 +95,11 @@ def programs(catalog: TopicCatalog, group_id: str, bridge_group_id: str) -> list
             "worker.logs",
             "Log path of `streamer worker`",
             SOURCE_LOGS,
-            (LOGS_ENRICHED, ALERTS, ESCALATIONS, LOG_TEMPLATES, DEADLETTER),
+            (LOGS_ENRICHED, *log_teams, ALERTS, ESCALATIONS, LOG_TEMPLATES, DEADLETTER),
             (LOGS,),
             f"{group_id}-logs",
             "STREAMER_GROUP_ID (plus -logs)",
+            "Team log topics receive what the logs rules of topics/routes.yaml route to them.",
         ),
         Program(
             "worker.templates",

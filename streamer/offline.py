@@ -90,6 +90,7 @@ def log_file_outputs(settings: Settings, path: Path, *, bundle: Any = None) -> I
         runtime.limits,
         runtime.contracts,
         privacy=runtime.privacy,
+        router=runtime.router,
     )
     for raws in _batches(log_records(read_log_lines(path)), LOGS, settings.log_max_batch):
         for out in processor(raws).outputs:

@@ -116,14 +116,15 @@ class PrivacyPolicy:
 
     def for_topic(self, topic: str) -> TopicPolicy:
         """A topic's policy. A replay topic (``<topic>.replay.<run>``) carries the enriched records of
-        the tickets it replays, so it follows ``support.tickets.enriched.v1``."""
+        the tickets or log lines it replays, so it follows ``support.tickets.enriched.v1`` or
+        ``ops.logs.enriched.v1``."""
         found = self.topics.get(topic)
         if found is not None:
             return found
         replay = _REPLAY_RE.match(topic)
         if replay is not None:
             source = replay.group("source")
-            return self.for_topic(TICKETS_ENRICHED if source == TICKETS else source)
+            return self.for_topic({TICKETS: TICKETS_ENRICHED, LOGS: LOGS_ENRICHED}.get(source, source))
         return TopicPolicy(topic)
 
     def table(self, topics: Sequence[str]) -> list[tuple[str, dict[str, str]]]:

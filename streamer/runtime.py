@@ -8,6 +8,7 @@ triage --file`` and the benchmarks run the same processors without loading Faust
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import structlog
 from streamer.errors import ConfigError
 from streamer.events import DecodeLimits
 from streamer.headers import SOURCE_LOGS, SOURCE_TICKETS, Contracts, TopicContract
+from streamer.logs import routes as log_routes
 from streamer.logs.decode import Layouts, compile_layouts
 from streamer.logs.triage import LogTriageConfig, LogTriageState
 from streamer.pipeline.bundle import Bundle
@@ -24,7 +26,7 @@ from streamer.pipeline.shadow import EmbeddingTap, ShadowRun, shadow_topic, shar
 from streamer.pipeline.tickets import TicketProcessor
 from streamer.privacy import Privacy, build_privacy, unkeyed_pseudonyms
 from streamer.settings import Settings, log_triage_config
-from streamer.topics import TICKETS_ENRICHED, SchemaRegistry, TopicSpec, load_catalog, load_contracts
+from streamer.topics import LOGS_ENRICHED, TICKETS_ENRICHED, SchemaRegistry, TopicSpec, load_catalog, load_contracts
 from streamer.triage.dedup import EscalationDeduper
 from streamer.triage.escalation import EscalationPolicy, policy_from
 from streamer.triage.outputs import ModelInfo
@@ -229,6 +231,7 @@ def shadow_topic_spec(settings: Settings, shadow: ShadowRun) -> TopicSpec:
 
 # --- logs -------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class LogRuntime:
     """What the log path needs besides Kafka; one per worker process (the state is not thread-safe)."""
@@ -241,6 +244,32 @@ class LogRuntime:
     contracts: Contracts
     privacy: Privacy = field(default_factory=Privacy)
     layouts: Layouts = field(default_factory=dict)
+    #: The ``logs`` rules of ``routes.yaml`` (``None``: no log routing).
+    router: Router | None = None
+
+
+def log_router(settings: Settings, incident_classes: Sequence[str]) -> Router:
+    """The ``logs`` section of routes.yaml, checked against declared topics, severities, alert kinds and the
+    incident head's classes; a log rule may only send to topics that carry enriched log records."""
+    catalog = load_catalog(settings.topics_file)
+    router = load_router(
+        settings.routes_file,
+        "logs",
+        known_topics=catalog.topics,
+        known_labels=log_routes.known_labels(tuple(incident_classes)),
+    )
+    schema = catalog[LOGS_ENRICHED].schema
+    for rule in router.rules:
+        wrong = [t for t in rule.destinations if catalog[t].schema != schema]
+        if wrong:
+            raise ConfigError(
+                f"{settings.routes_file}: logs rule {rule.name!r}: {', '.join(wrong)} do(es) not carry enriched "
+                f"log records ({schema})"
+            )
+    wrong = [t for t in router.default if catalog[t].schema != schema]
+    if wrong:
+        raise ConfigError(f"{settings.routes_file}: logs default: {', '.join(wrong)} do(es) not carry {schema}")
+    return router
 
 
 def load_log_runtime(
@@ -254,15 +283,17 @@ def load_log_runtime(
     if bundle is None:
         bundle = load_bundle_for(settings, settings.bundle_dir)
     model_info = ModelInfo(bundle.name, bundle.version)
+    classifier = BundleIncidentClassifier(bundle)
     return LogRuntime(
         state=LogTriageState(config or log_triage_config(settings)),
-        classifier=BundleIncidentClassifier(bundle),
+        classifier=classifier,
         model_info=model_info,
         limits=DecodeLimits(max_event_bytes=settings.max_event_bytes, max_text_chars=settings.max_text_chars),
         layouts=compile_layouts(settings.log_layouts),
         bundle=bundle,
         contracts=log_contracts(settings, model_info),
         privacy=privacy,
+        router=log_router(settings, list(bundle.heads[classifier.head].labels)),
     )
 
 
@@ -277,6 +308,7 @@ def log_processor(settings: Settings, runtime: LogRuntime) -> LogProcessor:
         privacy=runtime.privacy,
         layouts=runtime.layouts,
         hold=settings.log_hold_batch,
+        router=runtime.router,
     )
 
 

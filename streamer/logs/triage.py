@@ -32,10 +32,12 @@ import orjson
 from streamer.logs.bursts import Burst, BurstConfig, BurstDetector, ErrorTemplateWatch
 from streamer.logs.decode import SEVERITY_RANK, LogRecord, format_time_ms
 from streamer.logs.extract import exception_type, extract_log_entities, ip_entities, ip_is_internal
+from streamer.logs.routes import Memo, set_routes
 from streamer.logs.templates import MinerConfig, Template, TemplateMiner, template_record
 from streamer.triage.escalation import Reason, ReasonCode
 from streamer.triage.outputs import ModelInfo
 from streamer.triage.pii import Redaction, find_ips_only, mask_kinds, redact, redact_spans
+from streamer.triage.routing import Router
 
 __all__ = [
     "IncidentClassifier",
@@ -258,11 +260,14 @@ def triage_logs(
     *,
     model: ModelInfo | None = None,
     now: str | None = None,
+    router: Router | None = None,
 ) -> LogBatchResult:
     """Triage one batch of decoded log records against ``state`` (updated in place).
 
     ``model`` names the incident model in the outputs; ``now`` is the escalation time (ISO-8601). The
     core reads no clock: without ``now``, an escalation carries its triggering record's timestamp.
+    ``router``: the ``logs`` rules of ``routes.yaml``; each enriched record lists the team topics they
+    send it to under ``routes`` (``streamer.logs.routes``), and the alerts it raised under ``alerts``.
     """
     cfg = state.config
     model = model or _UNKNOWN_MODEL
@@ -305,6 +310,7 @@ def triage_logs(
     escalations: dict[str, dict[str, Any]] = {}
     alerted_now: list[Template] = []
     escalate_rank = SEVERITY_RANK[cfg.escalate_severity]
+    memo: Memo = {}
     for line in lines:
         rec, template = line.record, line.template
         label, confidence = state.classes[template.id]
@@ -315,21 +321,21 @@ def triage_logs(
             entities["pii"] = dict(line.pii)
         if len(rec.message) > cfg.max_message_chars:
             entities["truncated_from"] = len(rec.message)
-        enriched.append(
-            {
-                "id": rec.id,
-                "source": rec.source.to_dict(),
-                "timestamp": rec.timestamp,
-                "service": rec.service,
-                "severity": rec.severity,
-                "template_id": template.id,
-                "template": template.text,
-                "incident_class": label,
-                "message": message,
-                "entities": entities,
-                "model": model.to_dict(),
-            }
-        )
+        record: dict[str, Any] = {
+            "id": rec.id,
+            "source": rec.source.to_dict(),
+            "timestamp": rec.timestamp,
+            "service": rec.service,
+            "severity": rec.severity,
+            "template_id": template.id,
+            "template": template.text,
+            "incident_class": label,
+            "message": message,
+            "entities": entities,
+            "model": model.to_dict(),
+        }
+        enriched.append(record)
+        raised: list[str] = []
         red = line.redaction
         values.append(
             {t: (sp.kind, sp.value) for sp, t in zip(red.spans, red.placeholders, strict=True)} if red else {}
@@ -339,6 +345,7 @@ def triage_logs(
         if state.watch.first_sighting(template.id, rec.severity):
             alerted_now.append(template)
             alerts.append(_new_template_alert(rec, template, label, sample, state.bursts.config.window_ms))
+            raised.append("new_error_template")
             if severe:
                 reason = Reason(
                     ReasonCode.NEW_ERROR_TEMPLATE,
@@ -346,21 +353,24 @@ def triage_logs(
                 )
                 context = _context(rec, template, 1, 0.0, None, [sample], state.bursts.config.window_ms)
                 _escalate(escalations, line, reason, context, label, confidence, model, now, cfg)
-        if rec.time_ms is None:
-            continue
-        burst = state.bursts.observe(rec.service, template.id, rec.time_ms, rec.severity, sample)
-        if burst is None:
-            continue
-        alerts.append(_burst_alert(burst, template, label))
-        if SEVERITY_RANK.get(burst.severity, 2) >= escalate_rank:
-            span_s = (burst.window_end_ms - burst.window_start_ms) / 1000
-            reason = Reason(
-                ReasonCode.ERROR_BURST,
-                f"{burst.count} {burst.severity} lines of template {template.id} in a {span_s:g} s window "
-                f"(baseline {burst.baseline:.1f}, threshold {burst.threshold:.0f})",
-            )
-            context = _context(rec, template, burst.count, burst.baseline, burst, list(burst.samples), 0)
-            _escalate(escalations, line, reason, context, label, confidence, model, now, cfg)
+        burst = None
+        if rec.time_ms is not None:
+            burst = state.bursts.observe(rec.service, template.id, rec.time_ms, rec.severity, sample)
+        if burst is not None:
+            alerts.append(_burst_alert(burst, template, label))
+            raised.append("burst")
+            if SEVERITY_RANK.get(burst.severity, 2) >= escalate_rank:
+                span_s = (burst.window_end_ms - burst.window_start_ms) / 1000
+                reason = Reason(
+                    ReasonCode.ERROR_BURST,
+                    f"{burst.count} {burst.severity} lines of template {template.id} in a {span_s:g} s window "
+                    f"(baseline {burst.baseline:.1f}, threshold {burst.threshold:.0f})",
+                )
+                context = _context(rec, template, burst.count, burst.baseline, burst, list(burst.samples), 0)
+                _escalate(escalations, line, reason, context, label, confidence, model, now, cfg)
+        if raised:
+            record["alerts"] = raised
+        set_routes(record, router, memo)
 
     miner.changes()
     published: dict[str, dict[str, Any]] = {}
@@ -373,13 +383,15 @@ def triage_logs(
     return LogBatchResult(enriched, alerts, list(escalations.values()), list(published.values()), values)
 
 
-def resolve_enriched(records: Sequence[dict[str, Any]], state: LogTriageState) -> int:
+def resolve_enriched(records: Sequence[dict[str, Any]], state: LogTriageState, router: Router | None = None) -> int:
     """Bring enriched records written earlier up to the current templates (in place); returns how many moved.
 
     A record held back for a batch and resolved just before it leaves carries the id its template has
     by then, not the one it had when first mined: far fewer ids are superseded after they are published.
+    With ``router``, a moved record is routed again (its template and class may be what a rule names).
     """
     moved = 0
+    memo: Memo = {}
     for rec in records:
         tid = rec["template_id"]
         template = state.miner.resolve(tid)
@@ -389,6 +401,7 @@ def resolve_enriched(records: Sequence[dict[str, Any]], state: LogTriageState) -
         found = state.classes.get(template.id)
         if found is not None:
             rec["incident_class"] = found[0]
+        set_routes(rec, router, memo)
         moved += 1
     return moved
 

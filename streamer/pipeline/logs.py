@@ -30,6 +30,7 @@ from streamer.errors import ConfigError
 from streamer.events import DecodeFailure, DecodeLimits, Output, RawEvent, encode
 from streamer.headers import Contracts, TraceParent, event_id, incoming_trace, subject_of
 from streamer.logs.decode import Layouts, LogRecord, decode_logs, format_time_ms
+from streamer.logs.routes import destinations
 from streamer.logs.triage import IncidentClassifier, LogBatchResult, LogTriageState, resolve_enriched, triage_logs
 from streamer.pipeline.batch import Batch, log_dead_letter
 from streamer.pipeline.bundle import Bundle
@@ -37,6 +38,7 @@ from streamer.privacy import Privacy
 from streamer.topics import ALERTS, DEADLETTER, ESCALATIONS, LOG_TEMPLATES, LOGS_ENRICHED
 from streamer.tracing import InputTrace, Tracing
 from streamer.triage.outputs import ModelInfo
+from streamer.triage.routing import Router
 
 __all__ = ["INCIDENT_HEAD", "BundleIncidentClassifier", "LogProcessor"]
 
@@ -126,6 +128,8 @@ class LogProcessor:
     layouts: Layouts = field(default_factory=dict)
     #: Hold each batch's enriched records until the next batch is mined (``STREAMER_LOG_HOLD_BATCH``).
     hold: bool = False
+    #: The ``logs`` rules of ``routes.yaml``: each enriched record also leaves on the team topics they name.
+    router: Router | None = None
     _keys: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
     _traces: dict[tuple[str, int, int], TraceParent] = field(default_factory=dict, init=False, repr=False)
     _held: list[_Held] = field(default_factory=list, init=False, repr=False)
@@ -134,29 +138,41 @@ class LogProcessor:
         """The enriched records held back from the last batch, resolved to the current templates."""
         batch = Batch(path="logs")
         started = time.perf_counter()
-        batch.outputs = self._release_held()
-        batch.processed = len(batch.outputs)
+        batch.processed = self._release_held(batch)
         batch.encode_s = time.perf_counter() - started
         return batch
 
-    def _release_held(self) -> list[Output]:
-        """Held records, resolved now, with the trace and time they were triaged under."""
+    def _release_held(self, batch: Batch) -> int:
+        """Held records, resolved (and routed) now, with the trace and time they were triaged under."""
         held, self._held = self._held, []
-        resolve_enriched([record for record, _, _, _ in held], self.state)
-        return [self._enriched(record, values, trace, now) for record, values, trace, now in held]
+        resolve_enriched([record for record, _, _, _ in held], self.state, self.router)
+        for record, values, trace, now in held:
+            self._leave(batch, record, values, trace, now)
+        return len(held)
 
-    def _enriched(self, record: dict[str, Any], values: Any, trace: TraceParent, now: str) -> Output:
-        """One enriched record as it leaves: rendered by the privacy policy, with its headers, encoded."""
-        headers = self.contracts.headers(
-            LOGS_ENRICHED,
-            event_id=event_id(LOGS_ENRICHED, record["source"], None),
-            time=now,
-            trace=trace,
-            subject=subject_of(record),
-            confidence=self._confidence(record["template_id"]),
-        )
-        value = self.privacy.log_record(record, values) if values else record
-        return Output(LOGS_ENRICHED, self._key(record["service"]), value, headers, encode(value))
+    def _leave(self, batch: Batch, record: dict[str, Any], values: Any, trace: TraceParent, now: str) -> None:
+        """One enriched record on ``ops.logs.enriched.v1`` and on each team topic of its ``routes``: each copy
+        rendered by its topic's privacy policy, with its headers, encoded."""
+        key = self._key(record["service"])
+        plain: bytes | None = None
+        confidence = self._confidence(record["template_id"])
+        for topic in destinations(record):
+            headers = self.contracts.headers(
+                topic,
+                event_id=event_id(topic, record["source"], None),
+                time=now,
+                trace=trace,
+                subject=subject_of(record),
+                confidence=confidence,
+            )
+            value = self.privacy.log_record(record, values, topic) if values else record
+            if value is record:
+                data = plain = plain if plain is not None else encode(record)
+            else:
+                data = encode(value)
+            batch.outputs.append(Output(topic, key, value, headers, data))
+            if topic != LOGS_ENRICHED:
+                batch.routes[topic] += 1
 
     def __call__(self, raws: Sequence[RawEvent]) -> Batch:
         # Lines keep the trace they came with; the others each start one (no span: see streamer.tracing).
@@ -192,7 +208,7 @@ class LogProcessor:
         counting = _Counting(self.classifier, self.tracing, batch_span, self.model_info.to_dict())
         triaged_records: list[LogRecord] = records
         try:
-            results = [triage_logs(records, self.state, counting, model=self.model_info, now=now)]
+            results = [triage_logs(records, self.state, counting, model=self.model_info, now=now, router=self.router)]
         except Exception:
             # One poison line must not sink its batch: retry line by line, dead-letter what still fails.
             log.exception("log batch triage failed; retrying line by line", batch=len(records))
@@ -200,7 +216,9 @@ class LogProcessor:
             raw_of = {raw.source: raw for raw in raws}
             for record in records:
                 try:
-                    results.append(triage_logs([record], self.state, counting, model=self.model_info, now=now))
+                    results.append(
+                        triage_logs([record], self.state, counting, model=self.model_info, now=now, router=self.router)
+                    )
                     triaged_records.append(record)
                 except Exception as exc:
                     raw = raw_of.get(record.source) or RawEvent(None, record.source, record.key)
@@ -213,8 +231,7 @@ class LogProcessor:
         ]
         out = batch.outputs
         if self.hold:  # the last batch's enriched records leave now, resolved with this batch's evidence
-            out.extend(self._release_held())
-            batch.processed = len(out)
+            batch.processed = self._release_held(batch)
         for result in results:
             self._encode(result, batch, now)
         for failure in failures:
@@ -262,15 +279,14 @@ class LogProcessor:
         """``result``'s records as outputs, in the order the service sends them: enriched lines first."""
         out = batch.outputs
         head = self._headers
-        render = bool(result.pii) and bool(self.privacy.actions(LOGS_ENRICHED))
         processed = 0
         for i, record in enumerate(result.enriched):
-            values = result.pii[i] if render else None
+            values = result.pii[i] if result.pii else None
             trace = self._trace_of(record["source"])
             if self.hold:
                 self._held.append((record, values, trace, now))
             else:
-                out.append(self._enriched(record, values, trace, now))
+                self._leave(batch, record, values, trace, now)
                 processed += 1
         batch.processed += processed
         for alert in result.alerts:

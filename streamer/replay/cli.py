@@ -1,4 +1,4 @@
-"""``streamer replay``: re-run a window of tickets through a bundle and report what would change."""
+"""``streamer replay``: re-run a window of tickets or log lines through a bundle and report what would change."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 
 from streamer.errors import ConfigError, StreamerError
-from streamer.topics import TICKETS, TICKETS_ENRICHED
+from streamer.topics import LOGS, LOGS_ENRICHED, TICKETS, TICKETS_ENRICHED
+
+#: What each replayable topic is compared with by default.
+LIVE_TOPICS = {TICKETS: TICKETS_ENRICHED, LOGS: LOGS_ENRICHED}
 
 _EPILOG = """\
 Offsets come from --from/--to (offsets_for_times, checked against each partition's first and end
@@ -18,10 +21,15 @@ everything). A --from after the last record replays nothing. The replay joins no
 nothing, so live workers are unaffected; it writes enriched records to <topic>.replay.<run-id>
 (one-day retention) unless --dry-run.
 
+--topic ops.logs.v1 replays log lines through a fresh log triage (templates, incident classes, alerts,
+routes) and compares with ops.logs.enriched.v1. Each partition's earlier records are replayed first,
+without comparing, to rebuild the state the live worker had (--no-warmup: start from a clean state).
+
 examples:
   streamer replay --from 2026-11-27T00:00Z --to 2026-11-28T00:00Z --bundle var/bundles/v4 \\
       --report replay.json --html replay.html
   streamer replay --partitions 0,2 --from-offset 1200 --to-offset 1500 --bundle var/bundles/v4 --dry-run
+  streamer replay --topic ops.logs.v1 --from 2026-11-27T10:00Z --to 2026-11-27T11:00Z --dry-run --html logs.html
 """
 
 
@@ -43,12 +51,14 @@ def add_replay_commands(subparsers: argparse._SubParsersAction) -> None:  # type
 
     replay = subparsers.add_parser(
         "replay",
-        help="re-run a window of tickets through a bundle and diff against live decisions",
-        description="Replay tickets through the worker's triage with a given bundle; report what changes.",
+        help="re-run a window of tickets or log lines through a bundle and diff against live decisions",
+        description="Replay tickets or log lines through the worker's triage with a given bundle; report what changes.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    replay.add_argument("--topic", default=TICKETS, help=f"input topic, as declared (default: {TICKETS})")
+    replay.add_argument(
+        "--topic", default=TICKETS, choices=sorted(LIVE_TOPICS), help=f"input topic, as declared (default: {TICKETS})"
+    )
     replay.add_argument("--from", dest="from_ms", type=time_arg, metavar="TIME", help="window start, ISO 8601 or ms")
     replay.add_argument("--to", dest="to_ms", type=time_arg, metavar="TIME", help="window end (exclusive)")
     replay.add_argument("--from-offset", type=int, metavar="N", help="first offset, in every chosen partition")
@@ -67,10 +77,20 @@ def add_replay_commands(subparsers: argparse._SubParsersAction) -> None:  # type
     replay.add_argument("--report", type=Path, metavar="FILE", help="write the JSON report here")
     replay.add_argument("--html", type=Path, metavar="FILE", help="write a self-contained HTML report here")
     replay.add_argument(
-        "--live-topic", default=TICKETS_ENRICHED, help=f"live decisions to compare with (default: {TICKETS_ENRICHED})"
+        "--live-topic",
+        default=TICKETS_ENRICHED,
+        help=f"live decisions to compare with (default: {TICKETS_ENRICHED}; {LOGS_ENRICHED} for {LOGS})",
     )
     replay.add_argument("--no-diff", action="store_true", help="do not read live decisions or compare")
-    replay.add_argument("--batch", type=int, metavar="N", help="tickets per model batch (default: STREAMER_MAX_BATCH)")
+    replay.add_argument(
+        "--batch",
+        type=int,
+        metavar="N",
+        help="tickets per model batch (default: STREAMER_MAX_BATCH); log lines per batch (default: 2000)",
+    )
+    replay.add_argument(
+        "--no-warmup", action="store_true", help="logs: replay from a clean state, without the earlier records"
+    )
     replay.add_argument("--examples", type=int, default=5, metavar="N", help="examples per kind of change (5)")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     replay.set_defaults(handler=run_replay_command)
@@ -105,10 +125,18 @@ def run_replay_command(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.bundle is not None:
         settings = settings.model_copy(update={"bundle_dir": args.bundle})
-    batch = args.batch if args.batch is not None else settings.max_batch
+    logs = args.topic == LOGS
+    if args.batch is not None:
+        batch = args.batch
+    else:
+        from streamer.replay.logs import DEFAULT_BATCH
+
+        batch = DEFAULT_BATCH if logs else settings.max_batch
     if batch < 1 or args.examples < 0:
         raise ConfigError("--batch must be at least 1 and --examples 0 or more")
     window = Window(args.from_ms, args.to_ms, args.from_offset, args.to_offset)
+    # Log lines are compared with log records: the tickets' default stands for the topic's own.
+    live_topic = LIVE_TOPICS[args.topic] if args.live_topic == TICKETS_ENRICHED else args.live_topic
     request = ReplayRequest(
         window=window,
         run_id=check_run_id(args.run_id) if args.run_id else new_run_id(),
@@ -116,10 +144,11 @@ def run_replay_command(args: argparse.Namespace) -> int:
         partitions=args.partitions,
         output=args.output,
         dry_run=args.dry_run,
-        live_topic=None if args.no_diff else args.live_topic,
+        live_topic=None if args.no_diff else live_topic,
         batch_size=batch,
         max_examples=args.examples,
         progress=not args.no_progress,
+        warmup=not args.no_warmup,
     )
     try:
         bundle = load_bundle(
@@ -132,9 +161,15 @@ def run_replay_command(args: argparse.Namespace) -> int:
         )
     except ModelError as exc:
         raise ConfigError(str(exc)) from None
-    runtime = load_ticket_runtime(settings, bundle=bundle)
     try:
-        report = asyncio.run(run_replay(settings, runtime, request))
+        if logs:
+            from streamer.replay.logs import load_log_replay_runtime, run_log_replay
+
+            report = asyncio.run(run_log_replay(settings, load_log_replay_runtime(settings, bundle), request))
+        else:
+            from streamer.runtime import load_ticket_runtime
+
+            report = asyncio.run(run_replay(settings, load_ticket_runtime(settings, bundle=bundle), request))
     except KafkaError as exc:
         raise StreamerError(f"replay {request.run_id} stopped: Kafka error {type(exc).__name__}: {exc}") from None
     sys.stdout.write(render_text(report))

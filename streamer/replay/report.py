@@ -2,7 +2,8 @@
 
 One record, three renderings: JSON for machines, a terminal table for the operator, and a single HTML
 file (inline CSS and SVG, no scripts, nothing fetched) that can be attached to a ticket or mailed.
-Every text that may come from a ticket is already redacted by ``diff``; here it is only escaped.
+Every text that may come from a ticket or a log line is already redacted by ``diff`` / ``logdiff``;
+here it is only escaped. Ticket and log replays share everything but the section on what changed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from streamer.replay.diff import KINDS, DiffReport
+from streamer.replay.logdiff import LOG_KINDS, LogDiffReport
 from streamer.replay.ranges import PartitionRange, Window
 
 FORMAT = "streamer-replay-report"
@@ -45,7 +47,9 @@ class ReplayReport:
     replay_seconds: float = 0.0
     live_records_read: int = 0
     live_seconds: float = 0.0
-    diff: DiffReport | None = None
+    diff: DiffReport | LogDiffReport | None = None
+    #: Log replays: records before the ranges replayed first to rebuild the live state (not compared).
+    warmup_records: int = 0
 
     @property
     def dry_run(self) -> bool:
@@ -86,6 +90,7 @@ class ReplayReport:
                 "events_per_s": round(self.events_per_s, 1),
                 "live_records_read": self.live_records_read,
                 "live_seconds": round(self.live_seconds, 3),
+                "warmup_records": self.warmup_records,
             },
             "diff": self.diff.to_dict() if self.diff is not None else None,
         }
@@ -153,9 +158,14 @@ def render_text(report: ReplayReport) -> str:
     )
     if report.outside_window:
         out.append(f"{report.outside_window} records in the offset ranges have timestamps outside the window")
+    if report.warmup_records:
+        out.append(f"{report.warmup_records} earlier records replayed first to rebuild the state (not compared)")
     diff = report.diff
     if diff is None:
         out.append("no comparison with live decisions (--no-diff)")
+        return "\n".join(out) + "\n"
+    if isinstance(diff, LogDiffReport):
+        out.extend(_log_text(report, diff))
         return "\n".join(out) + "\n"
     out.append(
         f"live decisions ({report.live_topic}): {diff.compared} compared, {diff.live_only} only live, "
@@ -188,6 +198,44 @@ def render_text(report: ReplayReport) -> str:
         rows2 = [(kind, e.id, _clip(e.old, 30), _clip(e.new, 30), _clip(e.text, 70)) for kind, e in shown]
         out.extend(table(["kind", "id", "before", "after", "text"], rows2))
     return "\n".join(out) + "\n"
+
+
+def _log_text(report: ReplayReport, diff: LogDiffReport) -> list[str]:
+    """What changed in a log replay, for the terminal."""
+    out = [
+        f"live records ({report.live_topic}): {diff.compared} lines compared, {diff.live_only} only live, "
+        f"{diff.replay_only} only replayed; live models: "
+        + (", ".join(f"{m} ({n})" for m, n in diff.live_models.items()) or "none"),
+        "",
+    ]
+    change_rows = [(kind, diff.changed[kind], _pct(diff.changed[kind], diff.compared)) for kind in LOG_KINDS]
+    change_rows.append(("any", diff.any_changed, _pct(diff.any_changed, diff.compared)))
+    out.extend(table(["changed", "lines", "share"], change_rows, right=(1, 2)))
+    out.append("")
+    out.append(f"templates: {diff.templates[0]} before, {diff.templates[1]} after")
+    for title, counts in (("severity", diff.severities), ("incident class", diff.incident_classes)):
+        moved = [(k, b, a) for k, (b, a) in counts.items() if b != a]
+        if moved:
+            out.append("")
+            out.extend(table([title, "before", "after"], moved, right=(1, 2)))
+    out.append("")
+    alert_rows = [(k, b, a) for k, (b, a) in diff.alerts.items()]
+    out.extend(table(["alert", "before", "after"], alert_rows, right=(1, 2)) if alert_rows else ["no alerts"])
+    changed_routes = [(r, b, a) for r, (b, a) in diff.routes.items() if b != a]
+    if changed_routes:
+        out.append("")
+        out.extend(table(["route", "before", "after"], changed_routes, right=(1, 2)))
+    if diff.template_changes:
+        out.append("")
+        rows = [(_clip(o, 50), _clip(n, 50), c) for o, n, c in diff.template_changes[:10]]
+        out.extend(table(["template before", "template after", "lines"], rows, right=(2,)))
+    shown = [(kind, e) for kind in LOG_KINDS for e in diff.examples.get(kind, [])]
+    if shown:
+        out.append("")
+        out.append("examples (partition:offset, message redacted):")
+        rows2 = [(kind, e.id, _clip(e.old, 30), _clip(e.new, 30), _clip(e.text, 60)) for kind, e in shown]
+        out.extend(table(["kind", "line", "before", "after", "text"], rows2))
+    return out
 
 
 # --- HTML -----------------------------------------------------------------------------------------
@@ -293,7 +341,14 @@ def render_html(report: ReplayReport) -> str:
         _card(f"{report.events_per_s:.1f}", "events/s"),
         _card(str(dead), "dead letters"),
     ]
-    if diff is not None:
+    if isinstance(diff, LogDiffReport):
+        h += [
+            _card(str(diff.compared), "lines compared with live"),
+            _card(_pct(diff.any_changed, diff.compared), "with any change"),
+            _card(_pct(diff.changed["template"], diff.compared), "template changed"),
+            _card(f"{sum(b for b, _ in diff.alerts.values())} → {sum(a for _, a in diff.alerts.values())}", "alerts"),
+        ]
+    elif diff is not None:
         h += [
             _card(str(diff.compared), "compared with live"),
             _card(_pct(diff.any_changed, diff.compared), "with any change"),
@@ -310,8 +365,15 @@ def render_html(report: ReplayReport) -> str:
         h.append(
             f'<p class="note">{report.outside_window} records in the ranges have timestamps outside the window.</p>'
         )
+    if report.warmup_records:
+        h.append(
+            f'<p class="note">{report.warmup_records} earlier records were replayed first to rebuild the state '
+            "(not compared).</p>"
+        )
 
-    if diff is not None:
+    if isinstance(diff, LogDiffReport):
+        h.extend(_log_html(diff))
+    elif diff is not None:
         h.append("<h2>Changes</h2>")
         h.append('<div class="charts">')
         h.append(
@@ -405,6 +467,63 @@ def render_html(report: ReplayReport) -> str:
     h.append(_html_table(["setting", "value"], [(k, json.dumps(v)) for k, v in report.settings.items()]))
     h.append("</body></html>")
     return "\n".join(h) + "\n"
+
+
+def _log_html(diff: LogDiffReport) -> list[str]:
+    """What changed in a log replay, as HTML sections."""
+    h = ["<h2>Changes</h2>", '<div class="charts">']
+    h.append(
+        bar_chart(
+            "Alerts before and after",
+            [(k, [float(b), float(a)]) for k, (b, a) in diff.alerts.items()],
+            [("before", BEFORE), ("after", AFTER)],
+        )
+    )
+    h.append(
+        bar_chart(
+            "Incident classes before and after",
+            [(k, [float(b), float(a)]) for k, (b, a) in list(diff.incident_classes.items())[:16]],
+            [("before", BEFORE), ("after", AFTER)],
+        )
+    )
+    h.append("</div>")
+    rows = [(k, diff.changed[k], _pct(diff.changed[k], diff.compared)) for k in LOG_KINDS]
+    rows.append(("any", diff.any_changed, _pct(diff.any_changed, diff.compared)))
+    h.append(_html_table(["decision", "changed", "share"], rows, numeric=(1, 2)))
+    h.append(
+        f"<p>{diff.compared} lines compared; {diff.live_only} triaged live but not replayed; {diff.replay_only} "
+        f"replayed without a live record. Templates: {diff.templates[0]} before, {diff.templates[1]} after. "
+        f"Live models: {escape(', '.join(f'{m} ({n})' for m, n in diff.live_models.items()) or 'none')}.</p>"
+    )
+    for title, table_rows in (
+        ("Severities", diff.severities),
+        ("Incident classes", diff.incident_classes),
+        ("Alerts", diff.alerts),
+        ("Routes", diff.routes),
+    ):
+        h.append(f"<h2>{title}</h2>")
+        h.append(
+            _html_table(
+                ["value", "before", "after", "delta"],
+                [(k, b, a, f"{a - b:+d}") for k, (b, a) in table_rows.items()],
+                (1, 2, 3),
+            )
+            if table_rows
+            else "<p>None on either side.</p>"
+        )
+    h.append("<h2>Template changes (top)</h2>")
+    h.append(
+        _html_table(["before", "after", "lines"], [(o, n, c) for o, n, c in diff.template_changes], numeric=(2,))
+        if diff.template_changes
+        else "<p>No line changed template.</p>"
+    )
+    h.append("<h2>Examples (message redacted)</h2>")
+    for kind in LOG_KINDS:
+        examples = diff.examples.get(kind, [])
+        if examples:
+            h.append(f"<h3>{escape(kind)}</h3>")
+            h.append(_html_table(["line", "before", "after", "text"], [(e.id, e.old, e.new, e.text) for e in examples]))
+    return h
 
 
 def write_html(report: ReplayReport, path: Path) -> None:

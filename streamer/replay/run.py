@@ -19,7 +19,7 @@ import secrets
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
@@ -77,6 +77,8 @@ class ReplayRequest:
     batch_size: int = 64
     max_examples: int = 5
     progress: bool = True
+    #: Log replays: replay each partition's earlier records first to rebuild the state (not compared).
+    warmup: bool = True
 
 
 def bundle_info(bundle: Any) -> dict[str, Any]:
@@ -205,14 +207,14 @@ async def fetch(
 async def read_live(
     settings: Settings,
     live_topic: str,
-    input_topic: str,
     ranges: list[PartitionRange],
-    builder: DiffBuilder,
+    on_record: Callable[[bytes | None], None],
     *,
     since_ms: int | None,
     progress: bool,
 ) -> int:
-    """Feed ``builder`` the live decisions on inputs inside ``ranges``; returns how many records were read.
+    """Hand every value of the live topic to ``on_record`` (which keeps the decisions on inputs inside
+    ``ranges``); returns how many records were read.
 
     The live topic is read from ``since_ms`` (its own timestamps: when decisions were produced) or from
     the beginning, to its end offsets now.
@@ -238,15 +240,21 @@ async def read_live(
                 read += len(chunk)
                 bar.update(len(chunk))
                 for message in chunk:
-                    _add_live(builder, message.value, input_topic, wanted)
+                    on_record(message.value)
     finally:
         await consumer.stop()
     return read
 
 
-def _add_live(
-    builder: DiffBuilder, value: bytes | None, input_topic: str, wanted: Mapping[int, PartitionRange]
+def add_live(
+    add: Callable[[Any], None],
+    value: bytes | None,
+    *,
+    input_topic: str,
+    wanted: Mapping[int, PartitionRange],
+    decide: Callable[[Mapping[str, Any]], Any] = decision_of,
 ) -> None:
+    """``add(decide(record))`` for a live record made from an input inside ``wanted`` (partition -> range)."""
     if not value:
         return
     try:
@@ -257,7 +265,7 @@ def _add_live(
         partition = wanted.get(source["partition"])
         if partition is None or source["offset"] not in partition:
             return
-        builder.add_live(decision_of(record))
+        add(decide(record))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return  # not an enriched record: nothing to compare with
 
@@ -271,7 +279,9 @@ async def run_replay(settings: Settings, runtime: TicketRuntime, request: Replay
     from streamer.kafka.admin import apply_topics
 
     if request.topic != TICKETS:
-        raise ConfigError(f"--topic {request.topic}: only {TICKETS} can be replayed (the ticket processor)")
+        raise ConfigError(
+            f"--topic {request.topic}: the ticket replay reads {TICKETS} (log lines: streamer.replay.logs)"
+        )
     check_run_id(request.run_id)
     spec = output_spec(settings, request)
     input_topic = settings.topic(request.topic)
@@ -294,12 +304,12 @@ async def run_replay(settings: Settings, runtime: TicketRuntime, request: Replay
             since = request.window.from_ms - LIVE_GRACE_MS if request.window.from_ms is not None else None
             began = time.perf_counter()
             try:
+                wanted = {r.partition: r for r in report.ranges if r.count}
                 report.live_records_read = await read_live(
                     settings,
                     settings.topic(request.live_topic),
-                    input_topic,
                     report.ranges,
-                    builder,
+                    partial(add_live, builder.add_live, input_topic=input_topic, wanted=wanted),
                     since_ms=since,
                     progress=request.progress,
                 )

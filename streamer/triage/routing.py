@@ -5,6 +5,10 @@ Rules are evaluated top to bottom; the first that matches decides, unless it say
 decides, the section's ``default`` applies, so every event lands somewhere. A rule matches when every
 field it names matches; a field matches a single value or any value of a list, and ``not_<field>``
 excludes values. Errors found at start-up name the rule.
+
+Tickets always land somewhere, so their section needs a ``default``. Log lines all go to
+``ops.logs.enriched.v1`` anyway and rules pick the few a team subscribes to, so the ``logs`` section may
+say ``default: []`` (nothing more) and may be left out of a file altogether (no log routing).
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from streamer.errors import ConfigError
 #: Which fields each section's rules may match on.
 MATCH_FIELDS: Mapping[str, frozenset[str]] = {
     "tickets": frozenset({"intent", "priority", "sentiment", "tier", "language", "channel", "escalated", "reason"}),
-    "logs": frozenset({"service", "severity", "incident_class", "template_id", "new_template"}),
+    "logs": frozenset({"service", "severity", "incident_class", "template_id", "alert"}),
 }
+#: Sections whose ``default`` may be an empty list and which a file may leave out.
+OPTIONAL_SECTIONS: frozenset[str] = frozenset({"logs"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +98,13 @@ def _values(raw: object, where: str) -> frozenset[str]:
     return frozenset(_norm(i) for i in items)
 
 
-def _destinations(raw: object, where: str, known_topics: Collection[str] | None) -> tuple[str, ...]:
+def _destinations(
+    raw: object, where: str, known_topics: Collection[str] | None, *, allow_none: bool = False
+) -> tuple[str, ...]:
     candidates = raw if isinstance(raw, list) else [raw]
     items = [i for i in candidates if isinstance(i, str) and i]
+    if allow_none and raw == []:
+        return ()
     if not items or len(items) != len(candidates):
         raise ConfigError(f"{where}: 'to' must be a topic name or a list of topic names")
     if known_topics is not None:
@@ -116,6 +126,8 @@ def parse_router(
     if section not in MATCH_FIELDS:
         raise ConfigError(f"{origin}: unknown section {section!r}")
     body = doc.get(section)
+    if body is None and section in OPTIONAL_SECTIONS:
+        return Router(rules=(), default=())
     if not isinstance(body, Mapping):
         raise ConfigError(f"{origin}: section {section!r} is missing or not a mapping")
     fields = MATCH_FIELDS[section]
@@ -165,7 +177,9 @@ def parse_router(
         )
     if "default" not in body:
         raise ConfigError(f"{origin}: section {section!r} needs a 'default' destination")
-    default = _destinations(body["default"], f"{origin}: {section} default", known_topics)
+    default = _destinations(
+        body["default"], f"{origin}: {section} default", known_topics, allow_none=section in OPTIONAL_SECTIONS
+    )
     return Router(rules=tuple(rules), default=default)
 
 

@@ -53,6 +53,8 @@ DEADLETTER = "streamer.deadletter.v1"
 CATALOG = load_catalog(REPO / "topics" / "topics.yaml")
 POLICY = load_policy(REPO / "topics" / "topics.yaml", CATALOG.topics)
 QUEUES = sorted(t for t in CATALOG.topics if t.startswith("support.queue."))
+#: Team log topics: routed log lines, each under its own policy.
+LOG_TEAMS = sorted(t for t in CATALOG.topics if t.startswith("team.") and t.endswith(".logs.v1"))
 KEY = "faults-pii-secret"
 
 CLEAN_TEXTS = [
@@ -166,7 +168,7 @@ def test_pii_appears_only_where_the_policy_keeps_it(
     fake = FakeOpenAI().up()
     fake.reply_extra = " Also contact " + " or ".join(p.value for p in invented) + "."
     bridge: StreamerProcess | None = None
-    outputs = [ENRICHED, *QUEUES, ESCALATIONS, LOGS_ENRICHED, ALERTS, TEMPLATES, RESPONSES, DEADLETTER]
+    outputs = [ENRICHED, *QUEUES, ESCALATIONS, LOGS_ENRICHED, *LOG_TEAMS, ALERTS, TEMPLATES, RESPONSES, DEADLETTER]
     ids = {t["id"].encode() for t in every}
     try:
         with Tally(cluster, outputs, keep=outputs) as tally:
@@ -303,5 +305,6 @@ def test_pii_appears_only_where_the_policy_keeps_it(
     assert kept_in_clear, "the policy keeps contact details on team queues: some should be there in clear"
     assert not leaked_logs, leaked_logs[:5]
     assert records[RESPONSES] > 0 and records[replay_topic] >= len(every)
+    assert sum(records[t] for t in LOG_TEAMS) > 0, "some log lines should be routed to team topics"
     assert fp_rate <= 0.02, clean_hits
     assert code == 0 and bridge_code == 0

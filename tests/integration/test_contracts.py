@@ -263,6 +263,9 @@ def test_a_cloudevents_consumer_decodes_every_output_topic(flow: Flow) -> None:
         LOG_TEMPLATES: {SOURCE_LOGS},
         LLM_RESPONSES: {SOURCE_BRIDGE},
     }
+    log_schema = CATALOG[LOGS_ENRICHED].schema
+    log_teams = {t for t, spec in CATALOG.topics.items() if t.startswith("team.") and spec.schema == log_schema}
+    sources.update({topic: {SOURCE_LOGS} for topic in log_teams})
     seen: dict[str, set[str]] = {}
     for record in flow.records:
         event = from_binary_event(KafkaMessage(headers=dict(record.raw_headers), key=record.key, value=record.value))
@@ -277,7 +280,7 @@ def test_a_cloudevents_consumer_decodes_every_output_topic(flow: Flow) -> None:
         if record.topic not in (DEADLETTER, LLM_RESPONSES):
             assert event.get_extension("modelname") and event.get_extension("modelversion")
             assert event.get_subject()
-        if record.topic in (TICKETS_ENRICHED, ESCALATIONS, LOGS_ENRICHED):
+        if record.topic in (TICKETS_ENRICHED, ESCALATIONS, LOGS_ENRICHED, *log_teams):
             assert 0.0 <= float(event.get_extension("confidence")) <= 1.0
         if record.topic == LLM_RESPONSES:
             assert event.get_extension("modelname") == record.doc["model"] == "big-model"
@@ -286,4 +289,5 @@ def test_a_cloudevents_consumer_decodes_every_output_topic(flow: Flow) -> None:
         assert len(ids) == len(flow.of(topic)), topic
     queues = {t for t in seen if t.startswith("support.queue.")}
     assert len(queues) >= 2, queues
-    assert set(sources) <= set(seen), set(sources) - set(seen)
+    assert log_teams & set(seen), "some log lines should be routed to team topics"
+    assert set(sources) - log_teams <= set(seen), set(sources) - log_teams - set(seen)

@@ -36,9 +36,12 @@ ALERTS = "ops.alerts.v1"
 TEMPLATES = "ops.log_templates.v1"
 ESCALATIONS = "llm.escalations.v1"
 DEADLETTER = "streamer.deadletter.v1"
-LOG_TOPICS = (LOGS, ENRICHED, ALERTS, TEMPLATES, ESCALATIONS, DEADLETTER)
+PAYMENTS = "team.payments.logs.v1"
+TEAMS = (PAYMENTS, "team.security.logs.v1", "team.storage.logs.v1", "team.platform.logs.v1")
+LOG_TOPICS = (LOGS, ENRICHED, ALERTS, TEMPLATES, ESCALATIONS, DEADLETTER, *TEAMS)
 SCHEMAS = {
     ENRICHED: "enriched_log.v1.json",
+    PAYMENTS: "enriched_log.v1.json",
     ALERTS: "alert.v1.json",
     TEMPLATES: "log_template.v1.json",
     ESCALATIONS: "escalation.v1.json",
@@ -184,6 +187,34 @@ def test_a_new_error_template_escalates_once_with_redacted_samples(cluster: Topi
     assert email not in orjson.dumps(esc).decode()
     alerts = [v for v in cluster.docs(ALERTS) if v["service"] == service]
     assert [a["kind"] for a in alerts] == ["new_error_template"]
+
+
+def test_a_routed_line_arrives_on_its_team_topic_masked(cluster: Topics, worker: StreamerProcess) -> None:
+    run, email = word(), f"{word(6)}@example.org"
+
+    def line(i: int, level: str) -> Record:
+        doc = {
+            "id": f"route-{run}-{i}",
+            "timestamp": iso(T0 + timedelta(days=7, seconds=i)),
+            "level": level,
+            "service": "payments-worker",
+            "message": f"Charge ch_{run} for {email} failed: card_declined (attempt {i})",
+        }
+        return b"payments-worker", orjson.dumps(doc)
+
+    cluster.produce(LOGS, [line(0, "WARN"), line(1, "INFO"), line(2, "ERROR")])
+    enriched = cluster.docs(ENRICHED, until=3, match=lambda v: v["id"].startswith(f"route-{run}-"))
+    routed = cluster.docs(PAYMENTS, until=2, match=lambda v: v["id"].startswith(f"route-{run}-"))
+    assert worker.alive, "worker died"
+    by_id = {r["id"]: r for r in enriched}
+    assert by_id[f"route-{run}-0"]["routes"] == [PAYMENTS] and "routes" not in by_id[f"route-{run}-1"]
+    assert sorted(r["id"] for r in routed) == [f"route-{run}-0", f"route-{run}-2"]  # info stays off the team topic
+    assert_valid(PAYMENTS, routed)
+    raw = [m.value for m in cluster.read(PAYMENTS) if m.value is not None and run.encode() in m.value]
+    assert len(raw) == 2 and all(email.encode() not in v for v in raw)
+    for record in routed:
+        assert "[EMAIL_1]" in record["message"] and "pii_values" not in record["entities"]
+        assert record["template_id"] == by_id[record["id"]]["template_id"]
 
 
 def test_undecodable_lines_go_to_the_dead_letter_topic_and_the_worker_keeps_going(

@@ -90,9 +90,16 @@ def test_logs_file_through_the_command(test_bundle: Path, tmp_path: Path) -> Non
     outputs = [orjson.loads(line) for line in proc.stdout.splitlines()]
     topics = [o["topic"] for o in outputs]
     assert topics.count("ops.logs.enriched.v1") == len(lines)
-    # One batch: the worker sends enriched lines, alerts, escalations, templates, in that order.
+    # One batch: the worker sends enriched lines, alerts, escalations, templates, in that order, then the
+    # copies the logs rules route to team topics, one run per topic, one copy per route a line lists.
     order = ["ops.logs.enriched.v1", "ops.alerts.v1", "llm.escalations.v1", "ops.log_templates.v1"]
-    assert [t for i, t in enumerate(topics) if i == 0 or topics[i - 1] != t] == [t for t in order if t in topics]
+    runs = [t for i, t in enumerate(topics) if i == 0 or topics[i - 1] != t]
+    fixed = [t for t in order if t in topics]
+    assert runs[: len(fixed)] == fixed
+    teams = runs[len(fixed) :]
+    assert teams and len(teams) == len(set(teams)) and all(t.startswith("team.") for t in teams)
+    routes = [r for o in outputs if o["topic"] == "ops.logs.enriched.v1" for r in o["value"].get("routes", [])]
+    assert sorted(routes) == sorted(t for t in topics if t.startswith("team."))
     assert {"ops.alerts.v1", "llm.escalations.v1", "ops.log_templates.v1"} <= set(topics)
     for out in outputs:
         assert set(out) == {"topic", "key", "value"}
