@@ -133,12 +133,15 @@ class LogProcessor:
     _keys: dict[str, bytes] = field(default_factory=dict, init=False, repr=False)
     _traces: dict[tuple[str, int, int], TraceParent] = field(default_factory=dict, init=False, repr=False)
     _held: list[_Held] = field(default_factory=list, init=False, repr=False)
+    #: This batch's copies for team topics, per topic: they leave after the fixed topics, one run per topic.
+    _routed: dict[str, list[Output]] = field(default_factory=dict, init=False, repr=False)
 
     def flush(self) -> Batch:
         """The enriched records held back from the last batch, resolved to the current templates."""
         batch = Batch(path="logs")
         started = time.perf_counter()
         batch.processed = self._release_held(batch)
+        self._send_routed(batch)
         batch.encode_s = time.perf_counter() - started
         return batch
 
@@ -170,9 +173,17 @@ class LogProcessor:
                 data = plain = plain if plain is not None else encode(record)
             else:
                 data = encode(value)
-            batch.outputs.append(Output(topic, key, value, headers, data))
-            if topic != LOGS_ENRICHED:
+            out = Output(topic, key, value, headers, data)
+            if topic == LOGS_ENRICHED:
+                batch.outputs.append(out)
+            else:
+                self._routed.setdefault(topic, []).append(out)
                 batch.routes[topic] += 1
+
+    def _send_routed(self, batch: Batch) -> None:
+        routed, self._routed = self._routed, {}
+        for copies in routed.values():
+            batch.outputs.extend(copies)
 
     def __call__(self, raws: Sequence[RawEvent]) -> Batch:
         # Lines keep the trace they came with; the others each start one (no span: see streamer.tracing).
@@ -240,6 +251,7 @@ class LogProcessor:
             out.append(Output(DEADLETTER, failure.raw.key, dead, headers, encode(dead)))
             batch.dead_letters[failure.code] += 1
             log_dead_letter(failure, "log record dead-lettered")
+        self._send_routed(batch)
         batch.classified = counting.templates
         batch.decode_s, batch.inference_s = decoded - started, triaged - decoded
         batch.encode_s = time.perf_counter() - triaged

@@ -83,7 +83,9 @@ def test_a_bad_value_is_one_line_naming_the_variable(
 
 
 class _Head:
-    labels = ("auth", "other")
+    """The incident head's classes: those the shipped log routes name, and ``other``."""
+
+    labels = ("auth", "payment", "storage", "database", "network", "resource", "deployment", "other")
 
 
 def test_the_log_runtime_and_service_take_their_knobs_from_settings() -> None:
