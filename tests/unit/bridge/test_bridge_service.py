@@ -21,7 +21,7 @@ from streamer.events import RawEvent, Source
 from streamer.settings import Settings
 from streamer.topics import DEADLETTER, LLM_RESPONSES, SchemaRegistry
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 REGISTRY = SchemaRegistry(REPO / "topics" / "schemas")
 LABELS = LabelSet(heads={"intent": ("refund_request", "card_arrival", "order_status")})
 

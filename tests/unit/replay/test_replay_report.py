@@ -18,7 +18,7 @@ from streamer.replay.report import ReplayReport, render_html, render_text, write
 from streamer.replay.run import ReplayRequest, check_run_id, new_run_id, output_spec
 from streamer.settings import Settings
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 HOSTILE = '<script>alert("x")</script>'
 
 

@@ -16,7 +16,7 @@ from streamer.triage.outputs import ModelInfo, ticket_outputs
 from streamer.triage.routing import parse_router
 from streamer.triage.tickets import triage_tickets
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 REGISTRY = SchemaRegistry(REPO / "topics" / "schemas")
 INTENTS = ["refund_request", "bug_report", "order_status"]
 

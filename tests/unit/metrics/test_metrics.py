@@ -351,11 +351,11 @@ def test_escalation_rate_is_measured_over_the_recent_window_against_the_budget()
     m.record_batch(Batch(path="logs", size=500, processed=500, model_escalated=400, escalated=400))
     assert samples(m)[("streamer_escalation_rate", frozenset())] == pytest.approx(0.08)
     # the shipped alert rule speaks of metrics the worker exports
-    rules = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy/prometheus/alerts.yml").read_text())
+    rules = yaml.safe_load((Path(__file__).resolve().parents[3] / "deploy/prometheus/alerts.yml").read_text())
     expr = rules["groups"][0]["rules"][0]["expr"]
     assert "streamer_escalation_rate" in expr and "1.5 * streamer_escalation_budget" in expr
     assert {"streamer_escalation_rate", "streamer_escalation_budget"} <= exported_names(m.registry)
-    prometheus = yaml.safe_load((Path(__file__).resolve().parents[2] / "deploy/prometheus/prometheus.yml").read_text())
+    prometheus = yaml.safe_load((Path(__file__).resolve().parents[3] / "deploy/prometheus/prometheus.yml").read_text())
     assert "/etc/prometheus/alerts.yml" in prometheus["rule_files"]
 
 
@@ -525,7 +525,7 @@ def test_the_readme_metrics_table_names_every_family_the_worker_exports_and_no_o
     import re
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
     section = readme[readme.index("## Operations") : readme.index("## Performance")]
     rows = [line for line in section.splitlines() if line.startswith("| `streamer_")]
     documented = {name for row in rows for name in re.findall(r"`(streamer_[a-z_]+)`", row.split("|")[1])}

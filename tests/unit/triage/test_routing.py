@@ -11,7 +11,7 @@ from streamer.errors import ConfigError
 from streamer.topics import load_catalog
 from streamer.triage.routing import load_router, parse_router
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TOPICS = ["q.urgent", "q.billing", "q.vip", "q.general", "q.other"]
 
 
