@@ -64,6 +64,29 @@ class DecodeFailure:
     field: str | None = None
     id: str | None = None
 
+    def __post_init__(self) -> None:
+        # What a dead letter repeats of its input (id, and a message that may quote it) stays small: an id of
+        # megabytes would make the dead letter, its headers and its log line larger than the brokers accept,
+        # and a record they refuse would block the batch behind it. The raw value keeps the whole input.
+        if self.id is not None and len(self.id) > MAX_FAILURE_ID_CHARS:
+            object.__setattr__(self, "id", _clipped(self.id, MAX_FAILURE_ID_CHARS))
+        if len(self.message) > MAX_FAILURE_MESSAGE_CHARS:
+            object.__setattr__(self, "message", _clipped(self.message, MAX_FAILURE_MESSAGE_CHARS))
+        if self.field is not None and len(self.field) > MAX_FAILURE_ID_CHARS:
+            object.__setattr__(self, "field", _clipped(self.field, MAX_FAILURE_ID_CHARS))
+
+
+#: Longest id (and field path) a dead letter repeats: the ticket schema's own id limit.
+MAX_FAILURE_ID_CHARS = 200
+#: Longest error message a dead letter carries.
+MAX_FAILURE_MESSAGE_CHARS = 1000
+
+
+def _clipped(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was (so a clipped id never passes for a real one)."""
+    suffix = f"…[{len(text)} chars]"
+    return text[: max(limit - len(suffix), 0)] + suffix
+
 
 @dataclass(frozen=True, slots=True)
 class Ticket:

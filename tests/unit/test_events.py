@@ -127,3 +127,21 @@ def test_huge_raw_values_are_cut_in_the_dead_letter() -> None:
     assert record["raw"]["cut"] is True
     assert record["raw"]["size"] == 200_000
     assert len(record["raw"]["value"]) == 64 * 1024
+
+
+def test_a_megabyte_id_is_clipped_in_the_dead_letter_so_the_brokers_accept_it() -> None:
+    huge = "i" * 900_000
+    value = orjson.dumps({**GOOD, "id": huge})
+    failure = decode_ticket(RawEvent(value, SOURCE, b"k"), VALIDATOR, DecodeLimits(max_event_bytes=1_000_000))
+    assert isinstance(failure, DecodeFailure) and failure.code == "schema" and failure.field == "id"
+    assert failure.id is not None and len(failure.id) == 200 and failure.id.endswith("…[900000 chars]")
+    assert len(failure.message) <= 1000  # the schema error quotes the id: clipped too
+    record = dead_letter(failure, "2026-12-04T00:00:00.000Z")
+    assert REGISTRY.errors("deadletter.v1.json", record) == []
+    assert record["raw"]["size"] == len(value)  # the raw section still says what came in
+    assert len(orjson.dumps(record)) < 1_500_000  # under the producer's 2,000,000-byte request limit
+
+
+def test_short_ids_and_messages_are_kept_as_they_are() -> None:
+    failure = DecodeFailure(RawEvent(b"x", SOURCE), "schema", "m" * 1000, field="f", id="a" * 200)
+    assert failure.id == "a" * 200 and failure.message == "m" * 1000 and failure.field == "f"
