@@ -172,19 +172,38 @@ def returning_customers(rng: random.Random, n: int = 12) -> list[str]:
     return [_email(rng, "plain") for _ in range(n)]
 
 
+def _inside_another(c: str, seen: set[str]) -> bool:
+    """Whether compact value ``c`` lies inside another planted value, or another inside it.
+
+    '+44 20 7946 6080' and '0044 20 7946 6080' are one number: planted in two tickets, the first would be
+    "found" in the second's record wherever the policy keeps that ticket's own phone in clear, and read as
+    a leak of the first ticket's value. Equal values (returning customers) are attributed correctly.
+    """
+    return any(c != o and (c in o or o in c) for o in seen if min(len(c), len(o)) >= 8)
+
+
 def pii_tickets(
     rng: random.Random, n: int, run: str, pool: list[str]
 ) -> tuple[list[dict[str, Any]], dict[str, list[Planted]]]:
-    """``n`` VIP tickets (every one escalates) with 1-4 planted values each, every format in turn."""
+    """``n`` VIP tickets (every one escalates) with 1-4 planted values each, every format in turn.
+
+    No planted value is written inside another (``_inside_another``), so a value found in a record names
+    the tickets that planted it.
+    """
     tickets: list[dict[str, Any]] = []
     planted: dict[str, list[Planted]] = {}
+    seen: set[str] = set()
     names = list(FORMATS)
     for i in range(n):
         chosen = [names[(i + k * 7) % len(names)] for k in range(rng.randint(1, 4))]
         values: list[Planted] = []
         for fmt in dict.fromkeys(chosen):
             kind, make = FORMATS[fmt]
-            values.append(Planted(fmt, kind, make(rng)))
+            value = make(rng)
+            while _inside_another(compact(value), seen):
+                value = make(rng)
+            seen.add(compact(value))
+            values.append(Planted(fmt, kind, value))
         if rng.random() < 0.15:
             email = rng.choice(pool)
             values.append(Planted("email-returning", "EMAIL", email.upper() if rng.random() < 0.3 else email))

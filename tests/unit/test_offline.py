@@ -68,6 +68,34 @@ def test_tickets_file_in_worker_order_under_the_policy(test_bundle: Path, tmp_pa
             assert emails <= listed
 
 
+def test_one_phone_number_in_two_tickets_is_no_leak(test_bundle: Path, tmp_path: Path) -> None:
+    """The seed on which the fault test flagged wrapped phones on the billing and urgent queues.
+
+    Ticket 48 planted '+44 20\n7946 7194', ticket 145 '0044 20 7946 7194': one number written two ways.
+    Billing keeps PHONE, so ticket 145's own number was there in clear, and the check read it as ticket
+    48's value. The corpus now plants no value inside another, so every hit names its own ticket.
+    """
+    rng = random.Random(909288872)
+    tickets, planted = pii_tickets(rng, 150, "seed", returning_customers(rng))
+    compacts = {compact(p.value) for values in planted.values() for p in values}
+    assert not [(a, b) for a in compacts for b in compacts if a != b and min(len(a), len(b)) >= 8 and a in b]
+    path = tmp_path / "tickets.jsonl"
+    path.write_bytes(b"\n".join(orjson.dumps(t) for t in tickets) + b"\n")
+    settings = Settings(topics_dir=TOPICS, bundle_dir=test_bundle, pseudonym_key="k", max_batch=64)  # type: ignore[arg-type]
+
+    everything = [p for values in planted.values() for p in values]
+    kept_phones = 0
+    for out in ticket_file_outputs(settings, path):
+        if not out["topic"].startswith("support.queue."):
+            continue
+        own = planted[out["key"]]
+        kept = {compact(p.value) for p in own if POLICY.for_topic(out["topic"]).action(p.kind) == "keep"}
+        hits = {compact(p.value) for p in found_in(out["value"], everything)}
+        assert hits <= kept, (out["topic"], out["key"], hits - kept)
+        kept_phones += sum(1 for p in own if p.kind == "PHONE" and compact(p.value) in hits)
+    assert kept_phones > 0  # the queues that keep phones do carry them in clear
+
+
 def test_logs_file_through_the_command(test_bundle: Path, tmp_path: Path) -> None:
     rng = random.Random(61)
     lines, planted = pii_log_lines(rng, 120, returning_customers(rng))
