@@ -167,17 +167,15 @@ class Bridge:
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Consume until ``stop()``; ``ready`` is set once the consumer has joined its group."""
         settings = self.settings
-        consumer = clients.consumer(
+        consumer = await clients.started(
             settings,
-            group_id=settings.bridge_group_id,
-            auto_offset_reset="earliest",
-            max_poll_records=self.max_in_flight,
+            clients.consumer(
+                settings,
+                group_id=settings.bridge_group_id,
+                auto_offset_reset="earliest",
+                max_poll_records=self.max_in_flight,
+            ),
         )
-        try:
-            await consumer.start()
-        except (KafkaError, OSError) as exc:
-            await consumer.stop()
-            raise clients.unavailable(settings, exc) from None
         try:
             await self._check_topics(consumer)
             consumer.subscribe([self.topic], listener=_Rebalance(self, consumer))

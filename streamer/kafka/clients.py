@@ -6,7 +6,7 @@ import asyncio
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -52,6 +52,19 @@ def _without_secrets(settings: Settings, text: str) -> str:
         if secret is not None and secret.get_secret_value():
             text = text.replace(secret.get_secret_value(), "***")
     return text
+
+
+_Client = TypeVar("_Client", AIOKafkaConsumer, AIOKafkaProducer)
+
+
+async def started(settings: Settings, client: _Client) -> _Client:
+    """``client`` started; one that cannot reach the brokers is stopped and becomes ``unavailable``'s error."""
+    try:
+        await client.start()
+    except (KafkaError, OSError) as exc:
+        await client.stop()
+        raise unavailable(settings, exc) from None
+    return client
 
 
 def unavailable(settings: Settings, exc: BaseException | str) -> KafkaUnavailable:

@@ -37,7 +37,6 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 
 from streamer.errors import ConfigError
 from streamer.events import RawEvent, Source
@@ -53,7 +52,6 @@ from streamer.replay.run import (
     RUN_HEADER,
     ReplayRequest,
     _sha256,
-    _started,
     add_live,
     bundle_info,
     check_run_id,
@@ -153,7 +151,7 @@ async def run_log_replay(settings: Settings, runtime: LogReplayRuntime, request:
     )
     builder = LogDiffBuilder(max_examples=request.max_examples)
     live_classes: dict[str, str] = {}
-    consumer = await _started(settings, clients.consumer(settings, group_id=None, auto_offset_reset="earliest"))
+    consumer = await clients.started(settings, clients.consumer(settings, group_id=None, auto_offset_reset="earliest"))
     try:
         report.ranges, report.notes = await plan(consumer, input_topic, request.window, request.partitions)
         if request.live_topic:
@@ -222,12 +220,7 @@ async def _replay(
     loop = asyncio.get_running_loop()
     producer = None
     if report.output_topic is not None:
-        producer = clients.producer(settings)
-        try:
-            await producer.start()
-        except (KafkaError, OSError) as exc:
-            await producer.stop()
-            raise clients.unavailable(settings, exc) from None
+        producer = await clients.started(settings, clients.producer(settings))
     headers = [(RUN_HEADER, request.run_id.encode())]
     dead: Counter[str] = Counter()
     pending: list[asyncio.Future[Any]] = []

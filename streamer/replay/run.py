@@ -29,7 +29,6 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 
 from streamer.errors import ConfigError, StreamerError
 from streamer.events import RawEvent, Source, encode
@@ -135,15 +134,6 @@ def output_spec(settings: Settings, request: ReplayRequest) -> TopicSpec:
     return spec
 
 
-async def _started(settings: Settings, consumer: AIOKafkaConsumer) -> AIOKafkaConsumer:
-    try:
-        await consumer.start()
-    except (KafkaError, OSError) as exc:
-        await consumer.stop()
-        raise clients.unavailable(settings, exc) from None
-    return consumer
-
-
 async def _lookup(consumer: AIOKafkaConsumer, tps: list[TopicPartition], ms: int) -> dict[int, int | None]:
     answer = await consumer.offsets_for_times(dict.fromkeys(tps, ms))
     return {tp.partition: (found.offset if found is not None else None) for tp, found in answer.items()}
@@ -224,7 +214,7 @@ async def read_live(
     wanted = {r.partition: r for r in ranges if r.count}
     if not wanted:
         return 0
-    consumer = await _started(settings, clients.consumer(settings, group_id=None, auto_offset_reset="earliest"))
+    consumer = await clients.started(settings, clients.consumer(settings, group_id=None, auto_offset_reset="earliest"))
     read = 0
     try:
         tps = await clients.topic_partitions(consumer, live_topic)
@@ -296,7 +286,7 @@ async def run_replay(settings: Settings, runtime: TicketRuntime, request: Replay
         settings=replay_settings(settings, runtime, request.batch_size),
         started_at=format_ms(int(time.time() * 1000)) or "",
     )
-    consumer = await _started(settings, clients.consumer(settings, group_id=None, auto_offset_reset="earliest"))
+    consumer = await clients.started(settings, clients.consumer(settings, group_id=None, auto_offset_reset="earliest"))
     try:
         report.ranges, report.notes = await plan(consumer, input_topic, request.window, request.partitions)
         builder = DiffBuilder(max_examples=request.max_examples)
@@ -347,12 +337,7 @@ async def _replay(
     loop = asyncio.get_running_loop()
     producer = None
     if report.output_topic is not None:
-        producer = clients.producer(settings)
-        try:
-            await producer.start()
-        except (KafkaError, OSError) as exc:
-            await producer.stop()
-            raise clients.unavailable(settings, exc) from None
+        producer = await clients.started(settings, clients.producer(settings))
     headers = [(RUN_HEADER, request.run_id.encode())]
     dead: Counter[str] = Counter()
     pending: list[asyncio.Future[Any]] = []
