@@ -84,6 +84,11 @@ def redacted_excerpt(ticket: Mapping[str, Any], limit: int = EXCERPT_CHARS) -> s
         text = ticket_text(ticket)
     except (KeyError, TypeError):
         return ""
+    return redacted_line(text, limit)
+
+
+def redacted_line(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """``text`` with personal data replaced (before the cut), on one line, cut to ``limit`` characters."""
     flat = _SPACE.sub(" ", redact(text).text).strip()
     return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
 

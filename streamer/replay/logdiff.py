@@ -11,19 +11,15 @@ comparing each side is *settled*: its ids resolved to the templates as of the en
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamer.replay.diff import Example
-from streamer.triage.pii import redact
+from streamer.replay.diff import EXCERPT_CHARS, Example, redacted_line
 
 #: The kinds of change a log report counts, in the order it shows them.
 LOG_KINDS = ("template", "severity", "incident_class", "alerts", "routes")
-EXCERPT_CHARS = 160
-_SPACE = re.compile(r"\s+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +83,7 @@ def log_changed_kinds(old: LogDecision, new: LogDecision) -> list[str]:
 
 def excerpt(message: str, limit: int = EXCERPT_CHARS) -> str:
     """A message on one line, personal data replaced (again: a live policy may keep some), cut to ``limit``."""
-    flat = _SPACE.sub(" ", redact(message).text).strip()
-    return flat if len(flat) <= limit else flat[: limit - 1].rstrip() + "…"
+    return redacted_line(message, limit)
 
 
 @dataclass
