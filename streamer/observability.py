@@ -97,9 +97,7 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
     if fmt == "auto":
         fmt = "console" if out.isatty() else "json"
     renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer(colors=out.isatty())
-        if fmt == "console"
-        else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer(colors=out.isatty()) if fmt == "console" else structlog.processors.JSONRenderer()
     )
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,

@@ -258,6 +258,7 @@ def build_worker(
             topic=settings.topic("support.tickets.v1"),
             policy=ticket_batch_policy(settings, app),
             max_record_tokens=int(getattr(ticket_runtime.bundle.encoder, "max_length", 256)),
+            on_planner=lambda planner: metrics.watch_buffer("tickets", planner),
         )
     # Lag of each group this worker belongs to: <group> (tickets) and <group>-logs.
     probes = [lag_probe(settings, settings.group_id, "tickets")] if ticket_runtime is not None else []

@@ -110,6 +110,7 @@ def register_ticket_agent(
     topic: str = TICKETS,
     policy: BatchPolicy | None = None,
     max_record_tokens: int = 256,
+    on_planner: Callable[[BatchPlanner[faust.types.EventT, TP]], None] | None = None,
 ) -> None:
     """Attach the ticket agent to ``app``.
 
@@ -121,6 +122,8 @@ def register_ticket_agent(
     model. At most one batch waits for acknowledgements (back-pressure). Faust would acknowledge a batch's
     events as soon as the loop moves on, so each event holds one extra reference, released only once
     the batch's outputs are durable: Faust commits an offset only when every event before it is acked.
+
+    ``on_planner`` is handed each new ``BatchPlanner`` (one per agent start), for the buffer gauges.
     """
     source = app.topic(topic, key_type=bytes, value_type=bytes, allow_empty=True)
 
@@ -174,6 +177,8 @@ def register_ticket_agent(
     async def triage_adaptive(stream: faust.StreamT[bytes]) -> None:
         loop = asyncio.get_running_loop()
         planner: BatchPlanner[faust.types.EventT, TP] = BatchPlanner(batch_policy)
+        if on_planner is not None:
+            on_planner(planner)
         dropper = _DropOnRevoke(planner, app.consumer)
         app.flow_control.manage_queue(dropper)  # a weak reference: ``dropper`` lives as long as this agent
         arrived = asyncio.Event()

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Set
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.process_collector import ProcessCollector
@@ -28,6 +29,7 @@ __all__ = [
     "INFERENCE_BUCKETS",
     "LATENCY_BUCKETS",
     "NAMESPACE",
+    "BatchBuffer",
     "Metrics",
     "exported_names",
 ]
@@ -48,6 +50,20 @@ _SUFFIXES: dict[str, tuple[str, ...]] = {
     "info": ("_info",),
     "gaugehistogram": ("_bucket", "_gcount", "_gsum"),
 }
+
+
+class BatchBuffer(Protocol):
+    """What the batch gauges read from a worker's buffer (``streamer.batching.BatchPlanner``) at scrape time."""
+
+    def __len__(self) -> int: ...
+
+    @property
+    def buffered_tokens(self) -> int: ...
+
+    @property
+    def paused(self) -> Set[object]: ...
+
+    tokens_per_s: float | None
 
 
 class _PathSeries:
@@ -175,6 +191,32 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.buffered_records = Gauge(
+            "streamer_buffered_records",
+            "Records fetched and waiting for the model, per path (adaptive batching; bounded by back-pressure).",
+            ["path"],
+            registry=r,
+        )
+        self.buffered_tokens = Gauge(
+            "streamer_buffered_tokens",
+            "Estimated tokens of the records waiting for the model, per path: what the batch budget and the "
+            "pause/resume marks are counted in.",
+            ["path"],
+            registry=r,
+        )
+        self.paused_partitions = Gauge(
+            "streamer_paused_partitions",
+            "Partitions whose fetching is paused because inference is behind, per path (back-pressure).",
+            ["path"],
+            registry=r,
+        )
+        self.model_tokens_per_second = Gauge(
+            "streamer_model_tokens_per_second",
+            "The batcher's smoothed estimate of the model's speed, per path (0 before the first batch): "
+            "batches are sized from it.",
+            ["path"],
+            registry=r,
+        )
         self.model_info = Gauge(
             "streamer_model_info",
             "The loaded model bundle (always 1; the labels say which).",
@@ -253,6 +295,13 @@ class Metrics:
         observe = series.end_to_end.observe
         for ts_ms in batch.source_timestamps_ms:
             observe(max(now - ts_ms / 1000, 0.0))
+
+    def watch_buffer(self, path: str, buffer: BatchBuffer) -> None:
+        """Export ``buffer``'s state as gauges read at scrape time (nothing to update per record)."""
+        self.buffered_records.labels(path=path).set_function(lambda: len(buffer))
+        self.buffered_tokens.labels(path=path).set_function(lambda: buffer.buffered_tokens)
+        self.paused_partitions.labels(path=path).set_function(lambda: len(buffer.paused))
+        self.model_tokens_per_second.labels(path=path).set_function(lambda: buffer.tokens_per_s or 0.0)
 
     def set_escalation_budget(self, rate: float | None) -> None:
         self.escalation_budget.set(rate or 0.0)

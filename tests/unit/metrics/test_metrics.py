@@ -88,6 +88,33 @@ def test_model_info_lag_and_assignment() -> None:
     assert s[("streamer_partitions_assigned", frozenset({("group", "g"), TICKETS}))] == 1
 
 
+def test_buffer_gauges_read_the_batch_planner_at_scrape_time() -> None:
+    from streamer.batching import BatchPlanner, BatchPolicy
+
+    metrics = Metrics(process=False)
+    planner: BatchPlanner[str, int] = BatchPlanner(BatchPolicy(max_batch_tokens=10))
+    metrics.watch_buffer("tickets", planner)
+    labels = frozenset({TICKETS})
+    s = samples(metrics)
+    assert [s[(name, labels)] for name in GAUGES] == [0, 0, 0, 0]
+    for i in range(4):
+        planner.add(f"r{i}", 6, i % 2, now=0.0)  # 24 tokens > twice the budget: both partitions pause
+    s = samples(metrics)
+    assert [s[(name, labels)] for name in GAUGES] == [4, 24, 2, 0]
+    batch = planner.take(now=0.0)
+    planner.observe(batch.tokens, 0.5)
+    s = samples(metrics)
+    assert [s[(name, labels)] for name in GAUGES] == [4 - len(batch.items), 24 - batch.tokens, 2, batch.tokens * 2]
+
+
+GAUGES = (
+    "streamer_buffered_records",
+    "streamer_buffered_tokens",
+    "streamer_paused_partitions",
+    "streamer_model_tokens_per_second",
+)
+
+
 def lag_labels(group: str, topic: str, partition: int) -> frozenset[tuple[str, str]]:
     return frozenset({("group", group), ("topic", topic), ("partition", str(partition))})
 
