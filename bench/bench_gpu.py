@@ -169,8 +169,11 @@ def token_stats(tokenizer_path: Path, texts: Sequence[str]) -> dict[str, float]:
     tok.no_padding()
     tok.enable_truncation(256)
     lens = np.array([len(e.ids) for e in tok.encode_batch(list(texts))])
-    return {"texts": len(texts), "mean_tokens": round(float(lens.mean()), 1),
-            "p95_tokens": float(np.percentile(lens, 95))}
+    return {
+        "texts": len(texts),
+        "mean_tokens": round(float(lens.mean()), 1),
+        "p95_tokens": float(np.percentile(lens, 95)),
+    }
 
 
 # ------------------------------------------------------------------------------------------ machine
@@ -215,8 +218,13 @@ def machine(out: dict[str, Any]) -> None:
         "python": platform.python_version(),
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
-        "gpu": sh(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit",
-                   "--format=csv,noheader"]),
+        "gpu": sh(
+            [
+                "nvidia-smi",
+                "--query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit",
+                "--format=csv,noheader",
+            ]
+        ),
         "cuda_driver_api": smi.split("CUDA Version:")[-1].split("|")[0].strip() if "CUDA Version:" in smi else None,
         "ctranslate2_cuda_devices": gpus,
         "ctranslate2_cuda_compute_types": sorted(ctranslate2.get_supported_compute_types("cuda")) if gpus else [],
@@ -224,8 +232,18 @@ def machine(out: dict[str, Any]) -> None:
         "cublas_shim": cublas_shim(),
         "versions": {
             n: version(n)
-            for n in ("ctranslate2", "tokenizers", "numpy", "torch", "transformers", "nvidia-cublas", "orjson",
-                      "jsonschema", "py3langid", "faust-streaming")
+            for n in (
+                "ctranslate2",
+                "tokenizers",
+                "numpy",
+                "torch",
+                "transformers",
+                "nvidia-cublas",
+                "orjson",
+                "jsonschema",
+                "py3langid",
+                "faust-streaming",
+            )
         },
         "env": {k: v for k, v in os.environ.items() if k.startswith(("CT2_", "ONEDNN_", "OMP_", "LD_LIBRARY"))},
     }
@@ -362,8 +380,12 @@ def encoder_rows(
                     out.setdefault("skipped", []).append(f"{ct}/{set_name}/{batch}")
                     continue
                 enc.batch_size = batch
-                row: dict[str, Any] = {"device": enc.device, "compute_type": enc.compute_type, "texts": set_name,
-                                       "batch": batch}
+                row: dict[str, Any] = {
+                    "device": enc.device,
+                    "compute_type": enc.compute_type,
+                    "texts": set_name,
+                    "batch": batch,
+                }
                 if label:
                     row["label"] = label
                 row |= timed_batches(enc.encode, pool, batch, min_s, max_s)
@@ -475,8 +497,11 @@ def raw_tickets(n: int, seed: int = 7) -> tuple[list[Any], list[dict[str, Any]]]
 
     docs = list(demo_tickets(n, seed=seed))
     raws = [
-        RawEvent(value=orjson.dumps(d), source=Source("support.tickets.v1", 0, i, 1_700_000_000_000 + i),
-                 key=d["id"].encode())
+        RawEvent(
+            value=orjson.dumps(d),
+            source=Source("support.tickets.v1", 0, i, 1_700_000_000_000 + i),
+            key=d["id"].encode(),
+        )
         for i, d in enumerate(docs)
     ]
     return raws, docs
@@ -487,9 +512,7 @@ def ticket_runtime(bundle_dir: Path, device: str, compute_type: str | None, intr
     from streamer.runtime import load_ticket_runtime
     from streamer.settings import Settings
 
-    settings = Settings(
-        bundle_dir=bundle_dir, device=device, compute_type=compute_type, intra_threads=intra_threads
-    )  # type: ignore[call-arg]
+    settings = Settings(bundle_dir=bundle_dir, device=device, compute_type=compute_type, intra_threads=intra_threads)  # type: ignore[call-arg]
     runtime = load_ticket_runtime(settings)
     if runtime.bundle.encoder.device != device:
         raise RuntimeError(f"the worker's encoder runs on {runtime.bundle.encoder.device}, not {device}")
@@ -510,8 +533,14 @@ def process_and_serialize(runtime: Any) -> Callable[[Sequence[Any]], Any]:
 
 
 def core_rows(
-    run: Run, rows: list[dict[str, Any]], runtime: Any, raws: list[Any], batches: Sequence[int], label: str,
-    min_s: float, max_s: float,
+    run: Run,
+    rows: list[dict[str, Any]],
+    runtime: Any,
+    raws: list[Any],
+    batches: Sequence[int],
+    label: str,
+    min_s: float,
+    max_s: float,
 ) -> None:
     """tickets/s of one processor per worker batch (``STREAMER_MAX_BATCH``), encoder sub-batch = worker batch."""
     encoder = runtime.bundle.encoder
@@ -525,8 +554,11 @@ def core_rows(
         row |= timed_batches(call, raws, batch, min_s, max_s, min_calls=4)
         row["tickets_per_s"] = row.pop("per_s")
         rows.append(row)
-        print(f"   {label:24} batch {batch:5} {row['tickets_per_s']:9.1f} tickets/s "
-              f"p50 {row['p50_ms']:8.1f} ms p99 {row['p99_ms']:8.1f} ms", flush=True)
+        print(
+            f"   {label:24} batch {batch:5} {row['tickets_per_s']:9.1f} tickets/s "
+            f"p50 {row['p50_ms']:8.1f} ms p99 {row['p99_ms']:8.1f} ms",
+            flush=True,
+        )
         run.save()
     encoder.batch_size = wired
 
@@ -624,7 +656,9 @@ def profile_core(runtime: Any, raws: list[Any], batch: int, seconds: float) -> d
         "tokenize": s["tokenize"],
         "encoder forward (device, copy to host)": s["forward"],
         "mean pooling (host)": s["pool"],
-        "encode other (bucketing, normalise; torch stand-in: all of it)": encode - s["tokenize"] - s["forward"]
+        "encode other (bucketing, normalise; torch stand-in: all of it)": encode
+        - s["tokenize"]
+        - s["forward"]
         - s["pool"],
         "heads": s["model"] - encode,
         "language": s["language"],
@@ -676,7 +710,11 @@ def decision_agreement(bundle_dir: Path, docs: list[dict[str, Any]], cuda_type: 
 
 
 def encode_breakdown(
-    out: dict[str, Any], model_dir: Path, tokenizer: Path, sets: dict[str, list[str]], min_s: float,
+    out: dict[str, Any],
+    model_dir: Path,
+    tokenizer: Path,
+    sets: dict[str, list[str]],
+    min_s: float,
     device: str = "cuda",
 ) -> None:
     """Where ``Encoder.encode`` spends its time on CUDA, stage by stage, and what two other ways of
@@ -779,8 +817,14 @@ def encode_breakdown(
 
 
 def core_process(
-    bundle_dir: str, device: str, compute_type: str | None, intra: int, batch: int, window_s: float,
-    barrier: Any, results: Any,
+    bundle_dir: str,
+    device: str,
+    compute_type: str | None,
+    intra: int,
+    batch: int,
+    window_s: float,
+    barrier: Any,
+    results: Any,
 ) -> None:
     """One worker's core in a process of its own: load, warm up, wait for the others, run ``window_s``."""
     try:
@@ -804,8 +848,12 @@ def core_process(
 
 
 def ticket_workers(
-    run: Run, out: dict[str, Any], bundle_dir: Path, configs: Sequence[tuple[str, str | None, int, int, int]],
-    window_s: float, mem: GpuMemory,
+    run: Run,
+    out: dict[str, Any],
+    bundle_dir: Path,
+    configs: Sequence[tuple[str, str | None, int, int, int]],
+    window_s: float,
+    mem: GpuMemory,
 ) -> None:
     """tickets/s of P worker cores side by side (each a process, as P worker pods on one machine would be)."""
     import multiprocessing as mp
@@ -839,14 +887,22 @@ def ticket_workers(
             child.join(timeout=30)
         errors = [e for _, _, e in got if e]
         row: dict[str, Any] = {
-            "device": device, "compute_type": ct or "default", "intra_threads": intra, "max_batch": batch,
-            "processes": procs, "tickets_per_s": round(sum(d / s for d, s, e in got if not e and s), 1),
+            "device": device,
+            "compute_type": ct or "default",
+            "intra_threads": intra,
+            "max_batch": batch,
+            "processes": procs,
+            "tickets_per_s": round(sum(d / s for d, s, e in got if not e and s), 1),
             "per_process": [round(d / s, 1) for d, s, e in got if not e and s],
-            "gpu_mem_used_mib": used, "start_s": round(load_s, 1), "errors": errors[:3],
+            "gpu_mem_used_mib": used,
+            "start_s": round(load_s, 1),
+            "errors": errors[:3],
         }
         rows.append(row)
-        print(f"   {device} {ct} x{procs} batch {batch}: {row['tickets_per_s']} tickets/s, GPU {used} MiB "
-              f"{errors[:1]}", flush=True)
+        print(
+            f"   {device} {ct} x{procs} batch {batch}: {row['tickets_per_s']} tickets/s, GPU {used} MiB {errors[:1]}",
+            flush=True,
+        )
         run.save()
 
 
@@ -863,8 +919,10 @@ def table(data: dict[str, Any]) -> str:
             continue
         base = {r["texts"]: r["per_s"] for r in rows if r["device"] == "cpu" and r.get("threads") == "all"}
         lines.append(f"\n{model}: texts/s (ratio to CPU int8, all cores, same texts), latency of one batch call")
-        lines.append(f"{'device':6} {'compute':13} {'texts':5} {'batch':>6} {'texts/s':>10} {'ratio':>7} "
-                     f"{'p50 ms':>9} {'p99 ms':>9} {'GPU MiB':>8}")
+        lines.append(
+            f"{'device':6} {'compute':13} {'texts':5} {'batch':>6} {'texts/s':>10} {'ratio':>7} "
+            f"{'p50 ms':>9} {'p99 ms':>9} {'GPU MiB':>8}"
+        )
         for r in rows:
             ratio = r["per_s"] / base[r["texts"]] if r["texts"] in base else float("nan")
             lines.append(
@@ -879,8 +937,10 @@ def table(data: dict[str, Any]) -> str:
         lines.append("\nticket core (processor + serializing records), one process: tickets/s (ratio to CPU int8)")
         for r in rows:
             ratio = r["tickets_per_s"] / base_core if base_core else float("nan")
-            lines.append(f"{r['label']:24} batch {r['max_batch']:5} {r['tickets_per_s']:9.1f} {ratio:5.1f}x "
-                         f"p50 {r['p50_ms']:8.1f} ms p99 {r['p99_ms']:8.1f} ms")
+            lines.append(
+                f"{r['label']:24} batch {r['max_batch']:5} {r['tickets_per_s']:9.1f} {ratio:5.1f}x "
+                f"p50 {r['p50_ms']:8.1f} ms p99 {r['p99_ms']:8.1f} ms"
+            )
     for name, prof in core.get("profile", {}).items():
         lines.append(f"\nwhere the time goes, {name}: {prof['tickets_per_s_profiled']} tickets/s under the profiler")
         for stage, v in sorted(prof["stages"].items(), key=lambda kv: -kv[1]["share"]):
@@ -889,23 +949,29 @@ def table(data: dict[str, Any]) -> str:
         lines.append(f"\ninside Encoder.encode on CUDA, {r['texts']} texts, batch {r['batch']}: us per text")
         for stage, us in r["us_per_text"].items():
             lines.append(f"  {stage:58} {us:8.1f}")
-        lines.append(f"  texts/s: as built {r['texts_per_s_now']}, float16 copy {r['texts_per_s_alt_A_float16_copy']}, "
-                     f"pooling on the GPU {r.get('texts_per_s_alt_B_gpu_pool')}")
+        lines.append(
+            f"  texts/s: as built {r['texts_per_s_now']}, float16 copy {r['texts_per_s_alt_A_float16_copy']}, "
+            f"pooling on the GPU {r.get('texts_per_s_alt_B_gpu_pool')}"
+        )
     workers = sec.get("ticket_workers", {}).get("rows", [])
     if workers:
         lines.append("\nticket cores in parallel processes on one machine: tickets/s in total")
         for r in workers:
-            lines.append(f"  {r['device']:4} {r['compute_type']:8} x{r['processes']:<3} batch {r['max_batch']:5} "
-                         f"{r['tickets_per_s']:9.1f}  GPU {r['gpu_mem_used_mib']} MiB")
+            lines.append(
+                f"  {r['device']:4} {r['compute_type']:8} x{r['processes']:<3} batch {r['max_batch']:5} "
+                f"{r['tickets_per_s']:9.1f}  GPU {r['gpu_mem_used_mib']} MiB"
+            )
     par = sec.get("parity", {})
     if par:
         lines.append("\nparity (cosine min / mean)")
         for key, v in par.items():
             if isinstance(v, dict) and "vs_float32_reference" in v:
                 same = v.get("vs_cpu_float32_same_weights", {})
-                lines.append(f"  {key:20} vs reference {v['vs_float32_reference']['min']:.6f} / "
-                             f"{v['vs_float32_reference']['mean']:.6f}   vs CPU float32 same weights "
-                             f"{same.get('min', float('nan')):.6f} / {same.get('mean', float('nan')):.6f}")
+                lines.append(
+                    f"  {key:20} vs reference {v['vs_float32_reference']['min']:.6f} / "
+                    f"{v['vs_float32_reference']['mean']:.6f}   vs CPU float32 same weights "
+                    f"{same.get('min', float('nan')):.6f} / {same.get('mean', float('nan')):.6f}"
+                )
     for name, err in data.get("errors", {}).items():
         lines.append(f"\n{name}: {err.splitlines()[0]}")
     return "\n".join(lines)
@@ -983,14 +1049,19 @@ def main() -> int:
         "cpu_threads": cpu_threads,
         "pool": args.pool,
         "tickets": args.tickets,
-        "mpnet": {**MPNET_SHAPE, "num_hidden_layers": args.mpnet_layers,
-                  "weights": "random, same shape as all-mpnet-base-v2: speed only"},
+        "mpnet": {
+            **MPNET_SHAPE,
+            "num_hidden_layers": args.mpnet_layers,
+            "weights": "random, same shape as all-mpnet-base-v2: speed only",
+        },
         "encoder_call": "streamer.models.encoder.Encoder.encode: tokenize, length bucketing (max padding 0.25), "
         "forward, copy to host, mean pooling, L2; 'batch' is Encoder.batch_size, the most texts per forward",
         "texts": {
             "short": {"source": f"shipped support queries ({', '.join(SHORT_FILES)})", **token_stats(tokenizer, short)},
-            "long": {"source": "synthesized tickets of 4-10 sentences (bench_models' generator)",
-                     **token_stats(tokenizer, longs)},
+            "long": {
+                "source": "synthesized tickets of 4-10 sentences (bench_models' generator)",
+                **token_stats(tokenizer, longs),
+            },
         },
     }
     if args.preflight_log and args.preflight_log.is_file():
@@ -1011,22 +1082,49 @@ def main() -> int:
     def cpu_rows(out: dict[str, Any], model: Path, threads: Sequence[tuple[str, int]], max_s: float) -> None:
         for name, n in threads:
             before = len(out.get("rows", []))
-            encoder_rows(run, out, cpu_encoder(model, n), sets if name == "all" else {"short": sets["short"]},
-                         compute_types=("int8",), batch_sizes=(64,), mem=mem, min_s=args.min_s, max_s=max_s)
+            encoder_rows(
+                run,
+                out,
+                cpu_encoder(model, n),
+                sets if name == "all" else {"short": sets["short"]},
+                compute_types=("int8",),
+                batch_sizes=(64,),
+                mem=mem,
+                min_s=args.min_s,
+                max_s=max_s,
+            )
             for row in out["rows"][before:]:
                 row["threads"] = name
                 row["intra_threads"] = n
 
-    run.section("minilm_gpu", 30, lambda out: encoder_rows(
-        run, out, gpu_minilm, sets, compute_types=gpu_types, batch_sizes=batches, mem=mem, **timing,
-        label="torch stand-in, random weights: speed only" if torch_gpu else ""))
+    run.section(
+        "minilm_gpu",
+        30,
+        lambda out: encoder_rows(
+            run,
+            out,
+            gpu_minilm,
+            sets,
+            compute_types=gpu_types,
+            batch_sizes=batches,
+            mem=mem,
+            **timing,
+            label="torch stand-in, random weights: speed only" if torch_gpu else "",
+        ),
+    )
     # intra_threads 0 is what a worker gets by default: CTranslate2 picks its own count then.
-    run.section("minilm_cpu", 20, lambda out: cpu_rows(out, model_dir, (("all", cpu_threads), ("default 0", 0)),
-                                                       args.max_s))
+    run.section(
+        "minilm_cpu", 20, lambda out: cpu_rows(out, model_dir, (("all", cpu_threads), ("default 0", 0)), args.max_s)
+    )
     if dev == "cuda" and not torch_gpu:
         n = args.parity_texts // 2
-        run.section("parity", 20, lambda out: parity(out, model_dir, tokenizer, ("float16", "int8_float16", "bfloat16"),
-                                                     short[:n] + long_texts(n, seed=3)))
+        run.section(
+            "parity",
+            20,
+            lambda out: parity(
+                out, model_dir, tokenizer, ("float16", "int8_float16", "bfloat16"), short[:n] + long_texts(n, seed=3)
+            ),
+        )
 
     def ticket_core(out: dict[str, Any]) -> None:
         raws, docs = raw_tickets(args.tickets)
@@ -1050,21 +1148,30 @@ def main() -> int:
         if mine:
             best = max(mine, key=lambda r: r["tickets_per_s"])
             out["profile"][f"{label} batch {best['max_batch']}"] = profile_core(
-                gpu, raws, best["max_batch"], max(args.min_s, 2.0))
+                gpu, raws, best["max_batch"], max(args.min_s, 2.0)
+            )
             run.save()
         if dev == "cuda" and not torch_gpu:
             out["decisions"] = decision_agreement(bundle_dir, docs[:2048], "float16")
 
     run.section("ticket_core", 40, ticket_core)
     if not torch_gpu:
-        run.section("encode_breakdown", 20, lambda out: encode_breakdown(
-            out, model_dir, tokenizer, sets, args.min_s, device=dev))
+        run.section(
+            "encode_breakdown",
+            20,
+            lambda out: encode_breakdown(out, model_dir, tokenizer, sets, args.min_s, device=dev),
+        )
     if dev == "cuda" and not torch_gpu:
         gpu_configs = [("cuda", None, 0, 256, p) for p in (1, 4, 8, 16)] + [("cuda", None, 0, 64, 16)]
     else:
         gpu_configs = []
-    run.section("ticket_workers", 60, lambda out: ticket_workers(
-        run, out, bundle_dir, [*gpu_configs, ("cpu", "int8", 1, 64, cpu_threads)], args.worker_window_s, mem))
+    run.section(
+        "ticket_workers",
+        60,
+        lambda out: ticket_workers(
+            run, out, bundle_dir, [*gpu_configs, ("cpu", "int8", 1, 64, cpu_threads)], args.worker_window_s, mem
+        ),
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         shape = {**MPNET_SHAPE, "num_hidden_layers": args.mpnet_layers}
@@ -1088,9 +1195,21 @@ def main() -> int:
 
         label = "same shape, random weights: speed only"
         if run.section("mpnet_build", 60, mpnet_build).get("model_bin_mib"):
-            run.section("mpnet_gpu", 30, lambda out: encoder_rows(
-                run, out, gpu_mpnet, sets, compute_types=gpu_types, batch_sizes=batches, mem=mem, **timing,
-                label=label))
+            run.section(
+                "mpnet_gpu",
+                30,
+                lambda out: encoder_rows(
+                    run,
+                    out,
+                    gpu_mpnet,
+                    sets,
+                    compute_types=gpu_types,
+                    batch_sizes=batches,
+                    mem=mem,
+                    **timing,
+                    label=label,
+                ),
+            )
             run.section("mpnet_cpu", 15, lambda out: cpu_rows(out, mp, (("all", cpu_threads),), args.max_s * 2))
 
     run.save()

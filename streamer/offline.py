@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -20,6 +20,9 @@ from streamer.errors import ConfigError
 from streamer.events import RawEvent, Source
 from streamer.settings import Settings, load_settings
 from streamer.topics import LOGS, TICKETS
+
+if TYPE_CHECKING:
+    from streamer.pipeline import Batch
 
 __all__ = ["add_triage_commands", "log_file_outputs", "ticket_file_outputs"]
 
@@ -76,24 +79,31 @@ def ticket_file_outputs(settings: Settings, path: Path, *, bundle: Any = None) -
             yield {"topic": out.topic, "key": _key(out.key), "value": out.value}
 
 
-def log_file_outputs(settings: Settings, path: Path, *, bundle: Any = None) -> Iterator[dict[str, Any]]:
-    """Every output of the log lines in ``path`` (JSON objects or text), as the log worker would send them."""
-    from streamer.pipeline.logs import LogProcessor
-    from streamer.runner import log_records, read_log_lines
-    from streamer.runtime import load_log_runtime
+def log_file_outputs(
+    settings: Settings, path: Path, *, bundle: Any = None, service: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """Every output of the log lines in ``path`` (JSON objects or text), as the log worker would send them:
+    the worker's processor (``STREAMER_LOG_LAYOUTS``, the batch hold), the held records released at the end.
 
-    runtime = load_log_runtime(settings, bundle)
-    processor = LogProcessor(
-        runtime.state,
-        runtime.classifier,
-        runtime.model_info,
-        runtime.limits,
-        runtime.contracts,
-        privacy=runtime.privacy,
-        router=runtime.router,
-    )
-    for raws in _batches(log_records(read_log_lines(path)), LOGS, settings.log_max_batch):
-        for out in processor(raws).outputs:
+    ``service`` keys every line with that name, as a shipper that sends one service's file would, so its
+    ``STREAMER_LOG_LAYOUTS`` entry applies; without it each line is keyed by the service its decoder finds.
+    """
+    from streamer.runner import log_records, read_log_lines
+    from streamer.runtime import load_log_runtime, log_processor
+
+    processor = log_processor(settings, load_log_runtime(settings, bundle))
+
+    def batches() -> Iterator[Batch]:
+        records = log_records(read_log_lines(path))
+        if service is not None:
+            records = ((service.encode(), value) for _, value in records)
+        for raws in _batches(records, LOGS, settings.log_max_batch):
+            yield processor(raws)
+        if processor.hold:
+            yield processor.flush()
+
+    for batch in batches():
+        for out in batch.outputs:
             yield {"topic": out.topic, "key": _key(out.key), "value": orjson.loads(out.data)}
 
 
@@ -105,16 +115,21 @@ def _triage(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise ConfigError(f"no such file: {path}")
-    produce = ticket_file_outputs if args.kind == "tickets" else log_file_outputs
+    if args.kind == "tickets":
+        if args.service is not None:
+            raise ConfigError("--service keys log lines; tickets carry their own key")
+        outputs = ticket_file_outputs(settings, path)
+    else:
+        outputs = log_file_outputs(settings, path, service=args.service)
     out = sys.stdout.buffer
-    for record in produce(settings, path):
+    for record in outputs:
         out.write(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE))
     out.flush()
     return 0
 
 
 def add_triage_commands(commands: Any) -> None:
-    """``streamer triage tickets|logs --file F [--bundle DIR]``."""
+    """``streamer triage tickets|logs --file F [--bundle DIR] [--service NAME]``."""
     triage = commands.add_parser(
         "triage",
         help="run the triage of a file without Kafka and print every output as a JSON line",
@@ -127,4 +142,9 @@ def add_triage_commands(commands: Any) -> None:
     triage.add_argument("kind", choices=["tickets", "logs"], help="what the file holds: tickets or log lines")
     triage.add_argument("--file", required=True, metavar="F", help="input file, one record per line")
     triage.add_argument("--bundle", metavar="DIR", help="model bundle (default: STREAMER_BUNDLE_DIR)")
+    triage.add_argument(
+        "--service",
+        metavar="NAME",
+        help="logs only: key every line with this service, so its STREAMER_LOG_LAYOUTS entry applies",
+    )
     triage.set_defaults(handler=_triage)

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from fakes.pii_corpus import compact, found_in, pii_log_lines, pii_tickets, returning_customers
 
-from streamer.offline import ticket_file_outputs
+from streamer.offline import log_file_outputs, ticket_file_outputs
 from streamer.privacy import Pseudonymiser, load_policy
 from streamer.settings import Settings
 from streamer.topics import SchemaRegistry, load_catalog
@@ -107,6 +107,7 @@ def test_logs_file_through_the_command(test_bundle: Path, tmp_path: Path) -> Non
         "STREAMER_BUNDLE_DIR": str(test_bundle),
         "STREAMER_PSEUDONYM_KEY": "k",
         "STREAMER_LOG_FORMAT": "json",
+        "STREAMER_LOG_HOLD_BATCH": "false",  # each batch's enriched records leave with it, in the order below
     }
     proc = subprocess.run(
         [sys.executable, "-m", "streamer", "triage", "logs", "--file", str(path)],
@@ -148,3 +149,34 @@ def test_a_missing_file_is_one_line(kind: str, tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"streamer: error: no such file: {tmp_path / 'nope.jsonl'}"]
+
+
+def test_logs_file_of_one_service_read_with_its_layout(test_bundle: Path, tmp_path: Path) -> None:
+    """``--service`` keys every line with the service, so its ``STREAMER_LOG_LAYOUTS`` entry cuts the header;
+    the held last batch is released at the end, so no line is missing."""
+    layout = r"(?P<ts>\S+) \| (?P<tenant>\w+) \| (?P<level>\w+) \| (?P<msg>.*)"
+    levels = ["INFO", "WARN", "ERROR"]
+    lines = [
+        f"2026-12-05T08:{i // 60:02d}:{i % 60:02d}Z | tenant{i % 7} | {levels[i % 3]} | invoice {1000 + i} settled"
+        for i in range(150)
+    ]
+    path = tmp_path / "billing.log"
+    path.write_text("\n".join(lines) + "\n")
+    settings = Settings(  # type: ignore[arg-type]
+        topics_dir=TOPICS, bundle_dir=test_bundle, pseudonym_key="k", log_max_batch=64, log_layouts={"billing": layout}
+    )
+    assert settings.log_hold_batch  # the default: the last batch is held until the end of the file
+
+    def enriched(service: str | None) -> list[dict[str, Any]]:
+        outputs = log_file_outputs(settings, path, service=service)
+        return [o["value"] for o in outputs if o["topic"] == "ops.logs.enriched.v1"]
+
+    by_layout = enriched("billing")
+    assert len(by_layout) == len(lines)
+    assert [r["message"].split()[:2] for r in by_layout] == [["invoice", str(1000 + i)] for i in range(150)]
+    severity = {"INFO": "info", "WARN": "warning", "ERROR": "error"}
+    assert [r["severity"] for r in by_layout] == [severity[level] for level in levels * 50]
+    assert all(r["service"] == "billing" for r in by_layout)
+    assert len({r["template_id"] for r in by_layout}) == 1  # the varying header no longer splits the template
+    unkeyed = enriched(None)  # without the service the layout does not apply: the header stays in the message
+    assert len(unkeyed) == len(lines) and all("|" in r["message"] for r in unkeyed)
