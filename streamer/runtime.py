@@ -28,7 +28,7 @@ from streamer.privacy import Privacy, build_privacy, unkeyed_pseudonyms
 from streamer.settings import Settings, log_triage_config
 from streamer.topics import LOGS_ENRICHED, TICKETS_ENRICHED, SchemaRegistry, TopicSpec, load_catalog, load_contracts
 from streamer.triage.dedup import EscalationDeduper
-from streamer.triage.escalation import EscalationPolicy, policy_from
+from streamer.triage.escalation import BudgetSpender, EscalationPolicy, policy_from
 from streamer.triage.outputs import ModelInfo
 from streamer.triage.routing import Router, load_router
 from streamer.triage.tickets import TICKET_HEADS
@@ -38,6 +38,7 @@ __all__ = [
     "FALLBACK_MIN_MARGIN",
     "LogRuntime",
     "TicketRuntime",
+    "budget_spender",
     "escalation_budget",
     "escalation_deduper",
     "load_bundle_for",
@@ -118,6 +119,18 @@ def escalation_budget(settings: Settings, bundle: Bundle) -> tuple[float, float]
     return rate, float(scorer.threshold(rate))
 
 
+def budget_spender(settings: Settings, bundle: Bundle) -> BudgetSpender | None:
+    """Spends the budget that calm traffic leaves unused (``STREAMER_ESCALATE_SPEND_WINDOW``), between the
+    calibrated threshold and the calibrated threshold of twice the budget; ``None`` without a budget."""
+    scorer = getattr(bundle.heads["intent"], "escalation", None)
+    budget = escalation_budget(settings, bundle)
+    if scorer is None or budget is None or settings.escalate_spend_window == 0:
+        return None
+    rate, ceiling = budget
+    floor = float(scorer.threshold(min(0.5, 2 * rate)))
+    return BudgetSpender(rate, ceiling, floor, settings.escalate_spend_window)
+
+
 def ticket_policy(settings: Settings, bundle: Bundle) -> EscalationPolicy:
     """The bundle's escalation budget when it has one, plus any cut-off settings set explicitly; without a
     budget, fixed cut-offs. The out-of-scope threshold defaults to the one the bundle calibrated."""
@@ -171,6 +184,7 @@ def load_ticket_runtime(settings: Settings, bundle: Bundle | None = None) -> Tic
         contracts=contracts,
         privacy=privacy,
         shadow=shadow,
+        spender=budget_spender(settings, bundle),
     )
     return TicketRuntime(processor=processor, bundle=bundle)
 

@@ -149,6 +149,13 @@ class Settings(BaseSettings):
         description="Escalation budget: share of in-scope tickets escalated by the bundle's escalation score "
         "(default: the rate the bundle was built for).",
     )
+    escalate_spend_window: int = Field(
+        2000,
+        ge=0,
+        description="Tickets whose escalation scores may lower the threshold so that calm traffic still spends "
+        "the budget (never above the calibrated threshold, nor below the calibrated threshold of twice the "
+        "budget); 0 keeps the calibrated threshold.",
+    )
     escalate_oos_threshold: float | None = Field(
         None, ge=0, le=1, description="Out-of-scope score above which to escalate (default: the bundle's)."
     )

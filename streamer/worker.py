@@ -216,6 +216,8 @@ def build_worker(
     )
     if ticket_runtime is not None:
         metrics.set_escalation_budget(ticket_runtime.processor.policy.budget)
+        processor = ticket_runtime.processor
+        metrics.watch_escalation_threshold(lambda: processor.escalation_threshold)
         if ticket_runtime.processor.dedup is None:
             ticket_runtime.processor.dedup = escalation_deduper(settings)
     shadow = ticket_runtime.processor.shadow if ticket_runtime is not None else None

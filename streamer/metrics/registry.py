@@ -139,6 +139,13 @@ class Metrics:
             "STREAMER_ESCALATE_RATE; 0 without one).",
             registry=r,
         )
+        self.escalation_threshold = Gauge(
+            "streamer_escalation_threshold",
+            "Ticket path only: the escalation score the next batch escalates at; below the calibrated one while "
+            "traffic calmer than calibration leaves budget unused (STREAMER_ESCALATE_SPEND_WINDOW); 0 without a "
+            "budget.",
+            registry=r,
+        )
         self.escalations_deduplicated = Counter(
             "streamer_escalations_deduplicated",
             "Escalations not sent because they near-duplicate one sent earlier in the window, per path.",
@@ -305,6 +312,10 @@ class Metrics:
 
     def set_escalation_budget(self, rate: float | None) -> None:
         self.escalation_budget.set(rate or 0.0)
+
+    def watch_escalation_threshold(self, threshold: Callable[[], float | None]) -> None:
+        """Export the score threshold the ticket path escalates at, read at scrape time."""
+        self.escalation_threshold.set_function(lambda: threshold() or 0.0)
 
     def _observe_escalations(self, tickets: int, escalated: int) -> None:
         """Slide the window of recent tickets; whole batches leave it once newer ones fill it."""

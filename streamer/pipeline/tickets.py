@@ -23,7 +23,7 @@ from streamer.privacy import Privacy
 from streamer.topics import DEADLETTER
 from streamer.tracing import InputTrace, Tracing
 from streamer.triage.dedup import EscalationDeduper
-from streamer.triage.escalation import MODEL_REASONS, EscalationPolicy
+from streamer.triage.escalation import MODEL_REASONS, BudgetSpender, EscalationPolicy
 from streamer.triage.outputs import ModelInfo, ticket_outputs
 from streamer.triage.routing import Router
 from streamer.triage.tickets import TicketDecision, TicketModel, triage_tickets
@@ -50,6 +50,13 @@ class TicketProcessor:
     tracing: Tracing = field(default_factory=Tracing)
     dedup: EscalationDeduper | None = None
     shadow: ShadowRun | None = None
+    #: Moves the escalation score threshold down to spend a budget calm traffic leaves unused.
+    spender: BudgetSpender | None = None
+
+    @property
+    def escalation_threshold(self) -> float | None:
+        """The escalation score the next batch escalates at (``None`` when the bundle has no score)."""
+        return self.spender.threshold if self.spender is not None else self.policy.score_threshold
 
     def __call__(self, raws: Sequence[RawEvent]) -> Batch:
         tracing = self.tracing
@@ -79,11 +86,10 @@ class TicketProcessor:
                 trace_of[id(decoded)] = trace
                 tickets.append(decoded)
         started = time.perf_counter()
+        policy = self.policy if self.spender is None else self.spender.policy(self.policy)
         try:
             with self.tracing.span("model", batch_span, self.model_info.to_dict(), batch=len(tickets)):
-                decisions = triage_tickets(
-                    tickets, self.model, self.router, self.policy, dedup=self.dedup, now=self.clock()
-                )
+                decisions = triage_tickets(tickets, self.model, self.router, policy, dedup=self.dedup, now=self.clock())
             pairs = list(zip(tickets, decisions, strict=True))
         except Exception:
             # One bad ticket must not sink its batch: retry one by one, dead-letter what still fails.
@@ -96,7 +102,7 @@ class TicketProcessor:
             for ticket in tickets:
                 try:
                     [decision] = triage_tickets(
-                        [ticket], self.model, self.router, self.policy, dedup=self.dedup, now=self.clock()
+                        [ticket], self.model, self.router, policy, dedup=self.dedup, now=self.clock()
                     )
                     pairs.append((ticket, decision))
                 except Exception as exc:
@@ -108,6 +114,8 @@ class TicketProcessor:
                     )
                     self._dead(result, failure, trace_of[id(ticket)])
         result.inference_s = time.perf_counter() - started
+        if self.spender is not None:
+            self.spender.observe(s for _, d in pairs if (s := d.intent.escalation_score) is not None)
         now = self.clock()
         stamp = utc_iso(now)
         for ticket, decision in pairs:

@@ -6,9 +6,11 @@ side and dashboards can count and act on reasons separately.
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, replace
 from enum import Enum
 
 
@@ -160,3 +162,48 @@ def policy_from(
         budget=budget,
         oos_rule=oos_rule,
     )
+
+
+class BudgetSpender:
+    """Spends the escalation budget that traffic calmer than the calibration split leaves unused.
+
+    A budget is chosen on the calibration split, but live traffic rarely matches it: on easier traffic the
+    calibrated threshold escalates far less than the budget the user pays for, and the kept tickets the
+    large model could have checked are the least sure ones. The threshold therefore follows the score that
+    escalates ``budget`` of the last ``window`` tickets, but only downwards: never above the calibrated
+    ``ceiling`` (harder traffic, an incident or unknown intents, escalates as calibrated, over budget, and the
+    rate alert says so) and never below ``floor`` (what calibration escalates at a larger share), so it spends
+    a budget, not on texts the bundle is sure of. Until ``warmup`` scores are seen the ceiling holds.
+    Updated once per batch, so a batch is judged by one threshold.
+    """
+
+    def __init__(self, budget: float, ceiling: float, floor: float, window: int, warmup: int | None = None) -> None:
+        if not 0.0 < budget < 1.0:
+            raise ValueError(f"an escalation budget is a share in (0, 1), got {budget}")
+        if window < 1:
+            raise ValueError(f"the spending window needs at least one ticket, got {window}")
+        self.budget = budget
+        self.ceiling = ceiling
+        self.floor = min(floor, ceiling)
+        self.warmup = max(1, window // 8) if warmup is None else warmup
+        self._scores: deque[float] = deque(maxlen=window)
+        self._threshold = ceiling
+
+    @property
+    def threshold(self) -> float:
+        """The score threshold the next batch is judged by."""
+        return self._threshold
+
+    def observe(self, scores: Iterable[float]) -> None:
+        """Add a judged batch's escalation scores and move the threshold for the next one."""
+        self._scores.extend(scores)
+        if len(self._scores) < self.warmup:
+            return
+        ranked = sorted(self._scores, reverse=True)
+        # the score of the last ticket within the budget: at or above it, ``budget`` of the window escalates
+        spend = ranked[max(0, math.ceil(self.budget * len(ranked)) - 1)]
+        self._threshold = min(self.ceiling, max(self.floor, spend))
+
+    def policy(self, policy: EscalationPolicy) -> EscalationPolicy:
+        """``policy`` with the threshold the next batch is judged by."""
+        return replace(policy, score_threshold=self._threshold)

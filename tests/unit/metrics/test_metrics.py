@@ -88,6 +88,17 @@ def test_model_info_lag_and_assignment() -> None:
     assert s[("streamer_partitions_assigned", frozenset({("group", "g"), TICKETS}))] == 1
 
 
+def test_escalation_threshold_gauge_reads_the_processor_at_scrape_time() -> None:
+    threshold: list[float | None] = [0.86]
+    m = Metrics(process=False)
+    m.watch_escalation_threshold(lambda: threshold[0])
+    assert samples(m)[("streamer_escalation_threshold", frozenset())] == pytest.approx(0.86)
+    threshold[0] = 0.74  # calm traffic: the spender lowered it
+    assert samples(m)[("streamer_escalation_threshold", frozenset())] == pytest.approx(0.74)
+    threshold[0] = None  # a bundle without an escalation score
+    assert samples(m)[("streamer_escalation_threshold", frozenset())] == 0.0
+
+
 def test_buffer_gauges_read_the_batch_planner_at_scrape_time() -> None:
     from streamer.batching import BatchPlanner, BatchPolicy
 

@@ -1,0 +1,58 @@
+"""The worker's ticket processor spends the escalation budget on calm traffic: the demo tickets are easier
+than the calibration split, so the calibrated threshold alone would leave about half the budget unused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+
+from streamer.demo.tickets import demo_tickets
+from streamer.events import RawEvent, Source
+from streamer.pipeline.tickets import TicketProcessor
+from streamer.runtime import escalation_budget, load_ticket_runtime
+from streamer.settings import Settings
+from streamer.topics import TICKETS, TICKETS_ENRICHED
+
+TOPICS = Path(__file__).resolve().parents[3] / "topics"
+
+
+def escalated(processor: TicketProcessor, tickets: list[dict[str, object]]) -> dict[str, float]:
+    """Ticket id -> escalation score of the tickets escalated for the model's doubt, in batches of 32."""
+    out: dict[str, float] = {}
+    for start in range(0, len(tickets), 32):
+        raws = [
+            RawEvent(orjson.dumps(t), Source(TICKETS, 0, start + i), key=str(t["id"]).encode())
+            for i, t in enumerate(tickets[start : start + 32])
+        ]
+        for record in processor(raws).outputs:
+            if record.topic != TICKETS_ENRICHED:
+                continue
+            doc = orjson.loads(record.data)
+            codes = {r["code"] for r in doc["triage"]["escalation"]["reasons"]}
+            if codes & {"low_confidence", "out_of_scope"}:
+                out[doc["id"]] = doc["triage"]["intent"]["escalation_score"]
+    return out
+
+
+def test_calm_traffic_spends_the_budget_and_keeps_every_calibrated_escalation(test_bundle: Path) -> None:
+    tickets = list(demo_tickets(1200, seed=3))
+    settings = Settings(topics_dir=TOPICS, bundle_dir=test_bundle, pseudonym_key="k")  # type: ignore[arg-type]
+    spending = load_ticket_runtime(settings)
+    rate, ceiling = escalation_budget(settings, spending.bundle) or (0.0, 0.0)
+    assert spending.processor.spender is not None and spending.processor.spender.ceiling == ceiling
+    calibrated = load_ticket_runtime(settings.model_copy(update={"escalate_spend_window": 0}), spending.bundle)
+    assert calibrated.processor.spender is None
+
+    as_calibrated = escalated(calibrated.processor, tickets)
+    spent = escalated(spending.processor, tickets)
+    assert set(as_calibrated) <= set(spent)  # the threshold only ever moves down
+    assert all(score >= ceiling for score in as_calibrated.values())
+    assert len(as_calibrated) / len(tickets) < 0.8 * rate  # the calibrated threshold leaves budget unused
+    warm = {t["id"] for t in tickets[400:]}  # past the window's warm-up (250 tickets)
+    live_rate = len(warm & set(spent)) / len(warm)
+    assert 0.8 * rate <= live_rate <= 1.2 * rate
+    assert spending.processor.spender.threshold >= spending.processor.spender.floor
+    assert spending.processor.escalation_threshold == spending.processor.spender.threshold < ceiling
+    assert calibrated.processor.escalation_threshold == ceiling
+    assert min(spent.values()) >= spending.processor.spender.floor
