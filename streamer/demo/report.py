@@ -24,6 +24,7 @@ from streamer.topics import (
     TICKETS,
     TICKETS_ENRICHED,
 )
+from streamer.triage.escalation import MODEL_REASONS
 
 __all__ = ["WATCHED", "DemoContext", "DemoTally", "percentile", "render_summary"]
 
@@ -74,6 +75,7 @@ class DemoTally:
     routes: Counter[str] = field(default_factory=Counter)
     judged: int = 0
     agree: int = 0
+    doubted: int = 0  # tickets escalated for the intent model's doubt, folded duplicates included
     services: Counter[str] = field(default_factory=Counter)
     severities: Counter[str] = field(default_factory=Counter)
     templates: Counter[str] = field(default_factory=Counter)
@@ -143,6 +145,8 @@ class DemoTally:
         self.intents[triage["intent"]["label"]] += 1
         for route in triage.get("routes", []):
             self.routes[route] += 1
+        reasons = {str(r.get("code")) for r in triage.get("escalation", {}).get("reasons", [])}
+        self.doubted += bool(reasons & {r.value for r in MODEL_REASONS})
         intended = (record.get("ticket", {}).get("metadata") or {}).get("expected", {}).get("intents") or []
         if intended:
             self.judged += 1
@@ -235,6 +239,7 @@ class DemoContext:
     llm_endpoint: str = ""
     replay: str = ""
     replay_command: str = ""
+    escalation_budget: float | None = None
 
 
 def _rate(n: int, started_ms: int, last_ms: int) -> str:
@@ -280,6 +285,11 @@ def render_summary(t: DemoTally, ctx: DemoContext) -> str:
     lines.append("top intents: " + ", ".join(f"{k} {v}" for k, v in t.intents.most_common(6)))
     lines.append("routes: " + _counts(t.routes))
     _path_tail(lines, tk, "tickets")
+    if tk.processed and ctx.escalation_budget:
+        lines.append(
+            f"escalated for the intent model's doubt: {t.doubted} ({100 * t.doubted / tk.processed:.1f}% of tickets, "
+            f"folded near-duplicates included; the escalation budget is {100 * ctx.escalation_budget:.0f}%)"
+        )
 
     lg = t.log
     lines += ["", "== Logs " + "=" * 63]

@@ -157,7 +157,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 proc.kill()
         for handle in handles:
             handle.close()
-    replay_line, replay_command = _demo_replay(settings, bundle_dir, produce_started_ms, end_ms, run_dir, files)
+    replay_line, replay_command, budget = _demo_replay(settings, bundle_dir, produce_started_ms, end_ms, run_dir, files)
     ctx = DemoContext(
         bootstrap=settings.kafka_bootstrap,
         topics={name: settings.topic(name) for name in (*WATCHED, TICKETS, LOGS)},
@@ -167,6 +167,7 @@ def run_demo(args: argparse.Namespace) -> int:
         llm_endpoint=_safe_url(bridge_url),
         replay=replay_line,
         replay_command=replay_command,
+        escalation_budget=budget,
     )
     summary = render_summary(tally, ctx)
     sys.stdout.write(summary)
@@ -210,9 +211,9 @@ async def _send_both(
 
 def _demo_replay(
     settings: Settings, bundle_dir: Path, from_ms: int, to_ms: int, run_dir: Path, files: dict[str, str]
-) -> tuple[str, str]:
+) -> tuple[str, str, float | None]:
     """Replay the demo's ticket window through the bundle the worker ran and write the report files;
-    returns the summary's line and the command that does it again."""
+    returns the summary's line, the command that does it again and the bundle's escalation budget."""
     from streamer.models.bundle import load_bundle
     from streamer.replay.ranges import Window, format_ms
     from streamer.replay.report import write_html, write_json
@@ -235,13 +236,19 @@ def _demo_replay(
         inter_threads=settings.inter_threads,
         batch_size=settings.max_batch,
     )
-    report = asyncio.run(run_replay(replay_settings, load_ticket_runtime(replay_settings, bundle=bundle), request))
+    runtime = load_ticket_runtime(replay_settings, bundle=bundle)
+    report = asyncio.run(run_replay(replay_settings, runtime, request))
     json_path, html_path = run_dir / "replay.json", run_dir / "replay.html"
     write_json(report, json_path)
     write_html(report, html_path)
     files["replay report"] = f"{html_path} (and {json_path.name})"
     diff = report.diff
     changed = f", {diff.any_changed} of {diff.compared} decisions differ from live" if diff is not None else ""
+    spent = {"escalation", "reasons"}  # what a moving threshold changes; the model's labels and routes stay
+    spending = runtime.processor.spender is not None
+    only_spent = diff is not None and all(not n for kind, n in diff.changed.items() if kind not in spent)
+    if diff is not None and diff.any_changed and spending and only_spent:
+        changed += " (escalations at the budget threshold, which follows recent traffic)"
     line = (
         f"{report.records} records of {settings.topic(TICKETS)} re-run through {bundle_dir} in "
         f"{report.replay_seconds:.1f} s{changed} (a different --bundle shows what a new model would change)"
@@ -250,7 +257,7 @@ def _demo_replay(
         f"streamer replay --from {format_ms(from_ms)} --to {format_ms(to_ms + 1)} --bundle {bundle_dir} "
         f"--dry-run --html {run_dir / 'replay-again.html'}"
     )
-    return line, command
+    return line, command, runtime.processor.policy.budget
 
 
 async def _collect(

@@ -319,6 +319,13 @@ async def run_replay(settings: Settings, runtime: TicketRuntime, request: Replay
         await consumer.stop()
     if report.live_topic is not None:
         report.diff = builder.report()
+    spender = runtime.processor.spender
+    if spender is not None:
+        report.notes.append(
+            f"the escalation threshold follows the last {spender.window} tickets (STREAMER_ESCALATE_SPEND_WINDOW): "
+            "the replay warms its own over the range, so escalations near the budget threshold may differ "
+            "from live even with the same bundle; 0 judges at the calibrated threshold"
+        )
     report.finished_at = format_ms(int(time.time() * 1000)) or ""
     return report
 

@@ -186,6 +186,7 @@ class BudgetSpender:
         self.ceiling = ceiling
         self.floor = min(floor, ceiling)
         self.warmup = max(1, window // 8) if warmup is None else warmup
+        self.window = window
         self._scores: deque[float] = deque(maxlen=window)
         self._threshold = ceiling
 

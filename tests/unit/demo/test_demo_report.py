@@ -114,3 +114,24 @@ def test_summary_has_a_section_per_path_and_says_what_waits() -> None:
 def test_percentile_by_nearest_rank() -> None:
     assert percentile([], 0.5) == 0.0
     assert percentile([5.0, 1.0, 3.0], 0.5) == 3.0 and percentile(list(map(float, range(100))), 0.99) == 99.0
+
+
+def test_summary_counts_the_model_doubt_against_the_budget() -> None:
+    """Decisions escalated for the intent model's doubt are what the budget spends, folded duplicates too;
+    other reasons (VIP, urgent and negative) are not."""
+    tally = DemoTally(starts={}, tickets={f"T{i}" for i in range(4)})
+    reasons = [
+        [{"code": "low_confidence"}],
+        [{"code": "out_of_scope"}, {"code": "vip_customer"}],
+        [{"code": "vip_customer"}],
+        [],
+    ]
+    for i, why in enumerate(reasons):
+        ticket = enriched_ticket(f"T{i}", "refund_request", 40, "refund_request")
+        ticket["triage"]["escalation"] = {"escalate": bool(why), "reasons": why}
+        tally.observe("support.tickets.enriched.v1", ticket, 5)
+    assert tally.doubted == 2
+    ctx = DemoContext(bootstrap="b", topics={}, produce_started_ms=0, files={}, bridge=False, escalation_budget=0.08)
+    text = render_summary(tally, ctx)
+    assert "escalated for the intent model's doubt: 2 (50.0% of tickets" in text and "budget is 8%" in text
+    assert "model's doubt" not in summary_of(tally, bridge=False)  # no budget, no line
