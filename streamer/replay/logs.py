@@ -49,7 +49,6 @@ from streamer.replay.ranges import PartitionRange, format_ms
 from streamer.replay.report import ReplayReport
 from streamer.replay.run import (
     LIVE_GRACE_MS,
-    RUN_HEADER,
     ReplayRequest,
     _sha256,
     add_live,
@@ -59,6 +58,7 @@ from streamer.replay.run import (
     output_spec,
     plan,
     read_live,
+    replay_headers,
 )
 from streamer.runtime import load_log_runtime
 from streamer.settings import Settings
@@ -221,7 +221,6 @@ async def _replay(
     producer = None
     if report.output_topic is not None:
         producer = await clients.started(settings, clients.producer(settings))
-    headers = [(RUN_HEADER, request.run_id.encode())]
     dead: Counter[str] = Counter()
     pending: list[asyncio.Future[Any]] = []
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-log-triage")
@@ -244,6 +243,7 @@ async def _replay(
                 continue
             builder.add_replay(log_decision_of(out.value, keep_message=True))
             if producer is not None and report.output_topic is not None:
+                headers = list(replay_headers(out.headers, request.run_id))
                 pending.append(await producer.send(report.output_topic, out.data, key=out.key, headers=headers))
                 report.written += 1
         bar.update(len(batch))

@@ -19,7 +19,7 @@ import secrets
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
@@ -31,7 +31,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamer.errors import ConfigError, StreamerError
-from streamer.events import RawEvent, Source, encode
+from streamer.events import RawEvent, Source
 from streamer.kafka import clients
 from streamer.replay.diff import DiffBuilder, decision_of, redacted_excerpt
 from streamer.replay.ranges import PartitionRange, Window, format_ms, plan_ranges, select_partitions
@@ -43,6 +43,16 @@ from streamer.topics import TICKETS, TICKETS_ENRICHED, TopicSpec, load_catalog
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 #: Header on every replayed record, so a stray one is never mistaken for a live decision.
 RUN_HEADER = "streamer-replay-run"
+
+
+def replay_headers(headers: Sequence[tuple[str, bytes]], run_id: str) -> tuple[tuple[str, bytes], ...]:
+    """A replayed record's headers: the live contract's (type, schema, model, trace, subject), its ``ce_id``
+    made the run's own (a replay is another event than the live decision it re-makes), and the run."""
+    suffix = f":replay.{run_id}".encode()
+    out = tuple((name, value + suffix if name == "ce_id" else value) for name, value in headers)
+    return (*out, (RUN_HEADER, run_id.encode()))
+
+
 #: Live decisions are looked up from this long before the window's start (producers' clocks drift).
 LIVE_GRACE_MS = 3_600_000
 
@@ -345,7 +355,6 @@ async def _replay(
     producer = None
     if report.output_topic is not None:
         producer = await clients.started(settings, clients.producer(settings))
-    headers = [(RUN_HEADER, request.run_id.encode())]
     dead: Counter[str] = Counter()
     pending: list[asyncio.Future[Any]] = []
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-inference")
@@ -367,7 +376,8 @@ async def _replay(
             value = out.value
             builder.add_replay(decision_of(value), partial(_excerpt, value))
             if producer is not None and report.output_topic is not None:
-                pending.append(await producer.send(report.output_topic, encode(value), key=out.key, headers=headers))
+                headers = replay_headers(out.headers, request.run_id)
+                pending.append(await producer.send(report.output_topic, out.data, key=out.key, headers=list(headers)))
                 report.written += 1
         bar.update(len(batch))
 

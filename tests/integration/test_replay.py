@@ -205,6 +205,18 @@ def test_a_window_replays_exactly_its_records_per_partition_and_the_same_bundle_
     assert sorted(v["id"] for v in values) == sorted(ids)
     assert {(v["source"]["partition"], v["source"]["offset"]) for v in values} <= wanted
     assert all(m.header_dict[RUN_HEADER] == report.run_id.encode() for m in out)
+    # ... and the live topic's contract (CloudEvents type, schema, subject, model), a ce_id of the run's own
+    live_headers = {
+        v["id"]: m.header_dict
+        for m in _read_all(live.settings, live.topic("support.tickets.enriched.v1"))
+        for v in docs([m])
+    }
+    for m, v in zip(out, values, strict=True):
+        ours, theirs = m.header_dict, live_headers[v["id"]]
+        assert ours["ce_id"] == theirs["ce_id"] + f":replay.{report.run_id}".encode()
+        for name in ("ce_type", "ce_source", "ce_dataschema", "ce_specversion", "ce_subject", "ce_modelname"):
+            assert ours[name] == theirs[name], name
+        assert "traceparent" in ours  # the inputs carry no trace: each run starts its own
     assert all(v["model"]["name"] == "default" for v in values)
     states = {s.name: s for s in asyncio.run(list_topics(live.settings))}
     assert states[report.output_topic].config["retention.ms"] == "86400000"
