@@ -101,6 +101,8 @@ def record_from_raw(doc: Mapping[str, Any]) -> Record | str:
         return "source offset gone and no raw value"
     if raw.get("cut"):
         return "source offset gone and the raw value was cut at 64 KiB"
+    if raw.get("key_cut"):
+        return "source offset gone and the raw key was cut at 4 KiB"
     text = raw["value"]
     if raw.get("size") == 0 and not text:
         return "source offset gone and the input was a tombstone"

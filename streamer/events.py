@@ -23,6 +23,9 @@ from streamer.topics import error_path
 
 #: Dead letters keep at most this much of a raw value: enough to debug, bounded for hostile input.
 DEADLETTER_RAW_LIMIT = 64 * 1024
+#: ... and of its key, which the dead letter's own Kafka key already carries whole: a second copy of a key
+#: near the size limit would make the dead letter too large for the producer's request limit.
+DEADLETTER_KEY_LIMIT = 4 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,15 +152,27 @@ def nested_too_deep(doc: Any, limit: int) -> str | None:
     return None
 
 
+def oversize(raw: RawEvent, value: bytes, max_bytes: int) -> DecodeFailure | None:
+    """An ``oversize`` failure when the record's value and key together exceed ``max_bytes``: every output
+    keeps the key beside a value about the input's size, and must still fit the producer's request limit."""
+    key = len(raw.key) if raw.key is not None else 0
+    if len(value) + key <= max_bytes:
+        return None
+    if len(value) > max_bytes:
+        return DecodeFailure(raw, "oversize", f"value is {len(value)} bytes, more than the limit of {max_bytes}")
+    return DecodeFailure(
+        raw, "oversize", f"key and value are {key + len(value)} bytes (key {key}), more than the limit of {max_bytes}"
+    )
+
+
 def _parse_json_object(raw: RawEvent, limits: DecodeLimits) -> dict[str, Any] | DecodeFailure:
     """Size, UTF-8, JSON and object checks, in that order: the cheapest rejection first."""
     value = raw.value
     if value is None:
         return DecodeFailure(raw, "not_an_object", "record has no value (tombstone)")
-    if len(value) > limits.max_event_bytes:
-        return DecodeFailure(
-            raw, "oversize", f"value is {len(value)} bytes, more than the limit of {limits.max_event_bytes}"
-        )
+    too_large = oversize(raw, value, limits.max_event_bytes)
+    if too_large is not None:
+        return too_large
     try:
         value.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -260,22 +275,27 @@ def _raw_section(raw: RawEvent) -> dict[str, Any]:
         text, encoding = kept.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         text, encoding = base64.b64encode(kept).decode("ascii"), "base64"
-    key: str | None = None
-    if raw.key is not None:
-        key = raw.key.decode("utf-8", errors="backslashreplace")
-    return {"encoding": encoding, "value": text, "size": len(value), "cut": cut, "key": key}
+    return {"encoding": encoding, "value": text, "size": len(value), "cut": cut, **_key_section(raw.key)}
+
+
+def _key_section(key: bytes | None) -> dict[str, Any]:
+    """The raw key as text, cut at ``DEADLETTER_KEY_LIMIT`` bytes (``key_cut`` says so)."""
+    if key is None:
+        return {"key": None}
+    cut = len(key) > DEADLETTER_KEY_LIMIT
+    text = key[:DEADLETTER_KEY_LIMIT].decode("utf-8", errors="backslashreplace")
+    return {"key": text, "key_cut": True} if cut else {"key": text}
 
 
 def _digest_section(raw: RawEvent) -> dict[str, Any]:
     value = raw.value or b""
-    key = raw.key.decode("utf-8", errors="backslashreplace") if raw.key is not None else None
     return {
         "encoding": "digest",
         "value": "",
         "sha256": hashlib.sha256(value).hexdigest(),
         "size": len(value),
         "cut": False,
-        "key": key,
+        **_key_section(raw.key),
     }
 
 

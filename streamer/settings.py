@@ -124,7 +124,9 @@ class Settings(BaseSettings):
     max_wait_ms: int = Field(
         50, ge=1, description="Fixed batching: longest wait to fill a batch (logs: STREAMER_LOG_MAX_WAIT_MS)."
     )
-    max_event_bytes: int = Field(1_000_000, ge=1024, description="Larger raw events go to the dead-letter topic.")
+    max_event_bytes: int = Field(
+        1_000_000, ge=1024, description="Larger raw events (key and value together) go to the dead-letter topic."
+    )
     max_text_chars: int = Field(
         4000, ge=64, description="Longer texts are cut for the model and flagged (kept whole in output)."
     )

@@ -33,7 +33,7 @@ from typing import Any, Final
 
 import orjson
 
-from streamer.events import DecodeFailure, DecodeLimits, RawEvent, Source
+from streamer.events import DecodeFailure, DecodeLimits, RawEvent, Source, oversize
 
 __all__ = [
     "SEVERITIES",
@@ -788,9 +788,9 @@ def decode_log(
     value = raw.value
     if value is None:
         return DecodeFailure(raw, "not_an_object", "record has no value (tombstone)")
-    max_bytes = (limits or _DEFAULT_LIMITS).max_event_bytes
-    if len(value) > max_bytes:
-        return DecodeFailure(raw, "oversize", f"value is {len(value)} bytes, more than the limit of {max_bytes}")
+    too_large = oversize(raw, value, (limits or _DEFAULT_LIMITS).max_event_bytes)
+    if too_large is not None:
+        return too_large
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -13,7 +13,7 @@ import uuid
 import orjson
 import pytest
 from harness.fixtures import TopicFactory, WorkerFactory
-from harness.kafka import REPO, Topics, docs
+from harness.kafka import REPO, Topics
 from harness.processes import StreamerProcess
 
 from streamer.demo import demo_tickets, valid_iban, valid_luhn_card
@@ -127,6 +127,8 @@ def test_malformed_inputs_go_to_the_dead_letter_topic_and_good_ones_still_flow(
         f"bad-utf8-{run}": (b'{"id": "\xff\xfe", "body": "x"}', "invalid_utf8"),
         f"bad-size-{run}": (orjson.dumps({**base, "id": f"bad-size-{run}", "body": "x" * 30_000}), "oversize"),
         f"bad-array-{run}": (b"[1, 2, 3]", "not_an_object"),
+        # a 600 kB key: over the size limit with its value, and the dead letter copies only 4 KiB of it
+        f"bad-key-{run}-" + "k" * 600_000: (b'{"id": ', "oversize"),
     }
     records: list[tuple[bytes, bytes]] = []
     bad_items = list(bad.items())
@@ -137,12 +139,12 @@ def test_malformed_inputs_go_to_the_dead_letter_topic_and_good_ones_still_flow(
             records.append((key.encode(), value))
     cluster.produce(TICKETS, records)
 
-    dead = docs(cluster.read("streamer.deadletter.v1", until=len(bad), match=lambda m: (m.key or b"").decode() in bad))
-    got = {d["raw"]["key"]: d for d in dead}
+    dead = cluster.read("streamer.deadletter.v1", until=len(bad), match=lambda m: (m.key or b"").decode() in bad)
+    got = {(m.key or b"").decode(): orjson.loads(m.value) for m in dead}
     assert set(got) == set(bad)
     for key, (value, code) in bad.items():
         record = got[key]
-        assert record["error"]["code"] == code, key
+        assert record["error"]["code"] == code, key[:40]
         assert record["error"]["message"]
         assert REGISTRY.errors("deadletter.v1.json", record) == []
         if record["raw"]["encoding"] == "base64":
@@ -150,6 +152,8 @@ def test_malformed_inputs_go_to_the_dead_letter_topic_and_good_ones_still_flow(
         elif not record["raw"]["cut"]:
             assert record["raw"]["value"].encode() == value
     assert got[f"bad-type-{run}"]["error"]["field"] == "body"
+    cut = next(record["raw"] for key, record in got.items() if key.startswith(f"bad-key-{run}"))
+    assert cut["key_cut"] is True and len(cut["key"]) == 4096
 
     ids = {t["id"] for t in good}
     enriched = cluster.docs("support.tickets.enriched.v1", until=len(ids), match=lambda v: v["id"] in ids)

@@ -145,3 +145,42 @@ def test_a_megabyte_id_is_clipped_in_the_dead_letter_so_the_brokers_accept_it() 
 def test_short_ids_and_messages_are_kept_as_they_are() -> None:
     failure = DecodeFailure(RawEvent(b"x", SOURCE), "schema", "m" * 1000, field="f", id="a" * 200)
     assert failure.id == "a" * 200 and failure.message == "m" * 1000 and failure.field == "f"
+
+
+def test_a_huge_key_is_cut_in_the_dead_letter_which_the_kafka_key_keeps_whole() -> None:
+    """A dead letter that copied a 700 kB key beside the record's own Kafka key would pass the producer's
+    request limit and stall the path on one record: the copy keeps the first 4 KiB and says so."""
+    from streamer.deadletters import record_from_raw
+
+    key = b"K" * 700_000
+    failure = decode_ticket(RawEvent(b"{not json", SOURCE, key), VALIDATOR, DecodeLimits(max_event_bytes=1_000_000))
+    assert isinstance(failure, DecodeFailure) and failure.code == "invalid_json"
+    for record in (dead_letter(failure, "2026-12-05T00:00:00Z"), dead_letter(failure, "x", digest_only=True)):
+        assert record["raw"]["key"] == "K" * 4096 and record["raw"]["key_cut"] is True
+        assert len(orjson.dumps(record)) < 8_000
+    record = dead_letter(failure, "2026-12-05T00:00:00Z")
+    assert REGISTRY.errors("deadletter.v1.json", record) == []
+    assert record_from_raw(record) == "source offset gone and the raw key was cut at 4 KiB"
+    short = dead_letter(decode(b"{not json"), "2026-12-05T00:00:00Z")
+    assert "key_cut" not in short["raw"]
+
+
+def test_key_and_value_together_are_held_to_the_size_limit() -> None:
+    """Every output keeps the input's key beside a value about the input's size."""
+    value = orjson.dumps({**GOOD, "body": "b" * 500_000})
+    limits = DecodeLimits(max_event_bytes=1_000_000)
+    assert isinstance(decode_ticket(RawEvent(value, SOURCE, b"k" * 400_000), VALIDATOR, limits), Ticket)
+    failure = decode_ticket(RawEvent(value, SOURCE, b"k" * 600_000), VALIDATOR, limits)
+    assert isinstance(failure, DecodeFailure) and failure.code == "oversize"
+    assert (
+        failure.message
+        == f"key and value are {600_000 + len(value)} bytes (key 600000), more than the limit of 1000000"
+    )
+    from streamer.logs.decode import decode_log
+
+    line = b"2026-12-05 08:00:00 ERROR payment failed " + b"x" * 500_000
+    logged = decode_log(RawEvent(line, SOURCE, b"s" * 600_000), limits)
+    assert isinstance(logged, DecodeFailure) and logged.code == "oversize"
+    assert (
+        logged.message == f"key and value are {600_000 + len(line)} bytes (key 600000), more than the limit of 1000000"
+    )
