@@ -229,6 +229,7 @@ def load_shadow(settings: Settings, live: Bundle, live_contracts: Contracts | No
         policy=ticket_policy(settings, bundle),
         topic=topic,
         tap=EmbeddingTap(live) if same else None,
+        spender=budget_spender(settings, bundle),
         contracts=(
             Contracts({topic: contract}, SOURCE_TICKETS, (bundle.name, bundle.version))
             if contract is not None

@@ -285,10 +285,11 @@ def render_summary(t: DemoTally, ctx: DemoContext) -> str:
     lines.append("top intents: " + ", ".join(f"{k} {v}" for k, v in t.intents.most_common(6)))
     lines.append("routes: " + _counts(t.routes))
     _path_tail(lines, tk, "tickets")
-    if tk.processed and ctx.escalation_budget:
-        lines.append(
+    if tk.processed and ctx.escalation_budget:  # beside the escalations, before the dead letters
+        lines.insert(
+            len(lines) - 1,
             f"escalated for the intent model's doubt: {t.doubted} ({100 * t.doubted / tk.processed:.1f}% of tickets, "
-            f"folded near-duplicates included; the escalation budget is {100 * ctx.escalation_budget:.0f}%)"
+            f"folded near-duplicates included; the escalation budget is {100 * ctx.escalation_budget:.0f}%)",
         )
 
     lg = t.log

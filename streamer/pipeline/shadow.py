@@ -25,7 +25,7 @@ from streamer.headers import Contracts
 from streamer.pipeline.bundle import Bundle
 from streamer.privacy import Privacy
 from streamer.topics import TICKETS_ENRICHED
-from streamer.triage.escalation import EscalationPolicy
+from streamer.triage.escalation import BudgetSpender, EscalationPolicy
 from streamer.triage.outputs import ModelInfo, enriched_ticket
 from streamer.triage.routing import Router
 from streamer.triage.tickets import TicketDecision, TicketModel, triage_tickets
@@ -93,6 +93,8 @@ class ShadowRun:
     """Set when the encoders are the same: the live embeddings are reused."""
     contracts: Contracts | None = None
     """Headers of the shadow topic (the enriched topic's type and schema, the shadow model); ``None``: none."""
+    spender: BudgetSpender | None = None
+    """The shadow's own spending of its budget, as it would run live (``STREAMER_ESCALATE_SPEND_WINDOW``)."""
 
     def __call__(
         self, tickets: Sequence[Ticket], live: Sequence[TicketDecision], stamp: str, privacy: Privacy | None = None
@@ -104,7 +106,10 @@ class ShadowRun:
         texts = [t.text for t in tickets]
         reused = self.tap.last(texts) if self.tap is not None else None
         model: TicketModel = _Reuse(self.bundle, reused) if reused is not None else self.bundle
-        decisions = triage_tickets(tickets, model, self.router, self.policy)
+        policy = self.policy if self.spender is None else self.spender.policy(self.policy)
+        decisions = triage_tickets(tickets, model, self.router, policy)
+        if self.spender is not None:
+            self.spender.observe(s for d in decisions if (s := d.intent.escalation_score) is not None)
         outputs: list[Output] = []
         counts: Counter[tuple[str, str, bool]] = Counter()
         for ticket, mine, theirs in zip(tickets, decisions, live, strict=True):

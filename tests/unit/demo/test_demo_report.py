@@ -134,4 +134,6 @@ def test_summary_counts_the_model_doubt_against_the_budget() -> None:
     ctx = DemoContext(bootstrap="b", topics={}, produce_started_ms=0, files={}, bridge=False, escalation_budget=0.08)
     text = render_summary(tally, ctx)
     assert "escalated for the intent model's doubt: 2 (50.0% of tickets" in text and "budget is 8%" in text
+    order = [line.split(":")[0] for line in text.splitlines() if line.startswith(("escalated", "dead letters"))]
+    assert order[:3] == ["escalated to the large model", "escalated for the intent model's doubt", "dead letters"]
     assert "model's doubt" not in summary_of(tally, bridge=False)  # no budget, no line

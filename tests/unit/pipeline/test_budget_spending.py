@@ -56,3 +56,29 @@ def test_calm_traffic_spends_the_budget_and_keeps_every_calibrated_escalation(te
     assert spending.processor.escalation_threshold == spending.processor.spender.threshold < ceiling
     assert calibrated.processor.escalation_threshold == ceiling
     assert min(spent.values()) >= spending.processor.spender.floor
+
+
+def test_a_shadow_of_the_same_bundle_spends_alike_and_agrees_on_every_escalation(test_bundle: Path) -> None:
+    """The shadow runs its own spender, as it would live: a candidate equal to the live bundle agrees on every
+    escalation, also once the threshold has moved below the calibrated one."""
+    tickets = list(demo_tickets(800, seed=5))
+    settings = Settings(  # type: ignore[arg-type]
+        topics_dir=TOPICS, bundle_dir=test_bundle, shadow_bundle_dir=test_bundle, pseudonym_key="k"
+    )
+    runtime = load_ticket_runtime(settings)
+    processor = runtime.processor
+    assert processor.shadow is not None and processor.shadow.spender is not None
+    escalated(processor, tickets)
+    assert processor.spender is not None and processor.spender.threshold < processor.spender.ceiling
+    assert processor.shadow.spender.threshold == processor.spender.threshold
+    # agreement is read from the batches' counters: re-run and sum them
+    agreement: dict[bool, int] = {True: 0, False: 0}
+    for start in range(0, len(tickets), 32):
+        raws = [
+            RawEvent(orjson.dumps(t), Source(TICKETS, 1, start + i), key=str(t["id"]).encode())
+            for i, t in enumerate(tickets[start : start + 32])
+        ]
+        for (head, _, agreed), n in processor(raws).shadow_agreement.items():
+            if head == "escalate":
+                agreement[agreed] += n
+    assert agreement == {True: len(tickets), False: 0}
