@@ -393,7 +393,8 @@ async def _replay(
                     if not request.window.contains_time(stamp):
                         report.outside_window += 1
                     source = Source(message.topic, message.partition, message.offset, stamp)
-                    buffer.append(RawEvent(value=message.value, key=message.key, source=source))
+                    headers_in = tuple(message.headers or ())  # the input's trace context, as live
+                    buffer.append(RawEvent(value=message.value, key=message.key, source=source, headers=headers_in))
                 while len(buffer) >= request.batch_size:
                     batch, buffer = buffer[: request.batch_size], buffer[request.batch_size :]
                     await process(batch)

@@ -130,7 +130,8 @@ def live(module_topic_factory: TopicFactory, module_worker_factory: WorkerFactor
                 )
                 continue
             t = next(tickets)
-            records.append(Out(t["id"].encode(), orjson.dumps(t), partition=p, timestamp_ms=base + k * MINUTE))
+            trace = (("traceparent", f"00-{uuid.uuid4().hex}-00f067aa0ba902b7-01".encode()),)  # the platform's trace
+            records.append(Out(t["id"].encode(), orjson.dumps(t), trace, partition=p, timestamp_ms=base + k * MINUTE))
     placed = dict(zip(topics.produce("support.tickets.v1", records), (r.key for r in records), strict=True))
     sent = {where: (b"" if key == b"RPL-bad" else key or b"").decode() for where, key in placed.items()}
     ids = {v for v in sent.values() if v}
@@ -216,7 +217,7 @@ def test_a_window_replays_exactly_its_records_per_partition_and_the_same_bundle_
         assert ours["ce_id"] == theirs["ce_id"] + f":replay.{report.run_id}".encode()
         for name in ("ce_type", "ce_source", "ce_dataschema", "ce_specversion", "ce_subject", "ce_modelname"):
             assert ours[name] == theirs[name], name
-        assert "traceparent" in ours  # the inputs carry no trace: each run starts its own
+        assert ours["traceparent"].split(b"-")[1] == theirs["traceparent"].split(b"-")[1]  # the input's trace
     assert all(v["model"]["name"] == "default" for v in values)
     states = {s.name: s for s in asyncio.run(list_topics(live.settings))}
     assert states[report.output_topic].config["retention.ms"] == "86400000"
