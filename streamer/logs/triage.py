@@ -187,6 +187,7 @@ class _Line:
     pii: dict[str, int]
     template: Template
     redaction: Redaction | None
+    entities: dict[str, Any]
 
 
 def _cut(text: str, limit: int) -> str:
@@ -220,7 +221,7 @@ def _redacted(message: str) -> Redaction | None:
     return found
 
 
-def _ip_entities(line: _Line) -> dict[str, Any]:
+def _ip_entities(redacted: str, red: Redaction | None) -> dict[str, Any]:
     """Internal addresses by placeholder (``ips``, what on-call pivots on), public ones only counted.
 
     The placeholders stand for the values: the privacy policy of the output topic decides whether
@@ -229,7 +230,6 @@ def _ip_entities(line: _Line) -> dict[str, Any]:
     """
     internal: list[str] = []
     public = 0
-    red = line.redaction
     if red is not None:
         for span, token in zip(red.spans, red.placeholders, strict=True):
             if span.kind != "IP":
@@ -240,7 +240,7 @@ def _ip_entities(line: _Line) -> dict[str, Any]:
                     internal.append(token)
             elif internal_ip is False:
                 public += 1
-    left = ip_entities(line.redacted)
+    left = ip_entities(redacted)
     for text in left.get("ips", ()):
         if text not in internal:
             internal.append(text)
@@ -273,15 +273,27 @@ def triage_logs(
     model = model or _UNKNOWN_MODEL
     miner = state.miner
 
-    lines: list[_Line] = []
+    # First what each line's content alone decides (redaction, entities), then the state: a line that one
+    # stage cannot take fails the batch before the miner, bursts or watch have moved, so the processor's
+    # line-by-line retry counts every line once.
+    prepared: list[tuple[LogRecord, str, Redaction | None, str, dict[str, Any]]] = []
     for rec in records:
         cut = _cut(rec.message, cfg.max_message_chars)  # bounds the redactor's work too
         red = _redacted(cut)
         text = red.text if red is not None else cut
         # The miner sees kinds (<IP>), not numbered placeholders that would split one template in two.
         mined = mask_kinds(cut, red.spans) if red is not None else cut
-        template = miner.add(headline(mined, cfg.max_mining_chars), rec.time_ms)
-        lines.append(_Line(rec, text, red.counts if red is not None else {}, template, red))
+        entities = extract_log_entities(text, rec.fields)
+        entities.update(_ip_entities(text, red))
+        if red is not None and red.counts:
+            entities["pii"] = dict(red.counts)
+        if len(rec.message) > cfg.max_message_chars:
+            entities["truncated_from"] = len(rec.message)
+        prepared.append((rec, text, red, headline(mined, cfg.max_mining_chars), entities))
+    lines = [
+        _Line(rec, text, red.counts if red is not None else {}, miner.add(head, rec.time_ms), red, entities)
+        for rec, text, red, head, entities in prepared
+    ]
 
     changes = miner.changes(consume=False)  # consumed once the model has run: a failed batch can be retried
     for old, new in changes.superseded:
@@ -314,13 +326,7 @@ def triage_logs(
     for line in lines:
         rec, template = line.record, line.template
         label, confidence = state.classes[template.id]
-        message = line.redacted
-        entities = extract_log_entities(message, rec.fields)
-        entities.update(_ip_entities(line))
-        if line.pii:
-            entities["pii"] = dict(line.pii)
-        if len(rec.message) > cfg.max_message_chars:
-            entities["truncated_from"] = len(rec.message)
+        message, entities = line.redacted, line.entities
         record: dict[str, Any] = {
             "id": rec.id,
             "source": rec.source.to_dict(),

@@ -121,6 +121,10 @@ def test_a_poison_log_line_is_dead_lettered_alone(monkeypatch: pytest.MonkeyPatc
     [dead] = [o for o in batch.outputs if o.topic == DEADLETTER]
     assert dead.value["error"]["code"] == "processing_failed" and dead.value["source"]["offset"] == 1
     assert dead.key == b"auth"
+    # each line counted once in the miner: the failed attempt moved no state before the retry
+    counts = {o.value["template"]: processor.state.miner.count(o.value["template_id"]) for o in enriched}
+    assert counts == {"user <*> logged in": 2, "cache warmed in <*> ms": 1}
+    assert not any("disk" in t.text for t in processor.state.miner.templates())  # the poison line was never mined
     # the lines that were triaged are in the model's view: the batch after is not poisoned by the state
     after = processor([RawEvent(b"user 11 logged in", Source(LOGS, 0, 4, 1_795_860_000_004), b"auth")])
     assert after.processed == 1 and not after.dead_letters
