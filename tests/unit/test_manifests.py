@@ -201,16 +201,27 @@ def test_kubectl_kustomize_renders_the_same(name: str) -> None:
 # --- what the manifests must say ------------------------------------------------------------------------
 
 
-def test_config_holds_only_real_settings_and_no_secrets(overlay: tuple[str, dict[tuple[str, str], Resource]]) -> None:
+def worker_settings(config: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The settings as the worker loads them: from the environment the ConfigMap sets (JSON values decoded),
+    with the Secret's values standing in."""
+    secret = {"STREAMER_KAFKA_SASL_USERNAME": "user", "STREAMER_KAFKA_SASL_PASSWORD": "secret"}
+    for key, value in {**config, **secret}.items():
+        monkeypatch.setenv(key, str(value))
+    return Settings()
+
+
+def test_config_holds_only_real_settings_and_no_secrets(
+    overlay: tuple[str, dict[tuple[str, str], Resource]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     _, resources = overlay
     config = config_of(resources)
     fields = {f"STREAMER_{name.upper()}" for name in Settings.model_fields}
-    assert set(config) <= fields, set(config) - fields
+    assert set(config) <= fields, set(config) - fields  # settings ignore unknown variables: a typo would pass
     assert not any("PASSWORD" in key for key in config)
-    # The settings load as the worker would load them (with the Secret's values standing in).
-    values: dict[str, Any] = {k.removeprefix("STREAMER_").lower(): v for k, v in config.items()}
-    settings = Settings(**values, kafka_sasl_username="user", kafka_sasl_password="secret")
+    settings = worker_settings(config, monkeypatch)
     assert settings.metrics_port > 0
+    assert (settings.batching, settings.escalate_spend_window, settings.log_hold_batch) == ("adaptive", 2000, True)
+    assert settings.log_layouts == {}
 
 
 def test_deployment_probes_security_resources_and_secrets(overlay: tuple[str, dict[tuple[str, str], Resource]]) -> None:
@@ -277,13 +288,12 @@ def test_routes_config_map_is_topics_routes_and_is_mounted_in_the_topics_dir(
 
 
 def test_keda_scales_on_the_lag_of_both_groups_up_to_one_replica_per_partition(
-    overlay: tuple[str, dict[tuple[str, str], Resource]],
+    overlay: tuple[str, dict[tuple[str, str], Resource]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, resources = overlay
     scaled = resources[("ScaledObject", "streamer-worker")]["spec"]
     config = config_of(resources)
-    values: dict[str, Any] = {k.removeprefix("STREAMER_").lower(): v for k, v in config.items()}
-    settings = Settings(**values, kafka_sasl_username="user", kafka_sasl_password="secret")
+    settings = worker_settings(config, monkeypatch)
     assert scaled["scaleTargetRef"]["name"] == "streamer-worker"
     triggers = scaled["triggers"]
     assert len({t["name"] for t in triggers}) == len(triggers) == 2
