@@ -91,6 +91,13 @@ def add_replay_commands(subparsers: argparse._SubParsersAction) -> None:  # type
     replay.add_argument(
         "--no-warmup", action="store_true", help="logs: replay from a clean state, without the earlier records"
     )
+    replay.add_argument(
+        "--warmup-from",
+        dest="warmup_from_ms",
+        type=time_arg,
+        metavar="TIME",
+        help="logs: warm up on the records from this time on only (default: every retained record before --from)",
+    )
     replay.add_argument("--examples", type=int, default=5, metavar="N", help="examples per kind of change (5)")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     replay.set_defaults(handler=run_replay_command)
@@ -134,6 +141,8 @@ def run_replay_command(args: argparse.Namespace) -> int:
         batch = DEFAULT_BATCH if logs else settings.max_batch
     if batch < 1 or args.examples < 0:
         raise ConfigError("--batch must be at least 1 and --examples 0 or more")
+    if args.warmup_from_ms is not None and (args.no_warmup or args.topic != LOGS):
+        raise ConfigError("--warmup-from bounds the warm-up of a log replay (--topic ops.logs.v1 without --no-warmup)")
     window = Window(args.from_ms, args.to_ms, args.from_offset, args.to_offset)
     # Log lines are compared with log records: the tickets' default stands for the topic's own.
     live_topic = LIVE_TOPICS[args.topic] if args.live_topic == TICKETS_ENRICHED else args.live_topic
@@ -149,6 +158,7 @@ def run_replay_command(args: argparse.Namespace) -> int:
         max_examples=args.examples,
         progress=not args.no_progress,
         warmup=not args.no_warmup,
+        warmup_from_ms=args.warmup_from_ms,
     )
     try:
         bundle = load_bundle(

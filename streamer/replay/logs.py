@@ -55,6 +55,7 @@ from streamer.replay.run import (
     bundle_info,
     check_run_id,
     fetch,
+    offsets_at,
     output_spec,
     plan,
     read_live,
@@ -185,7 +186,8 @@ async def run_log_replay(settings: Settings, runtime: LogReplayRuntime, request:
                 if not request.output:
                     raise ConfigError(f"replay topic {report.output_topic} exists already; choose another --run-id")
                 report.notes.append(f"writing to the existing topic {report.output_topic}")
-        await _replay(settings, runtime, request, report, consumer, builder)
+        warm_from = await _warmup_starts(consumer, input_topic, report, request)
+        await _replay(settings, runtime, request, report, consumer, builder, warm_from)
     finally:
         await consumer.stop()
     if report.live_topic is not None:
@@ -206,6 +208,28 @@ async def run_log_replay(settings: Settings, runtime: LogReplayRuntime, request:
     return report
 
 
+async def _warmup_starts(
+    consumer: AIOKafkaConsumer, topic: str, report: ReplayReport, request: ReplayRequest
+) -> dict[int, int]:
+    """The first offset of each partition's warm-up: its first retained record, or with ``warmup_from_ms``
+    the first record at or after that time (never past the range's start). A week of retained lines is a
+    long warm-up; what it leaves out (older templates, baselines) can show as changes, and a note says so."""
+    if not request.warmup:
+        return {r.partition: r.start for r in report.ranges}
+    starts = {r.partition: r.beginning for r in report.ranges}
+    if request.warmup_from_ms is None:
+        return starts
+    found = await offsets_at(consumer, [TopicPartition(topic, p) for p in starts], request.warmup_from_ms)
+    for r in report.ranges:
+        at = found.get(r.partition)
+        starts[r.partition] = min(max(at if at is not None else r.start, r.beginning), r.start)
+    report.notes.append(
+        f"warm-up from {format_ms(request.warmup_from_ms)}: templates and baselines of earlier lines are not "
+        "rebuilt and may show as changes"
+    )
+    return starts
+
+
 async def _replay(
     settings: Settings,
     runtime: LogReplayRuntime,
@@ -213,6 +237,7 @@ async def _replay(
     report: ReplayReport,
     consumer: AIOKafkaConsumer,
     builder: LogDiffBuilder,
+    warm_from: Mapping[int, int],
 ) -> None:
     """Warm-up then range, one partition after the other; the core runs in a thread while the loop fetches."""
     from tqdm import tqdm
@@ -253,7 +278,7 @@ async def _replay(
         for r in report.ranges:
             if not r.count:
                 continue
-            first = r.beginning if request.warmup else r.start
+            first = warm_from.get(r.partition, r.start)
             span = {TopicPartition(report.topic, r.partition): (first, r.end)}
             buffer: list[RawEvent] = []
             warming = first < r.start

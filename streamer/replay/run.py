@@ -88,6 +88,8 @@ class ReplayRequest:
     progress: bool = True
     #: Log replays: replay each partition's earlier records first to rebuild the state (not compared).
     warmup: bool = True
+    #: ... from this time on only (epoch ms; ``None``: from the first retained record).
+    warmup_from_ms: int | None = None
 
 
 def bundle_info(bundle: Any) -> dict[str, Any]:
@@ -144,7 +146,8 @@ def output_spec(settings: Settings, request: ReplayRequest) -> TopicSpec:
     return spec
 
 
-async def _lookup(consumer: AIOKafkaConsumer, tps: list[TopicPartition], ms: int) -> dict[int, int | None]:
+async def offsets_at(consumer: AIOKafkaConsumer, tps: list[TopicPartition], ms: int) -> dict[int, int | None]:
+    """Per partition, the first offset whose record is at or after ``ms`` (``None``: no such record)."""
     answer = await consumer.offsets_for_times(dict.fromkeys(tps, ms))
     return {tp.partition: (found.offset if found is not None else None) for tp, found in answer.items()}
 
@@ -158,8 +161,8 @@ async def plan(
     tps = [tp for tp in tps if tp.partition in chosen]
     end = {tp.partition: off for tp, off in (await consumer.end_offsets(tps)).items()}
     beginning = {tp.partition: off for tp, off in (await consumer.beginning_offsets(tps)).items()}
-    from_lookup = await _lookup(consumer, tps, window.from_ms) if window.from_ms is not None else None
-    to_lookup = await _lookup(consumer, tps, window.to_ms) if window.to_ms is not None else None
+    from_lookup = await offsets_at(consumer, tps, window.from_ms) if window.from_ms is not None else None
+    to_lookup = await offsets_at(consumer, tps, window.to_ms) if window.to_ms is not None else None
     return plan_ranges(window, beginning, end, from_lookup, to_lookup)
 
 

@@ -179,3 +179,23 @@ def test_replay_without_a_window_is_a_one_line_error(capsys: pytest.CaptureFixtu
     assert both.startswith("streamer: error: --all replays the whole topic") and both.count("\n") == 1
     args = parser().parse_args(["replay", "--all"])
     assert args.whole_topic and args.from_ms is None
+
+
+def test_warmup_from_is_a_log_replay_bound(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """``--warmup-from`` bounds a log replay's warm-up; with tickets or ``--no-warmup`` it is a one-line error."""
+    from streamer.cli import main
+
+    args = parser().parse_args(["replay", "--topic", "ops.logs.v1", "--all", "--warmup-from", "2026-12-05T06:00Z"])
+    assert args.warmup_from_ms == parse_time("2026-12-05T06:00Z") and not args.no_warmup
+    unreachable = {"STREAMER_KAFKA_BOOTSTRAP": "127.0.0.1:9", "STREAMER_BUNDLE_DIR": str(tmp_path / "none")}
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in unreachable.items():
+            env.setenv(key, value)
+        assert main(["replay", "--all", "--warmup-from", "2026-12-05T06:00Z", "--dry-run"]) == 2
+        tickets = capsys.readouterr().err
+        logs = ["replay", "--topic", "ops.logs.v1", "--all", "--no-warmup", "--warmup-from", "2026-12-05T06:00Z"]
+        assert main(logs) == 2
+        both = capsys.readouterr().err
+    for err in (tickets, both):
+        assert err.startswith("streamer: error: --warmup-from bounds the warm-up of a log replay")
+        assert err.count("\n") == 1
