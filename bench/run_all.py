@@ -14,7 +14,9 @@ Runs, each in its own process so one cannot warm or starve the next:
   6. bench_latency_curve.py ticket latency p50/p99 (short and long tickets) at 10/30/60/90% of capacity and
                            saturation throughput, adaptive vs fixed batching side by side in one run;
   7. bench_encoder_flops.py the encoder's FLOP/s against numpy's GEMM rate at its shapes, per CPU backend,
-                           and where the ticket core's time goes.
+                           and where the ticket core's time goes;
+  8. eval_live_escalation.py the live escalation rate on demo tickets against the bundle's budget, spending
+                           unused budget (the default) and at the calibrated threshold alone.
 Figures are medians of the repeats; the table shows min-max. Writes bench/results/<name>.json and
 bench/results/<name>.png (throughput vs batch size, worker latency percentiles).
 """
@@ -207,6 +209,10 @@ def main() -> int:
         run([py, "bench/bench_encoder_flops.py", "--json", str(out)], timeout=1800)
         flops = json.loads(out.read_text())
 
+    live_json = RESULTS / f"{args.name}.live-escalation.json"
+    run([py, "bench/eval_live_escalation.py", "--json", str(live_json)], timeout=900)
+    live_escalation: dict[str, Any] = json.loads(live_json.read_text())
+
     def model_rate(backend: str, batch: int) -> float | None:
         for r in models.get("rows", []):
             if r["backend"] == backend and r["batch"] == batch:
@@ -248,6 +254,7 @@ def main() -> int:
         "cpu_backends": cpu_backends,
         "latency_curve": curve,
         "encoder_flops": flops,
+        "live_escalation": live_escalation,
         "elapsed_s": time.monotonic() - started,
     }
     path = RESULTS / f"{args.name}.json"
@@ -288,6 +295,10 @@ def main() -> int:
         for ct in ("int8", "float32"):
             line = f"{fig[ct]['forward_efficiency']:.2f} (core {fig[ct]['core_efficiency']:.2f})"
             print(f"{'encoder FLOP/s / GEMM rate, ' + backend + ' ' + ct:<46}{line:>32}")
+    budget = live_escalation["budget"]
+    for row in live_escalation["runs"]:
+        line = f"{row['spending']['rate']:.2%} (calibrated only {row['calibrated']['rate']:.2%})"
+        print(f"{f'escalation rate, budget {budget:.0%}, demo seed ' + str(row['seed']):<46}{line:>32}")
     print("-" * 78)
     print(f"wrote {path.relative_to(REPO)}" + (f" and {png.relative_to(REPO)}" if has_chart else ""))
     print(f"took {record['elapsed_s'] / 60:.1f} min; load average at the end {os.getloadavg()[0]:.1f}")
