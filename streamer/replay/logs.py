@@ -25,12 +25,8 @@ show as changes; ``--no-warmup`` replays from a clean state, which is what a fre
 
 from __future__ import annotations
 
-import asyncio
-import sys
 import time
-from collections import Counter
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from typing import Any
@@ -39,13 +35,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamer.errors import ConfigError
-from streamer.events import RawEvent, Source
 from streamer.kafka import clients
 from streamer.logs.triage import LogTriageConfig
-from streamer.pipeline import Batch
 from streamer.pipeline.logs import LogProcessor
 from streamer.replay.logdiff import LogDecision, LogDiffBuilder, log_decision_of
-from streamer.replay.ranges import PartitionRange, format_ms
+from streamer.replay.ranges import format_ms
 from streamer.replay.report import ReplayReport
 from streamer.replay.run import (
     LIVE_GRACE_MS,
@@ -54,12 +48,11 @@ from streamer.replay.run import (
     add_live,
     bundle_info,
     check_run_id,
-    fetch,
+    drive,
     offsets_at,
     output_spec,
     plan,
     read_live,
-    replay_headers,
 )
 from streamer.runtime import load_log_runtime
 from streamer.settings import Settings
@@ -186,8 +179,17 @@ async def run_log_replay(settings: Settings, runtime: LogReplayRuntime, request:
                 if not request.output:
                     raise ConfigError(f"replay topic {report.output_topic} exists already; choose another --run-id")
                 report.notes.append(f"writing to the existing topic {report.output_topic}")
-        warm_from = await _warmup_starts(consumer, input_topic, report, request)
-        await _replay(settings, runtime, request, report, consumer, builder, warm_from)
+        await drive(
+            settings,
+            runtime.processor,
+            request,
+            report,
+            consumer,
+            enriched_topic=LOGS_ENRICHED,
+            add_replay=lambda value: builder.add_replay(log_decision_of(value, keep_message=True)),
+            first=await _warmup_starts(consumer, input_topic, report, request),
+            unit="line",
+        )
     finally:
         await consumer.stop()
     if report.live_topic is not None:
@@ -228,91 +230,6 @@ async def _warmup_starts(
         "rebuilt and may show as changes"
     )
     return starts
-
-
-async def _replay(
-    settings: Settings,
-    runtime: LogReplayRuntime,
-    request: ReplayRequest,
-    report: ReplayReport,
-    consumer: AIOKafkaConsumer,
-    builder: LogDiffBuilder,
-    warm_from: Mapping[int, int],
-) -> None:
-    """Warm-up then range, one partition after the other; the core runs in a thread while the loop fetches."""
-    from tqdm import tqdm
-
-    loop = asyncio.get_running_loop()
-    producer = None
-    if report.output_topic is not None:
-        producer = await clients.started(settings, clients.producer(settings))
-    dead: Counter[str] = Counter()
-    pending: list[asyncio.Future[Any]] = []
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-log-triage")
-    bar = tqdm(total=report.planned, unit="line", desc="replay", file=sys.stderr, disable=not request.progress)
-
-    async def process(batch: list[RawEvent], r: PartitionRange, compared: bool) -> None:
-        nonlocal pending
-        result: Batch = await loop.run_in_executor(executor, runtime.processor, batch)
-        if not compared:
-            report.warmup_records += len(batch)
-            return
-        if pending:
-            await asyncio.gather(*pending)
-            pending = []
-        report.records += len(batch)
-        report.processed += result.processed
-        dead.update(result.dead_letters)
-        for out in result.outputs:
-            if out.topic != LOGS_ENRICHED:
-                continue
-            builder.add_replay(log_decision_of(out.value, keep_message=True))
-            if producer is not None and report.output_topic is not None:
-                headers = list(replay_headers(out.headers, request.run_id))
-                pending.append(await producer.send(report.output_topic, out.data, key=out.key, headers=headers))
-                report.written += 1
-        bar.update(len(batch))
-
-    began = time.perf_counter()
-    try:
-        for r in report.ranges:
-            if not r.count:
-                continue
-            first = warm_from.get(r.partition, r.start)
-            span = {TopicPartition(report.topic, r.partition): (first, r.end)}
-            buffer: list[RawEvent] = []
-            warming = first < r.start
-            async for chunk in fetch(consumer, span, max_records=max(request.batch_size, 500)):
-                for message in chunk:
-                    if warming and message.offset >= r.start:  # batches never straddle the range's start
-                        if buffer:
-                            await process(buffer, r, compared=False)
-                        buffer, warming = [], False
-                    stamp = message.timestamp if message.timestamp is not None and message.timestamp >= 0 else None
-                    if not warming and not request.window.contains_time(stamp):
-                        report.outside_window += 1
-                    source = Source(message.topic, message.partition, message.offset, stamp)
-                    headers_in = tuple(message.headers or ())
-                    buffer.append(RawEvent(value=message.value, key=message.key, source=source, headers=headers_in))
-                while len(buffer) >= request.batch_size:
-                    batch, buffer = buffer[: request.batch_size], buffer[request.batch_size :]
-                    await process(batch, r, compared=not warming)
-            if buffer:
-                await process(buffer, r, compared=not warming)
-        if pending:
-            await asyncio.gather(*pending)
-    finally:
-        bar.close()
-        executor.shutdown(wait=True)
-        if producer is not None:
-            await producer.stop()
-    report.replay_seconds = time.perf_counter() - began
-    report.dead_letters = dict(dead)
-    if report.records < report.planned:
-        report.notes.append(
-            f"read {report.records} records where the ranges span {report.planned} offsets: the rest held no "
-            "record (deleted by retention meanwhile, or transaction markers)"
-        )
 
 
 #: Lines per batch when ``--batch`` is not given: the worker's own batch size.

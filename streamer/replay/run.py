@@ -33,6 +33,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streamer.errors import ConfigError, StreamerError
 from streamer.events import RawEvent, Source
 from streamer.kafka import clients
+from streamer.pipeline import Batch
 from streamer.replay.diff import DiffBuilder, decision_of, redacted_excerpt
 from streamer.replay.ranges import PartitionRange, Window, format_ms, plan_ranges, select_partitions
 from streamer.replay.report import ReplayReport
@@ -327,7 +328,16 @@ async def run_replay(settings: Settings, runtime: TicketRuntime, request: Replay
                     raise ConfigError(f"replay topic {report.output_topic} exists already; choose another --run-id")
                 report.notes.append(f"writing to the existing topic {report.output_topic}")
                 report.notes.extend(f"drift: {d}" for d in applied.drift)
-        await _replay(settings, runtime, request, report, consumer, builder)
+        await drive(
+            settings,
+            runtime.processor,
+            request,
+            report,
+            consumer,
+            enriched_topic=TICKETS_ENRICHED,
+            add_replay=lambda value: builder.add_replay(decision_of(value), partial(_excerpt, value)),
+            unit="ticket",
+        )
     finally:
         await consumer.stop()
     if report.live_topic is not None:
@@ -343,15 +353,27 @@ async def run_replay(settings: Settings, runtime: TicketRuntime, request: Replay
     return report
 
 
-async def _replay(
+async def drive(
     settings: Settings,
-    runtime: TicketRuntime,
+    processor: Callable[[list[RawEvent]], Batch],
     request: ReplayRequest,
     report: ReplayReport,
     consumer: AIOKafkaConsumer,
-    builder: DiffBuilder,
+    *,
+    enriched_topic: str,
+    add_replay: Callable[[Mapping[str, Any]], None],
+    first: Mapping[int, int] | None = None,
+    unit: str = "record",
 ) -> None:
-    """The read → triage → write loop; the model runs in a thread while the loop fetches and sends."""
+    """The read → process → write loop of both replays; the processor runs in a thread while the loop
+    fetches and sends.
+
+    One partition after the other, in offset order: the batches, and so the model's numerics (int8 results
+    move slightly with a batch's padding), are the same on every run over the same ranges. From
+    ``first[partition]`` (default: the range's start) the records before the range are processed without
+    being compared or written (the warm-up of log state); batches never straddle the range's start. Each
+    enriched record of ``enriched_topic`` goes to ``add_replay`` and, unless a dry run, to the output topic.
+    """
     from tqdm import tqdm
 
     loop = asyncio.get_running_loop()
@@ -360,49 +382,57 @@ async def _replay(
         producer = await clients.started(settings, clients.producer(settings))
     dead: Counter[str] = Counter()
     pending: list[asyncio.Future[Any]] = []
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-inference")
-    buffer: list[RawEvent] = []
-    bar = tqdm(total=report.planned, unit="ev", desc="replay", file=sys.stderr, disable=not request.progress)
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-processor")
+    bar = tqdm(total=report.planned, unit=unit, desc="replay", file=sys.stderr, disable=not request.progress)
 
-    async def process(batch: list[RawEvent]) -> None:
+    async def process(batch: list[RawEvent], compared: bool) -> None:
         nonlocal pending
-        result = await loop.run_in_executor(executor, runtime.processor, batch)
-        if pending:  # the previous batch's acknowledgements, awaited while this one was in the model
+        result = await loop.run_in_executor(executor, processor, batch)
+        if not compared:
+            report.warmup_records += len(batch)
+            return
+        if pending:  # the previous batch's acknowledgements, awaited while this one was processed
             await asyncio.gather(*pending)
             pending = []
         report.records += len(batch)
         report.processed += result.processed
         dead.update(result.dead_letters)
         for out in result.outputs:
-            if out.topic != TICKETS_ENRICHED:
+            if out.topic != enriched_topic:
                 continue
-            value = out.value
-            builder.add_replay(decision_of(value), partial(_excerpt, value))
+            add_replay(out.value)
             if producer is not None and report.output_topic is not None:
-                headers = replay_headers(out.headers, request.run_id)
-                pending.append(await producer.send(report.output_topic, out.data, key=out.key, headers=list(headers)))
+                headers = list(replay_headers(out.headers, request.run_id))
+                pending.append(await producer.send(report.output_topic, out.data, key=out.key, headers=headers))
                 report.written += 1
         bar.update(len(batch))
 
     began = time.perf_counter()
     try:
-        # One partition after the other, in offset order: the batches, and so the model's numerics (int8
-        # results move slightly with a batch's padding), are the same on every run over the same ranges.
         for r in report.ranges:
-            span = {TopicPartition(report.topic, r.partition): (r.start, r.end)}
+            if not r.count:
+                continue
+            start = (first or {}).get(r.partition, r.start)
+            span = {TopicPartition(report.topic, r.partition): (start, r.end)}
+            buffer: list[RawEvent] = []
+            warming = start < r.start
             async for chunk in fetch(consumer, span, max_records=max(request.batch_size, 500)):
                 for message in chunk:
+                    if warming and message.offset >= r.start:
+                        if buffer:
+                            await process(buffer, compared=False)
+                        buffer, warming = [], False
                     stamp = message.timestamp if message.timestamp is not None and message.timestamp >= 0 else None
-                    if not request.window.contains_time(stamp):
+                    if not warming and not request.window.contains_time(stamp):
                         report.outside_window += 1
                     source = Source(message.topic, message.partition, message.offset, stamp)
                     headers_in = tuple(message.headers or ())  # the input's trace context, as live
                     buffer.append(RawEvent(value=message.value, key=message.key, source=source, headers=headers_in))
                 while len(buffer) >= request.batch_size:
                     batch, buffer = buffer[: request.batch_size], buffer[request.batch_size :]
-                    await process(batch)
-        if buffer:
-            await process(buffer)
+                    await process(batch, compared=not warming)
+            if buffer:
+                await process(buffer, compared=not warming)
         if pending:
             await asyncio.gather(*pending)
     finally:
