@@ -223,12 +223,7 @@ async def resend_dead_letters(
         report.to_topics[target] += 1
     if dry_run or not plan:
         return report
-    producer = clients.producer(settings)
-    try:
-        await producer.start()
-    except Exception as exc:
-        await producer.stop()
-        raise clients.unavailable(settings, exc) from None
+    producer = await clients.started(settings, clients.producer(settings))
     try:
         pending = [await producer.send(target, r.value, key=r.key, headers=list(r.headers)) for target, r in plan]
         for future in pending:

@@ -81,12 +81,7 @@ async def produce_records(
     """Send keyed raw records, optionally paced to ``rate`` per second; returns how many were sent."""
     from tqdm import tqdm
 
-    producer = clients.producer(settings, linger_ms=20)
-    try:
-        await producer.start()
-    except Exception as exc:
-        await producer.stop()
-        raise clients.unavailable(settings, exc) from None
+    producer = await clients.started(settings, clients.producer(settings, linger_ms=20))
     sent = 0
     started = time.perf_counter()
     pending: list[asyncio.Future[Any]] = []

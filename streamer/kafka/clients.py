@@ -58,7 +58,16 @@ _Client = TypeVar("_Client", AIOKafkaConsumer, AIOKafkaProducer)
 
 
 async def started(settings: Settings, client: _Client) -> _Client:
-    """``client`` started; one that cannot reach the brokers is stopped and becomes ``unavailable``'s error."""
+    """``client`` started; one that cannot reach the brokers is stopped and becomes ``unavailable``'s error.
+
+    The connection is checked first: aiokafka logs a failed bootstrap itself and then raises a generic error,
+    so a command would print two lines without the reason an operator can act on (refused, TLS, SASL).
+    """
+    try:
+        await check_connection(settings)
+    except KafkaUnavailable:
+        await client.stop()
+        raise
     try:
         await client.start()
     except (KafkaError, OSError) as exc:
@@ -153,12 +162,7 @@ async def admin_client(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]
 async def reader(settings: Settings) -> AsyncIterator[AIOKafkaConsumer]:
     """A started consumer without a group, from the earliest offset; connection failures become
     ``KafkaUnavailable``. For commands that read a topic and commit nothing."""
-    reading = consumer(settings, group_id=None, auto_offset_reset="earliest")
-    try:
-        await reading.start()
-    except Exception as exc:
-        await reading.stop()
-        raise unavailable(settings, exc) from None
+    reading = await started(settings, consumer(settings, group_id=None, auto_offset_reset="earliest"))
     try:
         yield reading
     finally:

@@ -30,6 +30,28 @@ def test_worker_with_kafka_unreachable_prints_one_line_and_exits_2(test_bundle: 
     assert "Traceback" not in done.stdout + done.stderr
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("produce", "tickets", "--demo", "5"),
+        ("replay", "--all", "--dry-run"),
+        ("replay", "--topic", "ops.logs.v1", "--all", "--dry-run"),
+        ("dlq", "resend", "--code", "invalid_json"),
+    ],
+)
+def test_commands_with_kafka_unreachable_print_one_line_with_the_reason(
+    command: tuple[str, ...], test_bundle: Path
+) -> None:
+    """The clients' own bootstrap failure used to come first, logged by aiokafka, then a generic error."""
+    port = free_port()
+    env = {"STREAMER_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}", "STREAMER_BUNDLE_DIR": str(test_bundle)}
+    done = run_streamer(*command, env={**env, "STREAMER_PSEUDONYM_KEY": "k", "STREAMER_LOG_FORMAT": "json"})
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines() == [
+        f"streamer: error: cannot reach Kafka at 127.0.0.1:{port} (PLAINTEXT): connection refused"
+    ], done.stderr[-3000:]
+
+
 @pytest.fixture
 def taken_port() -> Iterator[int]:
     """A port another process (here: this one) already serves on."""
