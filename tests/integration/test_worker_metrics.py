@@ -9,66 +9,35 @@ reported for both consumer groups: ``<group>`` on the ticket partitions and ``<g
 
 from __future__ import annotations
 
-import asyncio
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from prometheus_client.parser import text_string_to_metric_families
+from harness.fixtures import TopicFactory, WorkerFactory
+from harness.kafka import CATALOG, Topics, docs
+from harness.processes import Samples, StreamerProcess, http_get, metric, parse_metrics
 
 from streamer.demo import demo_log_lines, demo_tickets
-from streamer.kafka.admin import apply_topics
-from streamer.kafka.clients import topic_partitions
-from streamer.settings import Settings
-from streamer.topics import load_catalog
 
 pytestmark = pytest.mark.kafka
 
-REPO = Path(__file__).resolve().parents[2]
 TICKETS, LOGS = "support.tickets.v1", "ops.logs.v1"
 ESCALATIONS, DEADLETTER = "llm.escalations.v1", "streamer.deadletter.v1"
 TICKET_OUTPUTS_OWN = "support."  # the ticket path's own output topics (enriched, team queues) start so
 LOG_OUTPUTS_OWN = ("ops.logs.enriched.v1", "ops.alerts.v1", "ops.log_templates.v1")
 #: A minute far from the wall clock: the burst's window is the test's, not the clock's.
 T0 = datetime(2026, 4, 6, 9, 0, tzinfo=timezone.utc)
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+value = metric
 
 
-def scrape(port: int) -> Samples:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            text = response.read().decode()
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return {}
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
+def scrape(proc: StreamerProcess) -> Samples:
+    status, body = http_get(f"{proc.base}/metrics")
+    return parse_metrics(body.decode()) if status == 200 else {}
 
 
 def series(samples: Samples, name: str, **labels: str) -> dict[frozenset[tuple[str, str]], float]:
@@ -77,104 +46,35 @@ def series(samples: Samples, name: str, **labels: str) -> dict[frozenset[tuple[s
     return {key: v for (n, key), v in samples.items() if n == name and want <= key}
 
 
-class Topics:
-    """The module's topics behind a unique prefix."""
-
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
-        self.prefix = f"t.metrics.{uuid.uuid4().hex[:8]}."
-        settings = Settings(kafka_bootstrap=bootstrap, topic_prefix=self.prefix, topics_dir=REPO / "topics")
-        catalog = load_catalog(settings.topics_file)
-        asyncio.run(apply_topics(settings, catalog.topics.values()))
-        self.names = sorted(catalog.topics)
-
-    def produce(self, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> None:
-        async def go() -> None:
-            producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, max_request_size=2_000_000)
-            await producer.start()
-            try:
-                for key, val in records:
-                    await producer.send(self.prefix + topic, val, key=key)
-                await producer.flush()
-            finally:
-                await producer.stop()
-
-        asyncio.run(go())
-
-    def read_all(self) -> dict[str, list[Any]]:
-        """Every record of every output topic, decoded, from the beginning to the current end."""
-        return {name: self.read(name) for name in self.names if name not in (TICKETS, LOGS)}
-
-    def read(self, name: str) -> list[Any]:
-        async def go() -> list[Any]:
-            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
-            await consumer.start()
-            try:
-                parts = await topic_partitions(consumer, self.prefix + name)
-                consumer.assign(parts)
-                await consumer.seek_to_beginning(*parts)
-                ends = await consumer.end_offsets(parts)
-                records: list[Any] = []
-                deadline = time.monotonic() + 60
-                while [tp for tp in parts if await consumer.position(tp) < ends[tp]]:
-                    assert time.monotonic() < deadline, f"reading {name} took too long"
-                    for messages in (await consumer.getmany(timeout_ms=500)).values():
-                        records.extend(orjson.loads(m.value) if m.value is not None else None for m in messages)
-                return records
-            finally:
-                await consumer.stop()
-
-        return asyncio.run(go())
+def read_all(topics: Topics) -> dict[str, list[Any]]:
+    """Every record of every output topic, decoded, from the beginning to the current end."""
+    return {name: docs(topics.read(name)) for name in sorted(CATALOG.topics) if name not in (TICKETS, LOGS)}
 
 
 @pytest.fixture(scope="module")
-def topics(kafka_bootstrap: str) -> Topics:
-    return Topics(kafka_bootstrap)
+def topics(module_topic_factory: TopicFactory) -> Topics:
+    return module_topic_factory(label="metrics")
 
 
 @pytest.fixture(scope="module")
-def worker(
-    topics: Topics, test_bundle: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[subprocess.Popen[bytes], int, str]]:
-    log_path = tmp_path_factory.mktemp("metrics-worker") / "worker.log"
-    port, group = free_port(), f"test-metrics-{uuid.uuid4().hex[:8]}"
+def worker(topics: Topics, module_worker_factory: WorkerFactory) -> tuple[StreamerProcess, str]:
+    group = f"test-metrics-{uuid.uuid4().hex[:8]}"
     env = {
-        **os.environ,
-        "STREAMER_KAFKA_BOOTSTRAP": topics.bootstrap,
-        "STREAMER_TOPIC_PREFIX": topics.prefix,
-        "STREAMER_GROUP_ID": group,
-        "STREAMER_BUNDLE_DIR": str(test_bundle),
-        "STREAMER_METRICS_HOST": "127.0.0.1",
-        "STREAMER_METRICS_PORT": str(port),
         "STREAMER_MAX_BATCH": "16",
         "STREAMER_LOG_MAX_BATCH": "100",  # several log batches, so held records cross batches
-        "STREAMER_LOG_FORMAT": "json",
     }
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "streamer", "worker"], env=env, stdout=log, stderr=log)
-        try:
-            yield proc, port, group
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    if proc.returncode not in (0, -15):
-        print(log_path.read_text(errors="replace")[-5000:])
+    proc = module_worker_factory(topics, name="metrics-worker", group=group, only=None, env=env, metrics=True)
+    return proc, group
 
 
-def wait_for(
-    proc: subprocess.Popen[bytes], port: int, check: Callable[[Samples], bool], timeout: float = 240.0
-) -> Samples:
+def wait_for(proc: StreamerProcess, check: Callable[[Samples], bool], timeout: float = 240.0) -> Samples:
     deadline = time.monotonic() + timeout
-    samples = scrape(port)
+    samples = scrape(proc)
     while not check(samples):
-        assert proc.poll() is None, "worker died"
+        assert proc.alive, f"worker died:\n{proc.log_tail()}"
         assert time.monotonic() < deadline, "metrics never matched"
         time.sleep(0.5)
-        samples = scrape(port)
+        samples = scrape(proc)
     return samples
 
 
@@ -218,14 +118,13 @@ def source_path(record: dict[str, Any], prefix: str) -> str:
 
 
 def test_metrics_of_both_paths_equal_what_went_in_and_came_out_and_lag_covers_both_groups(
-    topics: Topics, worker: tuple[subprocess.Popen[bytes], int, str]
+    topics: Topics, worker: tuple[StreamerProcess, str]
 ) -> None:
-    proc, port, group = worker
+    proc, group = worker
     logs_group = f"{group}-logs"
     # Both groups have their six partitions before anything is sent.
     wait_for(
         proc,
-        port,
         lambda s: (
             value(s, "streamer_partitions_assigned", group=group, path="tickets") == 6
             and value(s, "streamer_partitions_assigned", group=logs_group, path="logs") == 6
@@ -253,10 +152,10 @@ def test_metrics_of_both_paths_equal_what_went_in_and_came_out_and_lag_covers_bo
             and ticket_out == len(tickets)
         )
 
-    wait_for(proc, port, settled)
+    wait_for(proc, settled)
     time.sleep(1.0)  # outputs produced after the last line's (templates, alerts) are counted with its batch
-    samples = scrape(port)
-    out = topics.read_all()
+    samples = scrape(proc)
+    out = read_all(topics)
 
     # Outputs per path and topic: the topic's records, split by the path that wrote them.
     produced: Counter[tuple[str, str]] = Counter()
@@ -309,7 +208,6 @@ def test_metrics_of_both_paths_equal_what_went_in_and_came_out_and_lag_covers_bo
     # Lag for both groups, on the partitions this worker owns in each: all caught up once committed.
     samples = wait_for(
         proc,
-        port,
         lambda s: (
             {dict(k)["partition"] for k in series(s, "streamer_consumer_lag", group=group, topic=TICKETS)}
             == {str(p) for p in range(6)}
