@@ -215,11 +215,11 @@ def build_worker(
         compute_type=str(getattr(encoder, "compute_type", "")),
     )
     if ticket_runtime is not None:
-        metrics.set_escalation_budget(ticket_runtime.processor.policy.budget)
         processor = ticket_runtime.processor
+        metrics.set_escalation_budget(processor.policy.budget)
         metrics.watch_escalation_threshold(lambda: processor.escalation_threshold)
-        if ticket_runtime.processor.dedup is None:
-            ticket_runtime.processor.dedup = escalation_deduper(settings)
+        if processor.dedup is None:
+            processor.dedup = escalation_deduper(settings)
     shadow = ticket_runtime.processor.shadow if ticket_runtime is not None else None
     readiness = Readiness(model=f"{info.name}@{info.version}")
 

@@ -213,11 +213,12 @@ async def run_log_replay(settings: Settings, runtime: LogReplayRuntime, request:
 async def _warmup_starts(
     consumer: AIOKafkaConsumer, topic: str, report: ReplayReport, request: ReplayRequest
 ) -> dict[int, int]:
-    """The first offset of each partition's warm-up: its first retained record, or with ``warmup_from_ms``
-    the first record at or after that time (never past the range's start). A week of retained lines is a
-    long warm-up; what it leaves out (older templates, baselines) can show as changes, and a note says so."""
+    """The first offset of each partition's warm-up (none with ``--no-warmup``): its first retained record,
+    or with ``warmup_from_ms`` the first record at or after that time (never past the range's start). A week
+    of retained lines is a long warm-up; what it leaves out (older templates, baselines) can show as changes,
+    and a note says so."""
     if not request.warmup:
-        return {r.partition: r.start for r in report.ranges}
+        return {}  # every partition from its range's start
     starts = {r.partition: r.beginning for r in report.ranges}
     if request.warmup_from_ms is None:
         return starts

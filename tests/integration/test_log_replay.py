@@ -139,7 +139,8 @@ def live(kafka_bootstrap: str, test_bundle: Path, tmp_path_factory: pytest.TempP
     yield Live(settings, test_bundle, sent)
 
 
-def replay(settings: Settings, bundle: Path, **kwargs: Any) -> ReplayReport:
+def replay(settings: Settings, bundle: Path, warmup_from_ms: int | None = None, **kwargs: Any) -> ReplayReport:
+    """A dry run from ``FROM_OFFSET`` compared with live; ``kwargs`` go to the replay runtime."""
     runtime = load_log_replay_runtime(settings, load_bundle(bundle, device="cpu"), **kwargs)
     request = ReplayRequest(
         window=Window(from_offset=FROM_OFFSET),
@@ -149,6 +150,7 @@ def replay(settings: Settings, bundle: Path, **kwargs: Any) -> ReplayReport:
         dry_run=True,
         batch_size=2000,
         progress=False,
+        warmup_from_ms=warmup_from_ms,
     )
     return asyncio.run(run_log_replay(settings, runtime, request))
 
@@ -277,18 +279,7 @@ def test_the_warm_up_can_start_at_a_time(live: Live) -> None:
         expected += max(0, FROM_OFFSET - first)
     everything = FROM_OFFSET * len(replayed)
     assert 0 < expected < everything
-    runtime = load_log_replay_runtime(live.settings, load_bundle(live.bundle, device="cpu"))
-    request = ReplayRequest(
-        window=Window(from_offset=FROM_OFFSET),
-        run_id=f"r{uuid.uuid4().hex[:8]}",
-        topic="ops.logs.v1",
-        live_topic="ops.logs.enriched.v1",
-        dry_run=True,
-        batch_size=2000,
-        progress=False,
-        warmup_from_ms=since,
-    )
-    report = asyncio.run(run_log_replay(live.settings, runtime, request))
+    report = replay(live.settings, live.bundle, warmup_from_ms=since)
     assert report.warmup_records == expected
     assert report.records == sum(len(times) - FROM_OFFSET for times in replayed)
     assert any(note.startswith("warm-up from ") for note in report.notes)
