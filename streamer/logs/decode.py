@@ -15,6 +15,10 @@ stack trace shipped as one record stays one record):
 * Kubernetes klog ``E1128 10:00:00.123456   1 file.go:42] msg``;
 * nginx error log ``2026/11/28 10:00:00 [error] 7#7: *3 msg`` and combined access log lines
   (severity from the HTTP status);
+* logfmt ``time=... level=warn msg="..." k=v``: the level and time pairs are the header;
+* any other header of the usual fields (dates and times in their many spellings, pids, bracketed
+  threads, a level, a logger or ``tag[pid]:`` component) is inferred token by token (``_infer_header``),
+  also where an exact layout stopped short of the level (``2026-11-28 10:00:01,123 - WARN [t] - msg``);
 * anything else: the whole line is the message, with a level word if one leads it.
 
 Without a level the severity is inferred from strong words (``exception``, ``fatal`` -> error;
@@ -230,7 +234,7 @@ _ISO_LINE: Final = re.compile(
     r"\s+(?:\[(?P<thread>[^\]\n]{1,64})\]\s+)?"
     r"(?:(?P<level>" + _LEVEL_ALT + r")(?=[\s:\]])(?:\s*:)?\s*)?"
     r"(?:\[(?P<svc>[^\]\s]{1,128})\]\s*)?"
-    r"(?:(?P<logger>[A-Za-z_$][\w$.]{0,200})\s+-\s+)?"
+    r"(?:(?P<logger>[A-Za-z_$][\w$.]{0,200}(?::\d{1,6})?)\s+-\s+)?"
     r"(?P<msg>.*)",
     re.S,
 )
@@ -460,6 +464,22 @@ _H_SHORT_LEVELS: Final = frozenset("VDIWEFA")
 _H_MAX_TOKENS: Final = 12
 
 
+# A dotted logger right after the level (``INFO c.e.Service - msg``, ``INFO app.api [req-7] msg``); a dotted
+# name ending in Error or Exception is what happened, not who logged it.
+_H_LOGGER: Final = re.compile(r"[A-Za-z_$][\w$]*(?:\.[\w$]+)+(?::\d{1,6})?(?<!Error)(?<!Exception)")
+
+
+def _logger_column(line: str, tok: str, stop: int) -> int:
+    """Where the message starts when ``tok`` (ending at ``stop``) is a logger column, else 0."""
+    if not _H_LOGGER.fullmatch(tok):
+        return 0
+    if line.startswith(" - ", stop):
+        return stop + 3
+    if line.startswith(" [", stop):
+        return stop
+    return 0
+
+
 def _is_time_token(tok: str, after_date: bool) -> bool:
     if _H_TIME.fullmatch(tok) is None:
         return False
@@ -492,11 +512,11 @@ def _infer_header(line: str) -> _Parsed | None:
             inner = line[pos + 1 : close].strip()
             nxt = close + 1
             words = inner.split()
-            if normalise_severity(inner) is not None and level is None and len(words) == 1:
+            if normalise_severity(inner) is not None and level is None and len(words) == 1 and not inner.isdigit():
                 level, end, bracketed_level = inner, nxt, True
             elif (
                 words
-                and all(w.rstrip(",") in _H_NAMES or w[:1].isdigit() for w in words)
+                and all(w.rstrip(",") in _H_NAMES or w.lstrip("+-")[:1].isdigit() for w in words)
                 and any(":" in w for w in words)
             ):
                 saw_time = True
@@ -546,6 +566,9 @@ def _infer_header(line: str) -> _Parsed | None:
         if level is not None:
             if tok == "-" and end == pos - 1:
                 end = stop
+            elif (logger := _logger_column(line, tok, stop)) and line[end:pos].strip() == "":
+                fields["component"] = tok
+                end = logger
             elif _H_TAG.match(tok) and line.startswith("  ", stop):
                 fields["component"] = tok  # a padded column right after the level
                 end = stop
@@ -616,10 +639,56 @@ def _parse_text(line: str, source: Source) -> _Parsed:
     if parsed is None and first.isalnum() and ":" in line[:64]:
         parsed = _access(line)  # IPv6 or host-named clients
     if parsed is None:
-        parsed = _infer_header(line)
+        parsed = _infer_header(line) or _logfmt(line)
+    elif parsed.level is None and first.isdigit():
+        parsed = _fuller_header(line, parsed)
     elif parsed.level is not None and not (parsed.fields or {}).get("logger"):
         _component_after_header(parsed)
     return parsed if parsed is not None else _bare(line)
+
+
+def _fuller_header(line: str, exact: _Parsed) -> _Parsed:
+    """An ISO-timestamped line whose header the exact layout cut short (``... - WARN [t] -``, ``... 42 INFO x.y``,
+    ``... host app[42]:``).
+
+    Inference reads the same timestamp and goes on through pids, dashes, hosts and brackets to the level or
+    a syslog tag; the exact layout's time (with its zone) is kept.
+    """
+    inferred = _infer_header(line)
+    if inferred is None or not (inferred.level or _SYSLOG_TAG.fullmatch((inferred.fields or {}).get("component", ""))):
+        return exact
+    inferred.time_ms = exact.time_ms
+    inferred.service = exact.service
+    return inferred
+
+
+_SYSLOG_TAG: Final = re.compile(r"[\w.\-/]{1,64}\[\d{1,10}\]")
+
+# logfmt (``time=... level=warn msg="..." k=v``): the level and time pairs are the header; the rest, with
+# ``msg=`` and every other pair as written, is the message.
+_LOGFMT_HEADER: Final = re.compile(r'(?:^|(?<=\s))(?P<key>level|lvl|time|ts)=(?P<value>"[^"]*"|\S*)\s*')
+
+
+def _logfmt(line: str) -> _Parsed | None:
+    head = line[:48]
+    if "=" not in head or not head[:1].isalpha() or " " not in line:
+        return None
+    first = line.split(" ", 1)[0]
+    if "=" not in first or not first.split("=", 1)[0].isidentifier():
+        return None
+    level: str | None = None
+    time_ms: int | None = None
+    for m in _LOGFMT_HEADER.finditer(line):
+        value = m.group("value").strip('"')
+        if m.group("key") in ("level", "lvl"):
+            level = level or value
+        else:
+            time_ms = time_ms or _iso_ms(value)
+    severity = normalise_severity(level) if level else None
+    if severity is None:
+        return None
+    message = _LOGFMT_HEADER.sub("", line).strip()
+    return _Parsed(message or line, level, severity, time_ms)
 
 
 def _component_after_header(parsed: _Parsed) -> None:

@@ -53,6 +53,30 @@ def decode(line: str, key: bytes = b"svc", layouts: dict[str, str] | None = None
         # syslog with a tag holding parentheses
         ("Nov 28 10:00:01 host1 su(pam_unix)[912]: session opened for user bob", "session opened for user bob",
          "unknown", {"host": "host1", "pid": 912}),
+        # log4j ``%d - %-5p [%t] - %m``: a dash before the level and one after the thread
+        ("2026-11-28 10:00:01,123 - WARN  [SendWorker:42:Sender@679] - Interrupted while waiting", "Interrupted "
+         "while waiting", "warning", {"thread": "SendWorker:42:Sender@679"}),
+        # Python services (oslo.log): ISO time, pid, level, dotted logger, request context kept in the message
+        ("2026-11-28 10:00:01.123 4242 ERROR app.api.server [req-7 - -] GET /v2 status: 500", "[req-7 - -] GET /v2 "
+         "status: 500", "error", {"pid": 4242, "component": "app.api.server"}),
+        # syslog with an RFC 3339 time (rsyslog's precise format): host, then a tag with its pid
+        ("2026-11-28T10:00:01.123+01:00 web-3 nginx[812]: worker process exited", "worker process exited",
+         "unknown", {"component": "nginx[812]"}),
+        # gunicorn: a bracketed time with a zone, a bracketed pid, a bracketed level
+        ("[2026-11-28 10:00:01 +0000] [7] [INFO] Booting worker with pid: 7", "Booting worker with pid: 7", "info",
+         {"thread": "7"}),
+        # logback: time of day, thread, level, abbreviated logger and a dash
+        ("10:00:01.123 [main] WARN  c.e.Service - slow call", "slow call", "warning",
+         {"thread": "main", "component": "c.e.Service"}),
+        # log4j with the logger's line number
+        ("2026-11-28 10:00:01 INFO  org.example.Api:42 - request handled", "request handled", "info",
+         {"logger": "org.example.Api:42"}),
+        # a dotted name ending in Exception is what happened, not a logger column
+        ("2026-11-28 10:00:01.5 77 ERROR java.lang.IllegalStateException - task 7", "java.lang.IllegalStateException"
+         " - task 7", "error", {"pid": 77, "component": None}),
+        # logfmt: the time and level pairs are the header, every other pair stays
+        ('time="2026-11-28T10:00:01Z" level=error msg="pull failed" image=web', 'msg="pull failed" image=web',
+         "error", {}),
     ],
 )  # fmt: skip
 def test_header_shapes_are_inferred(line: str, message: str, severity: str, fields: dict[str, object]) -> None:
