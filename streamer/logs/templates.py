@@ -4,7 +4,8 @@ How lines become templates
 --------------------------
 1. *Masking*: tokens that are variables by shape become ``<*>``: anything with two digits in a row or a
    digit not glued to a letter (ids, counters, IPs, ports, hex), ISO and syslog dates, sizes with a unit
-   (``5.4 KB``), URL bodies, ``true``/``false``/``null``, and a redaction kind mask glued to other
+   (``5.4 KB``), URL bodies, absolute file paths (``/var/www/html/``, ``C:\\Windows\\x.dll``),
+   ``true``/``false``/``null``, and a redaction kind mask glued to other
    characters (``blk_-<CARD>``); a kind mask on its own (``<IP>``) stays as written. ``ssh2``, ``tty2``,
    ``log4j`` stay words. Dotted runs of variables collapse (an IP is one ``<*>``), and so do adjacent
    masked tokens (``<*> <*>``), so a value spanning a varying number of tokens (``4 000``, ``1 2 s``)
@@ -96,6 +97,13 @@ _KEY: Final = re.compile(r"[A-Za-z_][\w.\-]{0,63}[=:]")
 _VARIABLE: Final = re.compile(r"(?<![\w\-/@])(?!//)(?=[\w\-/@]*(?:\d\d|(?<![A-Za-z])\d))[\w\-/@]+")
 
 
+# Absolute paths of two or more segments (a URL's body is masked before: ``://`` never starts one here), and
+# Windows drive and device paths.
+_PATH: Final = re.compile(
+    r"(?<![\w<>*.:/\\-])/(?:[\w.\-@%+~<>*]+/)+[\w.\-@%+~<>*]*|(?<![\w\\])(?:[A-Za-z]:|\\\\[?.])\\[^\s'\"]*"
+)
+
+
 def mask(text: str) -> str:
     """The skeleton of a line: variable-shaped parts replaced by ``<*>`` (see the module docstring)."""
     if "://" in text:
@@ -160,6 +168,8 @@ class MinerConfig:
     ``mask_literals``: ``true``/``false``/``null`` are values, masked like numbers (on).
     ``collapse_wildcards``: adjacent masked tokens (``<*> <*>``) count as one, so a value that spans a
     varying number of tokens keeps the line's length (on).
+    ``mask_paths``: absolute file paths of two or more segments (``/var/www/html/``, ``/udev/sda1``,
+    ``C:\\Windows\\x.dll``) are values, masked whole, as the Loghub templates and most parsers treat them (on).
     """
 
     min_values: int = 3
@@ -171,6 +181,7 @@ class MinerConfig:
     key_holes: bool = True
     mask_literals: bool = True
     collapse_wildcards: bool = True
+    mask_paths: bool = True
 
 
 class _Cluster:
@@ -351,6 +362,8 @@ class TemplateMiner:
             or "FALSE" in skeleton or "NULL" in skeleton or "True" in skeleton or "False" in skeleton
         ):  # fmt: skip
             skeleton = _LITERAL.sub(WILD, skeleton)
+        if cfg.mask_paths and ("/" in skeleton or "\\" in skeleton):
+            skeleton = _PATH.sub(WILD, skeleton)
         if cfg.collapse_wildcards:
             while "<*> <*>" in skeleton:
                 skeleton = skeleton.replace("<*> <*>", WILD)

@@ -241,3 +241,24 @@ def test_mining_never_raises_and_every_line_resolves(lines: list[str]) -> None:
     restored = TemplateMiner.restore(m.snapshot())
     for t in m.templates():
         assert restored.resolve(t.id) is not None
+
+
+def test_absolute_paths_are_values() -> None:
+    """One path seen alone is already a value: its template reads as the field it is, whatever the path."""
+    miner = TemplateMiner()
+    a = miner.add("Directory index forbidden by rule: /var/www/html/")
+    b = miner.add("Directory index forbidden by rule: /srv/site/public/")
+    c = miner.add(r"Loaded stack with core: C:\Windows\winsxs\amd64_x\cbscore.dll")
+    assert a.id == b.id and a.text == "Directory index forbidden by rule: <*>"
+    assert c.text == "Loaded stack with core: <*>"
+    # A one-segment path, a relative path and a URL's scheme stay as written (the URL's body is a value anyway).
+    assert miner.add("Resolved node to /default-rack").text == "Resolved node to /default-rack"
+    assert miner.add("opened conf/site.xml").text == "opened conf/site.xml"
+    assert miner.add("fetched https://example.org/a/b").text == "fetched https://<*>"
+
+
+def test_paths_stay_words_when_path_masking_is_off() -> None:
+    miner = TemplateMiner(MinerConfig(mask_paths=False))
+    a = miner.add("Directory index forbidden by rule: /var/www/html/")
+    b = miner.add("Directory index forbidden by rule: /srv/site/public/")
+    assert a.id != b.id
