@@ -80,7 +80,7 @@ _SNAPSHOT_VERSION: Final = 1
 _SKELETONS_KEPT: Final = 4096  # recent lines whose skeleton is remembered (cleared when full)
 
 # Masking: cheap substring gates decide which passes run, then one pass for variable-shaped tokens.
-_URL_BODY: Final = re.compile(r"(?<=://)[^\s\]\)'\"<>]+")
+_URL_BODY: Final = re.compile(r"(?<=://)(?:<[A-Z]{2,16}(?:_[A-Z]{2,16})?>|[^\s\]\)'\"<>])+")
 _HAS_TIME: Final = re.compile(r"\d:\d\d:\d\d")
 _DATE: Final = re.compile(
     r"\b(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun),?\s+)?(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)\s+\d{1,2}"
@@ -91,7 +91,7 @@ _SIZE: Final = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?\s(?:[KMGTP]i?B|B)(?!\w)
 _LITERAL: Final = re.compile(r"(?<![\w\-])(?:true|false|null|TRUE|FALSE|NULL|True|False)(?![\w\-])")
 # A kind mask (``<IP>``, ``<CARD>``, from redaction) glued to other characters of a token: one value.
 _GLUED_KIND: Final = re.compile(
-    r"[\w\-@]+<[A-Z]{2,16}(?:_[A-Z]{2,16})?>[\w\-@]*|<[A-Z]{2,16}(?:_[A-Z]{2,16})?>[\w\-@]+"
+    r"[\w\-@/]+<[A-Z]{2,16}(?:_[A-Z]{2,16})?>[\w\-@/]*|<[A-Z]{2,16}(?:_[A-Z]{2,16})?>[\w\-@/]+"
 )
 _KEY: Final = re.compile(r"[A-Za-z_][\w.\-]{0,63}[=:]")
 _VARIABLE: Final = re.compile(r"(?<![\w\-/@])(?!//)(?=[\w\-/@]*(?:\d\d|(?<![A-Za-z])\d))[\w\-/@]+")

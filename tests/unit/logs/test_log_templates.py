@@ -48,6 +48,10 @@ SSH_LINES = [
         ("Failed password for root port 22 ssh2", "Failed password for root port <*> ssh2"),
         ("tty2 uses log4j and sha256", "tty2 uses log4j and <*>"),
         ("generating core.12345", "generating core.<*>"),
+        # redacted values (kinds) glued to a slash, and a URL whose host was redacted: one value, as unredacted
+        ("from /<IP> src: /<IP>:50010", "from <*> src: <*>:<*>"),
+        ("split: hdfs://<IP>:9000/logs/a.log:21876+7292", "split: hdfs://<*>"),
+        ("from /10.251.42.84 src: /10.251.30.6:50010", "from <*> src: <*>:<*>"),
     ],
 )
 def test_mask(line: str, skeleton: str) -> None:
