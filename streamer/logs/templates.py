@@ -98,10 +98,10 @@ _VARIABLE: Final = re.compile(r"(?<![\w\-/@])(?!//)(?=[\w\-/@]*(?:\d\d|(?<![A-Za
 
 
 # Absolute paths of two or more segments (a URL's body is masked before: ``://`` never starts one here), and
-# Windows drive and device paths.
-_PATH: Final = re.compile(
-    r"(?<![\w<>*.:/\\-])/(?:[\w.\-@%+~<>*]+/)+[\w.\-@%+~<>*]*|(?<![\w\\])(?:[A-Za-z]:|\\\\[?.])\\[^\s'\"]*"
-)
+# Windows drive and device paths. ``_PATH_HINT`` opens on a literal, so the usual line (no path) costs one scan.
+_PATH_HINT: Final = re.compile(r"/[\w.\-@%+~<>*]+/")
+_PATH: Final = re.compile(r"(?<![\w<>*.:/\\-])/(?:[\w.\-@%+~<>*]+/)+[\w.\-@%+~<>*]*")
+_WINDOWS_PATH: Final = re.compile(r"(?<![\w\\])(?:[A-Za-z]:|\\\\[?.])\\[^\s'\"]*")
 
 
 def mask(text: str) -> str:
@@ -362,8 +362,11 @@ class TemplateMiner:
             or "FALSE" in skeleton or "NULL" in skeleton or "True" in skeleton or "False" in skeleton
         ):  # fmt: skip
             skeleton = _LITERAL.sub(WILD, skeleton)
-        if cfg.mask_paths and ("/" in skeleton or "\\" in skeleton):
-            skeleton = _PATH.sub(WILD, skeleton)
+        if cfg.mask_paths:
+            if "/" in skeleton and _PATH_HINT.search(skeleton) is not None:
+                skeleton = _PATH.sub(WILD, skeleton)
+            if "\\" in skeleton:
+                skeleton = _WINDOWS_PATH.sub(WILD, skeleton)
         if cfg.collapse_wildcards:
             while "<*> <*>" in skeleton:
                 skeleton = skeleton.replace("<*> <*>", WILD)
