@@ -101,6 +101,12 @@ _VARIABLE: Final = re.compile(r"(?<![\w\-/@])(?!//)(?=[\w\-/@]*(?:\d\d|(?<![A-Za
 # Windows drive and device paths. ``_PATH_HINT`` opens on a literal, so the usual line (no path) costs one scan.
 _PATH_HINT: Final = re.compile(r"/[\w.\-@%+~<>*]+/")
 _PATH: Final = re.compile(r"(?<![\w<>*.:/\\-])/(?:[\w.\-@%+~<>*]+/)+[\w.\-@%+~<>*]*")
+# A host name with a port (``proxy.example.org:5070``, after masking ``...:<*>``): the name is as variable as an
+# address in that place. Three labels or more, or two in lower case, so ``Bar.java:<*>`` (a source line) stays.
+_HOST_PORT: Final = re.compile(
+    r"(?<![\w.\-/@<>*(])(?:(?:[A-Za-z0-9][\w\-]*|<\*>)(?:\.(?:[\w\-]+|<\*>)){2,}|[a-z0-9][a-z0-9\-]*\.[a-z][a-z0-9\-]*)"
+    r":<\*>(?![\w.])"
+)
 _WINDOWS_PATH: Final = re.compile(r"(?<![\w\\])(?:[A-Za-z]:|\\\\[?.])\\[^\s'\"]*")
 
 
@@ -170,6 +176,8 @@ class MinerConfig:
     varying number of tokens keeps the line's length (on).
     ``mask_paths``: absolute file paths of two or more segments (``/var/www/html/``, ``/udev/sda1``,
     ``C:\\Windows\\x.dll``) are values, masked whole, as the Loghub templates and most parsers treat them (on).
+    ``mask_host_ports``: a host name with a port (``proxy.example.org:5070``) is ``<*>:<*>``, as an address
+    with a port is, so lines led by one share a template and lists of them collapse (on).
     """
 
     min_values: int = 3
@@ -182,6 +190,7 @@ class MinerConfig:
     mask_literals: bool = True
     collapse_wildcards: bool = True
     mask_paths: bool = True
+    mask_host_ports: bool = True
 
 
 class _Cluster:
@@ -367,6 +376,10 @@ class TemplateMiner:
                 skeleton = _PATH.sub(WILD, skeleton)
             if "\\" in skeleton:
                 skeleton = _WINDOWS_PATH.sub(WILD, skeleton)
+        if cfg.mask_host_ports and ":<*>" in skeleton:
+            skeleton = _HOST_PORT.sub("<*>:<*>", skeleton)
+            while "<*>:<*> <*>:<*>" in skeleton:  # a list of endpoints, whatever its length
+                skeleton = skeleton.replace("<*>:<*> <*>:<*>", "<*>:<*>")
         if cfg.collapse_wildcards:
             while "<*> <*>" in skeleton:
                 skeleton = skeleton.replace("<*> <*>", WILD)

@@ -266,3 +266,18 @@ def test_paths_stay_words_when_path_masking_is_off() -> None:
     a = miner.add("Directory index forbidden by rule: /var/www/html/")
     b = miner.add("Directory index forbidden by rule: /srv/site/public/")
     assert a.id != b.id
+
+
+def test_host_names_with_a_port_are_values() -> None:
+    """Lines led by a host:port share a template (the first token is otherwise never generalised), and a list
+    of them is one value whatever its length; a source file and line (``Bar.java:42``) stays as written."""
+    miner = TemplateMiner()
+    a = miner.add("proxy.example.org:5070 close, 0 bytes sent")
+    b = miner.add("mail.example.net:443 close, 13 bytes sent")
+    assert a.id == b.id and a.text == "<*>:<*> close, <*> bytes sent"
+    one = miner.add("connecting to db.example.com:5432")
+    three = miner.add("connecting to a.example.com:80 b.example.com:80 GW-7.corp.example.com:8080")
+    assert one.id == three.id and one.text == "connecting to <*>:<*>"
+    assert miner.add("failed at Bar.java:42").text == "failed at Bar.java:<*>"
+    off = TemplateMiner(MinerConfig(mask_host_ports=False))
+    assert off.add("proxy.example.org:5070 close").text == "proxy.example.org:<*> close"
