@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 from jsonschema import Draft202012Validator
 
-from streamer.events import DecodeFailure, DecodeLimits, Output, RawEvent, Ticket, decode_ticket, encode
+from streamer.events import DecodeFailure, DecodeLimits, Output, RawEvent, Source, Ticket, decode_ticket, encode
 from streamer.headers import Contracts, event_id, incoming_trace
 from streamer.pipeline.batch import Batch, log_dead_letter, sealed, utc_iso
 from streamer.pipeline.shadow import ShadowRun
@@ -52,6 +52,9 @@ class TicketProcessor:
     shadow: ShadowRun | None = None
     #: Moves the escalation score threshold down to spend a budget calm traffic leaves unused.
     spender: BudgetSpender | None = None
+    #: A ticket's own escalation-score threshold, from where it came (``None``: the batch's). A replay of the
+    #: live bundle judges each ticket at the threshold its live decision used, so only the model can differ.
+    threshold_of: Callable[[Source], float | None] | None = None
 
     @property
     def escalation_threshold(self) -> float | None:
@@ -87,9 +90,13 @@ class TicketProcessor:
                 tickets.append(decoded)
         started = time.perf_counter()
         policy = self.policy if self.spender is None else self.spender.policy(self.policy)
+        given = self.threshold_of
+        thresholds = [given(raw_of[id(t)].source) for t in tickets] if given is not None else None
         try:
             with self.tracing.span("model", batch_span, self.model_info.to_dict(), batch=len(tickets)):
-                decisions = triage_tickets(tickets, self.model, self.router, policy, dedup=self.dedup, now=self.clock())
+                decisions = triage_tickets(
+                    tickets, self.model, self.router, policy, dedup=self.dedup, now=self.clock(), thresholds=thresholds
+                )
             pairs = list(zip(tickets, decisions, strict=True))
         except Exception:
             # One bad ticket must not sink its batch: retry one by one, dead-letter what still fails.
@@ -101,8 +108,9 @@ class TicketProcessor:
             pairs = []
             for ticket in tickets:
                 try:
+                    one = [given(raw_of[id(ticket)].source)] if given is not None else None
                     [decision] = triage_tickets(
-                        [ticket], self.model, self.router, policy, dedup=self.dedup, now=self.clock()
+                        [ticket], self.model, self.router, policy, dedup=self.dedup, now=self.clock(), thresholds=one
                     )
                     pairs.append((ticket, decision))
                 except Exception as exc:

@@ -38,6 +38,8 @@ class Decision:
     escalate: bool
     reasons: frozenset[str]
     model: str
+    #: The escalation-score threshold the decision was judged by (not compared: it is how, not what).
+    threshold: float | None = None
 
     def value(self, kind: str) -> str:
         """One kind of decision as a short string for tables and examples."""
@@ -67,6 +69,7 @@ def decision_of(record: Mapping[str, Any]) -> Decision:
         escalate=bool(escalation["escalate"]),
         reasons=frozenset(str(r["code"]) for r in escalation["reasons"]),
         model=f"{model.get('name', '?')}@{model.get('version', '?')}",
+        threshold=float(t) if isinstance(t := escalation.get("threshold"), int | float) else None,
     )
 
 
@@ -195,6 +198,14 @@ class DiffBuilder:
     def add_live(self, decision: Decision) -> None:
         self._live_models[decision.model] += 1
         _keep_last(self.live, decision)
+
+    def live_thresholds(self, model: str) -> dict[tuple[int, int], float]:
+        """(partition, offset) -> the escalation threshold of each live decision ``model`` made."""
+        return {
+            (d.partition, d.offset): d.threshold
+            for d in self.live.values()
+            if d.model == model and d.threshold is not None
+        }
 
     def add_replay(self, decision: Decision, excerpt: Callable[[], str]) -> None:
         """Add a replayed decision; ``excerpt`` (the redacted text) is called only if an example may need it."""

@@ -34,6 +34,7 @@ from streamer.errors import ConfigError, StreamerError
 from streamer.events import RawEvent, Source
 from streamer.kafka import clients
 from streamer.pipeline import Batch
+from streamer.pipeline.tickets import TicketProcessor
 from streamer.replay.diff import DiffBuilder, decision_of, redacted_excerpt
 from streamer.replay.ranges import PartitionRange, Window, format_ms, plan_ranges, select_partitions
 from streamer.replay.report import ReplayReport
@@ -328,9 +329,12 @@ async def run_replay(settings: Settings, runtime: TicketRuntime, request: Replay
                     raise ConfigError(f"replay topic {report.output_topic} exists already; choose another --run-id")
                 report.notes.append(f"writing to the existing topic {report.output_topic}")
                 report.notes.extend(f"drift: {d}" for d in applied.drift)
+        processor = runtime.processor
+        if report.live_topic is not None and processor.spender is not None:
+            processor = _judged_as_live(processor, builder, report)
         await drive(
             settings,
-            runtime.processor,
+            processor,
             request,
             report,
             consumer,
@@ -342,15 +346,33 @@ async def run_replay(settings: Settings, runtime: TicketRuntime, request: Replay
         await consumer.stop()
     if report.live_topic is not None:
         report.diff = builder.report()
-    spender = runtime.processor.spender
-    if spender is not None:
-        report.notes.append(
-            f"the escalation threshold follows the last {spender.window} tickets (STREAMER_ESCALATE_SPEND_WINDOW): "
-            "the replay warms its own over the range, so escalations near the budget threshold may differ "
-            "from live even with the same bundle; 0 judges at the calibrated threshold"
-        )
     report.finished_at = format_ms(int(time.time() * 1000)) or ""
     return report
+
+
+def _judged_as_live(processor: TicketProcessor, builder: DiffBuilder, report: ReplayReport) -> TicketProcessor:
+    """``processor`` judging each ticket that the same bundle decided live at the threshold live used.
+
+    The escalation threshold follows the traffic before each batch (``BudgetSpender``), and a replay's
+    batches and history are not live's: judged by its own spender, tickets near the threshold would change
+    with the very same bundle. A bundle that was not live judges by its own spender (its scores are its own).
+    """
+    spender = processor.spender
+    assert spender is not None
+    info = processor.model_info
+    thresholds = builder.live_thresholds(f"{info.name}@{info.version}")
+    window = f"the escalation threshold follows the last {spender.window} tickets (STREAMER_ESCALATE_SPEND_WINDOW)"
+    if not thresholds:
+        report.notes.append(
+            f"{window}: the replay warms its own over the range, so escalations near the threshold may differ "
+            "from live; STREAMER_ESCALATE_SPEND_WINDOW=0 judges at the calibrated threshold"
+        )
+        return processor
+    report.notes.append(
+        f"{window}: the {len(thresholds)} tickets this bundle decided live are judged at the threshold live "
+        "used, the others at the replay's own"
+    )
+    return replace(processor, threshold_of=lambda source: thresholds.get((source.partition, source.offset)))
 
 
 async def drive(

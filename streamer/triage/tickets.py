@@ -109,6 +109,8 @@ class TicketDecision:
     """The id of an earlier escalation this one near-duplicates (then it is not sent itself)."""
     duplicates: int = 0
     """Near-duplicates of this escalation folded into it within its batch."""
+    threshold: float | None = None
+    """The escalation-score threshold the ticket was judged by (``None`` when the bundle has no score)."""
 
     @property
     def escalate(self) -> bool:
@@ -128,6 +130,7 @@ class TicketDecision:
             "escalation": {
                 "escalate": self.escalate,
                 "reasons": [r.to_dict() for r in self.reasons],
+                **({"threshold": self.threshold} if self.threshold is not None else {}),
                 **({"duplicate_of": self.duplicate_of} if self.duplicate_of else {}),
             },
             "truncated": self.truncated,
@@ -164,11 +167,14 @@ def triage_tickets(
     *,
     dedup: EscalationDeduper | None = None,
     now: float = 0.0,
+    thresholds: Sequence[float | None] | None = None,
 ) -> list[TicketDecision]:
     """Decide a batch: one model pass for all heads, then rules per ticket. Order is preserved.
 
     With ``dedup``, escalations that near-duplicate an earlier one (see ``streamer.triage.dedup``) at time
-    ``now`` are marked ``duplicate_of`` it instead of being sent.
+    ``now`` are marked ``duplicate_of`` it instead of being sent. ``thresholds`` (one per ticket, ``None``
+    keeps the policy's) judges tickets at given escalation-score thresholds: a replay judges each ticket at
+    the one its live decision used.
     """
     if not tickets:
         return []
@@ -194,6 +200,9 @@ def triage_tickets(
         pii_counts = dict(redacted_body.counts)
         for kind, n in redacted_subject.counts.items():
             pii_counts[kind] = pii_counts.get(kind, 0) + n
+        ticket_policy = policy
+        if thresholds is not None and (given := thresholds[row]) is not None and policy.score_threshold is not None:
+            ticket_policy = replace(policy, score_threshold=given)
         reasons = ticket_reasons(
             TicketSignals(
                 intent=intent.label,
@@ -208,7 +217,7 @@ def triage_tickets(
                 text=ticket.body,
                 escalation_score=intent.escalation_score,
             ),
-            policy,
+            ticket_policy,
         )
         route = router.route(
             {
@@ -241,6 +250,7 @@ def triage_tickets(
                 if metadata
                 else metadata,
                 pii_values=_values(redacted),
+                threshold=ticket_policy.score_threshold if intent.escalation_score is not None else None,
             )
         )
     embeddings = getattr(intents, "embeddings", None)

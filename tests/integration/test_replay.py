@@ -233,6 +233,14 @@ def test_a_window_replays_exactly_its_records_per_partition_and_the_same_bundle_
         == sum(live.enriched[i]["triage"]["escalation"]["escalate"] for i in ids)
     )
 
+    # Each live record says the escalation threshold it was judged by, and the replay judged it at that one.
+    assert any(
+        f"the {len(ids)} tickets this bundle decided live are judged at the threshold live" in n for n in report.notes
+    )
+    for v in values:
+        threshold = live.enriched[v["id"]]["triage"]["escalation"]["threshold"]
+        assert 0 < v["triage"]["escalation"]["threshold"] == threshold < 1
+
     # No group was joined or moved: the live group's offsets are where the worker left them.
     assert asyncio.run(_group_offsets(live.settings, live.group)) == live.group_offsets
     assert asyncio.run(_groups_on_input(live.settings)) == groups_before

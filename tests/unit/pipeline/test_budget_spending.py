@@ -82,3 +82,46 @@ def test_a_shadow_of_the_same_bundle_spends_alike_and_agrees_on_every_escalation
             if head == "escalate":
                 agreement[agreed] += n
     assert agreement == {True: len(tickets), False: 0}
+
+
+def decisions(processor: TicketProcessor, tickets: list[dict[str, object]], first: int) -> dict[int, dict[str, object]]:
+    """Offset -> the enriched record's escalation section, tickets at offsets ``first``... in batches of 32."""
+    out: dict[int, dict[str, object]] = {}
+    for start in range(0, len(tickets), 32):
+        raws = [
+            RawEvent(orjson.dumps(t), Source(TICKETS, 0, first + start + i), key=str(t["id"]).encode())
+            for i, t in enumerate(tickets[start : start + 32])
+        ]
+        for record in processor(raws).outputs:
+            if record.topic == TICKETS_ENRICHED:
+                doc = orjson.loads(record.data)
+                out[doc["source"]["offset"]] = doc["triage"]["escalation"]
+    return out
+
+
+def test_a_replay_judged_at_the_live_thresholds_escalates_exactly_as_live(test_bundle: Path) -> None:
+    """Each enriched record says the threshold it was judged by; a processor given those thresholds per ticket
+    (what a replay of the live bundle does) escalates exactly the tickets live escalated, although its own
+    spender, which has not seen the traffic before the range, would still hold the calibrated threshold."""
+    tickets = list(demo_tickets(1024, seed=11))
+    settings = Settings(topics_dir=TOPICS, bundle_dir=test_bundle, pseudonym_key="k")  # type: ignore[arg-type]
+    live = load_ticket_runtime(settings)
+    live_sections = decisions(live.processor, tickets, 0)
+    assert live.processor.spender is not None
+    ceiling = live.processor.spender.ceiling
+    thresholds = {offset: float(section["threshold"]) for offset, section in live_sections.items()}  # type: ignore[arg-type]
+    assert min(thresholds.values()) < ceiling == max(thresholds.values())  # the spender moved it
+    window = range(512, 1024)  # a replay of the second half, with no history before it
+
+    def escalates(sections: dict[int, dict[str, object]]) -> set[int]:
+        return {o for o, s in sections.items() if s["escalate"] and o in window}
+
+    fresh = load_ticket_runtime(settings, live.bundle)
+    own = decisions(fresh.processor, tickets[512:], 512)
+    assert escalates(own) != escalates(live_sections)  # its own spender judges the margin differently
+
+    replay = load_ticket_runtime(settings, live.bundle).processor
+    replay.threshold_of = lambda source: thresholds.get(source.offset)
+    judged = decisions(replay, tickets[512:], 512)
+    assert escalates(judged) == escalates(live_sections)
+    assert all(judged[o]["threshold"] == live_sections[o]["threshold"] for o in window)
