@@ -102,7 +102,8 @@ _VARIABLE: Final = re.compile(r"(?<![\w\-/@])(?!//)(?=[\w\-/@]*(?:\d\d|(?<![A-Za
 _PATH_HINT: Final = re.compile(r"/[\w.\-@%+~<>*]+/")
 _PATH: Final = re.compile(r"(?<![\w<>*.:/\\-])/(?:[\w.\-@%+~<>*]+/)+[\w.\-@%+~<>*]*")
 # A host name with a port (``proxy.example.org:5070``, after masking ``...:<*>``): the name is as variable as an
-# address in that place. Three labels or more, or two in lower case, so ``Bar.java:<*>`` (a source line) stays.
+# address in that place. Three labels or more, or two in lower case, so ``Bar.java:<*>`` (a source line) stays;
+# a code location with its line (``com.example.Window.destroy:2014``, stack lists) is a value as well.
 _HOST_PORT: Final = re.compile(
     r"(?<![\w.\-/@<>*(])(?:(?:[A-Za-z0-9][\w\-]*|<\*>)(?:\.(?:[\w\-]+|<\*>)){2,}|[a-z0-9][a-z0-9\-]*\.[a-z][a-z0-9\-]*)"
     r":<\*>(?![\w.])"
