@@ -10,7 +10,9 @@ How lines become templates
    ``log4j`` stay words. Dotted runs of variables collapse (an IP is one ``<*>``), and so do adjacent
    masked tokens (``<*> <*>``), so a value spanning a varying number of tokens (``4 000``, ``1 2 s``)
    keeps the line's length. The masked line is the *skeleton*; a dict from skeleton to template answers
-   almost every line with one lookup.
+   almost every line with one lookup. Masking decides by where digits are, not by their values, so the
+   skeleton is also remembered by the line with its digits as ``0`` (when no digit survives masking): the
+   next line of a template is masked by one ``str.translate`` and a lookup.
 2. *Grouping*: a new skeleton joins the most specific template of its length that accepts it
    (equal tokens, or a generalised position whose prefix/suffix fit).
 3. *Generalising on evidence*: otherwise it becomes a template of its own, and each position is
@@ -78,6 +80,8 @@ _GEN: Final = "\x00"  # marks a generalised position inside a token: prefix + _G
 _SHAPE: Final = "\x01"
 _SNAPSHOT_VERSION: Final = 1
 _SKELETONS_KEPT: Final = 4096  # recent lines whose skeleton is remembered (cleared when full)
+_DIGITS_AS_ZERO: Final = str.maketrans("123456789", "000000000")
+_ASCII_DIGIT: Final = re.compile(r"[0-9]")
 
 # Masking: cheap substring gates decide which passes run, then one pass for variable-shaped tokens.
 _URL_BODY: Final = re.compile(r"(?<=://)(?:<[A-Z]{2,16}(?:_[A-Z]{2,16})?>|[^\s\]\)'\"<>])+")
@@ -328,6 +332,7 @@ class TemplateMiner:
         self.config = config or MinerConfig()
         self._cache: dict[str, _Cluster] = {}
         self._skeletons: dict[str, str] = {}  # recent lines -> skeleton: logs repeat lines verbatim
+        self._shapes: dict[str, str] = {}  # digits as 0 -> skeleton, for skeletons that kept no digit
         self._by_len: dict[int, list[_Cluster]] = {}
         self._by_head: dict[tuple[int, str], list[_Cluster]] = {}
         self._holes: dict[tuple[int, int, int, int, str], _Hole] = {}
@@ -344,7 +349,16 @@ class TemplateMiner:
         """The template of one line (as of now; ``resolve`` gives the latest after later merges)."""
         skeleton = self._skeletons.get(text)
         if skeleton is None:
-            skeleton = self._skeleton(text)
+            # Masking decides by where digits are, never by their values: lines that differ only in digit
+            # values mask alike, and when no digit survives masking the skeletons are equal.
+            shape = text.translate(_DIGITS_AS_ZERO)
+            skeleton = self._shapes.get(shape)
+            if skeleton is None:
+                skeleton = self._skeleton(text)
+                if _ASCII_DIGIT.search(skeleton) is None:
+                    if len(self._shapes) >= _SKELETONS_KEPT:
+                        self._shapes.clear()
+                    self._shapes[shape] = skeleton
             if len(self._skeletons) >= _SKELETONS_KEPT:
                 self._skeletons.clear()
             self._skeletons[text] = skeleton

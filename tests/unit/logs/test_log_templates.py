@@ -281,3 +281,20 @@ def test_host_names_with_a_port_are_values() -> None:
     assert miner.add("failed at Bar.java:42").text == "failed at Bar.java:<*>"
     off = TemplateMiner(MinerConfig(mask_host_ports=False))
     assert off.add("proxy.example.org:5070 close").text == "proxy.example.org:<*> close"
+
+
+_LINE_CHARS = list("abkBGMT Jan Nov Mon ssh log4j 0123456789 :.-_=/@()[]<>*'\"%+,\\ ://IP")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.sampled_from(_LINE_CHARS), max_size=60), st.randoms(use_true_random=False))
+def test_lines_differing_only_in_digit_values_get_the_skeleton_each_would_get_alone(
+    line: str, rnd: random.Random
+) -> None:
+    """The miner remembers skeletons by where a line's digits are (the fast path for a template's next
+    line); a line must still be grouped by exactly the skeleton it gets on a fresh miner."""
+    other = "".join(rnd.choice("0123456789") if ch.isdigit() and ch.isascii() else ch for ch in line)
+    warm = TemplateMiner()
+    warm.add(line)
+    warm.add(other)
+    assert warm._skeletons[other] == TemplateMiner()._skeleton(other)
