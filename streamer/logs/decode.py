@@ -678,17 +678,30 @@ def _logfmt(line: str) -> _Parsed | None:
         return None
     level: str | None = None
     time_ms: int | None = None
+    cut: list[tuple[int, int]] = []  # the first level pair and the first time pair; a later one is text
     for m in _LOGFMT_HEADER.finditer(line):
         value = m.group("value").strip('"')
         if m.group("key") in ("level", "lvl"):
-            level = level or value
-        else:
-            time_ms = time_ms or _iso_ms(value)
+            if level is None:
+                level = value
+                cut.append(m.span())
+        elif not any(line.startswith(("time=", "ts="), a) for a, _ in cut):
+            time_ms = _epoch_ms(float(value)) if _EPOCH_TEXT.fullmatch(value) else _iso_ms(value)
+            cut.append(m.span())
     severity = normalise_severity(level) if level else None
     if severity is None:
         return None
-    message = _LOGFMT_HEADER.sub("", line).strip()
-    return _Parsed(message or line, level, severity, time_ms)
+    parts: list[str] = []
+    pos = 0
+    for start, stop in sorted(cut):
+        parts.append(line[pos:start])
+        pos = stop
+    parts.append(line[pos:])
+    message = "".join(parts)
+    return _Parsed(message.strip() or line, level, severity, time_ms)
+
+
+_EPOCH_TEXT: Final = re.compile(r"\d{9,19}(?:\.\d{1,9})?")
 
 
 def _component_after_header(parsed: _Parsed) -> None:

@@ -115,3 +115,10 @@ def test_bad_layouts_are_one_line_config_errors(monkeypatch: pytest.MonkeyPatch)
         load_settings()
     with pytest.raises(ValueError, match="not a valid regex"):
         compile_layouts({"x": "(?P<msg>"})
+
+
+def test_logfmt_takes_only_the_first_level_and_time_pairs() -> None:
+    """A later ``level=`` or ``ts=`` (inside the message) is text; an epoch ``ts`` is read as one."""
+    rec = decode('ts=1795860001.5 lvl=warn msg="retry level=3 ts=9" attempt=2')
+    assert rec.message == 'msg="retry level=3 ts=9" attempt=2'
+    assert rec.severity == "warning" and rec.time_ms == 1_795_860_001_500
