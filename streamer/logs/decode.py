@@ -18,7 +18,8 @@ stack trace shipped as one record stays one record):
 * logfmt ``time=... level=warn msg="..." k=v``: the level and time pairs are the header;
 * any other header of the usual fields (dates and times in their many spellings, pids, bracketed
   threads, a level, a logger or ``tag[pid]:`` component) is inferred token by token (``_infer_header``),
-  also where an exact layout stopped short of the level (``2026-11-28 10:00:01,123 - WARN [t] - msg``);
+  also where an exact layout stopped short of the level (``2026-11-28 10:00:01,123 - WARN [t] - msg``), and
+  what a layout leaves before the message (Spring Boot's ``pid --- [thread] logger :``, a ``file.go:42`` caller);
 * anything else: the whole line is the message, with a level word if one leads it.
 
 Without a level the severity is inferred from strong words (``exception``, ``fatal`` -> error;
@@ -59,8 +60,8 @@ SEVERITY_RANK: Final[Mapping[str, int]] = {
 }  # fmt: skip
 
 _LEVELS: Final[dict[str, str]] = {
-    **dict.fromkeys(("trace", "finest", "finer", "trc", "verbose", "v"), "trace"),
-    **dict.fromkeys(("debug", "dbg", "fine", "config", "d"), "debug"),
+    **dict.fromkeys(("trace", "finest", "finer", "trc", "trce", "verbose", "v"), "trace"),
+    **dict.fromkeys(("debug", "dbg", "dbug", "fine", "config", "d"), "debug"),
     **dict.fromkeys(("info", "information", "informational", "log", "statement", "detail", "hint", "i"), "info"),
     **dict.fromkeys(("notice", "note"), "notice"),
     **dict.fromkeys(("warn", "warning", "wrn", "w"), "warning"),
@@ -266,7 +267,7 @@ _ACCESS: Final = re.compile(
 )
 _BARE_LEVEL: Final = re.compile(
     r"\s*(?:\[(?P<l1>" + _LEVEL_ALT + r")\]|(?P<l2>TRACE|DEBUG|INFO|NOTICE|WARN|WARNING|ERROR|FATAL|CRITICAL|SEVERE)"
-    r"\b|(?P<l3>(?i:error|warning|warn|fatal|panic|critical)):)[:\s]*(?P<msg>.*)",
+    r"\b|(?P<l3>(?i:error|warning|warn|fatal|panic|critical|info|debug|dbug|trce|fail|crit)):)[:\s]*(?P<msg>.*)",
     re.S,
 )
 _LEVEL_NEAR_START: Final = re.compile(r"\b(TRACE|DEBUG|INFO|NOTICE|WARN|WARNING|ERROR|FATAL|CRITICAL|SEVERE)\b")
@@ -462,6 +463,7 @@ _H_COMPONENT: Final = re.compile(r"[A-Za-z_$][\w$.\-/()@]{0,127}(?:\[\d{1,10}\])
 _H_TAG: Final = re.compile(r"(?=[\w\-.:]{1,64}$)(?:[A-Z][A-Z0-9_]{1,15}|.*\d.*)")
 _H_SHORT_LEVELS: Final = frozenset("VDIWEFA")
 _H_MAX_TOKENS: Final = 12
+_H_NAME: Final = re.compile(r"[A-Za-z_$][\w$.\-]{0,127}")
 
 
 # A dotted logger right after the level (``INFO c.e.Service - msg``, ``INFO app.api [req-7] msg``); a dotted
@@ -512,14 +514,24 @@ def _infer_header(line: str) -> _Parsed | None:
             inner = line[pos + 1 : close].strip()
             nxt = close + 1
             words = inner.split()
-            if normalise_severity(inner) is not None and level is None and len(words) == 1 and not inner.isdigit():
+            module, colon, named = inner.rpartition(":")
+            if level is None and len(words) == 1 and not inner.isdigit() and normalise_severity(inner) is not None:
                 level, end, bracketed_level = inner, nxt, True
+            elif level is None and len(words) == 1 and colon and module and normalise_severity(named) is not None:
+                level, end, bracketed_level = named, nxt, True  # Apache's ``[module:level]``
+                fields["module"] = module
+            elif bracketed_level and inner.startswith("pid ") and inner[4:5].isdigit():
+                fields["pid"] = inner[4:]  # Apache's ``[pid 42:tid 7]``
+                end = nxt
             elif (
                 words
-                and all(w.rstrip(",") in _H_NAMES or w.lstrip("+-")[:1].isdigit() for w in words)
+                and all(w.rstrip(",") in _H_NAMES or w.lstrip("+-#")[:1].isdigit() for w in words)
                 and any(":" in w for w in words)
             ):
                 saw_time = True
+                pid = next((w[1:] for w in words if w[:1] == "#" and w[1:].isdigit()), None)
+                if pid is not None:
+                    fields.setdefault("pid", int(pid))  # Ruby's ``[time #pid]``
             elif saw_time and inner and not bracketed_level:
                 fields.setdefault("thread", inner)
                 if level is not None:
@@ -553,6 +565,9 @@ def _infer_header(line: str) -> _Parsed | None:
             if pos == 0 and _H_TAG.match(tok) and not tok[:1].isdigit():
                 pos = stop  # a label before the timestamp (``APPREAD 1117869872 ...``)
                 continue
+            if pos == 0 and len(tok) == 2 and tok[1] == "," and tok[0] in _H_SHORT_LEVELS:
+                pos = stop  # Ruby's severity letter (``I, [time #pid]  INFO -- : msg``)
+                continue
             break
         sev = normalise_severity(tok) if (len(tok) > 1 or tok in _H_SHORT_LEVELS) and not tok.isdigit() else None
         if sev is not None and level is None:
@@ -564,7 +579,7 @@ def _infer_header(line: str) -> _Parsed | None:
             end = stop
             break
         if level is not None:
-            if tok == "-" and end == pos - 1:
+            if tok in ("-", "--") and end == pos - 1:
                 end = stop
             elif (logger := _logger_column(line, tok, stop)) and line[end:pos].strip() == "":
                 fields["component"] = tok
@@ -577,11 +592,16 @@ def _infer_header(line: str) -> _Parsed | None:
             tags += 1
             pos = stop
             continue
+        between_dashes = line.startswith(" - ", stop) and line[max(0, pos - 3) : pos] == " - "
+        if level is None and between_dashes and _H_NAME.fullmatch(tok):
+            fields["component"] = tok  # a logger column between dashes (``time - app.db - ERROR - msg``)
+            pos = stop
+            continue
         break
     if end < 0 or not (saw_time or saw_date):
         return None
     message = line[end:].lstrip(" \t")
-    if message.startswith("- "):
+    if message.startswith(("- ", ": ")):
         message = message[2:]
     if not message.strip():
         return None
@@ -704,10 +724,20 @@ def _logfmt(line: str) -> _Parsed | None:
 _EPOCH_TEXT: Final = re.compile(r"\d{9,19}(?:\.\d{1,9})?")
 
 
+_PID_DASHES: Final = re.compile(r"(\d{1,10}) +--- +")
+# A dotted logger, padded, then `` : `` (Spring Boot's ``%-40.40logger{39} : %m``).
+_LOGGER_COLON: Final = re.compile(r"([A-Za-z_$][\w$.\[\]/]*\.[\w$.\[\]/]+) +: ")
+_CALLER: Final = re.compile(r"[\w./\-]+\.[A-Za-z]\w{0,9}:\d{1,6}")
+
+
 def _component_after_header(parsed: _Parsed) -> None:
     """A thread in brackets and a ``logger:`` left at the head of a message once a layout took its header."""
     msg = parsed.message
     fields = parsed.fields if parsed.fields is not None else {}
+    spring = _PID_DASHES.match(msg)
+    if spring is not None:  # Spring Boot's ``pid --- [thread] logger : msg``
+        fields.setdefault("pid", int(spring.group(1)))
+        msg = msg[spring.end() :]
     if msg.startswith("["):
         close = msg.find("]", 1, 258)
         if close > 0:
@@ -717,6 +747,14 @@ def _component_after_header(parsed: _Parsed) -> None:
     if sep and _H_COMPONENT.fullmatch(head) and ("." in head or "$" in head or "[" in head):
         fields["component"] = head[:-1]
         msg = rest.lstrip(" ")
+    elif (column := _LOGGER_COLON.match(msg)) is not None:
+        fields["component"] = column.group(1)
+        msg = msg[column.end() :]
+    else:
+        caller, tab, rest = msg.partition("\t") if "\t" in msg[:130] else (head, sep, rest)
+        if (tab or sep) and _CALLER.fullmatch(caller):
+            fields["src"] = caller  # zap's or a ``%(filename)s:%(lineno)d`` caller column
+            msg = rest.lstrip(" \t")
     if msg is not parsed.message and msg.strip():
         parsed.message = msg
         parsed.fields = fields

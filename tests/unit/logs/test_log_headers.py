@@ -74,6 +74,24 @@ def decode(line: str, key: bytes = b"svc", layouts: dict[str, str] | None = None
         # a dotted name ending in Exception is what happened, not a logger column
         ("2026-11-28 10:00:01.5 77 ERROR java.lang.IllegalStateException - task 7", "java.lang.IllegalStateException"
          " - task 7", "error", {"pid": 77, "component": None}),
+        # Python's ``%(asctime)s - %(name)s - %(levelname)s - %(message)s``
+        ("2026-11-28 10:00:01,123 - app.db - ERROR - connection lost", "connection lost", "error",
+         {"component": "app.db"}),
+        # Spring Boot's console default: pid, dashes, thread, padded logger and `` : ``
+        ("2026-11-28 10:00:01.123 ERROR 4242 --- [nio-8080-exec-1] o.a.c.c.C.[dispatcherServlet]     : "
+         "Servlet.service() failed", "Servlet.service() failed", "error",
+         {"pid": 4242, "thread": "nio-8080-exec-1", "component": "o.a.c.c.C.[dispatcherServlet]"}),
+        # Ruby's Logger: severity letter, bracketed time and #pid, level, ``-- :``
+        ('I, [2026-11-28T10:00:01.123456 #4242]  INFO -- : Started GET "/"', 'Started GET "/"', "info",
+         {"pid": 4242}),
+        # zap's console encoder: tab-separated time, level, caller, message
+        ("2026-11-28T10:00:01.123Z\tWARN\tserver/main.go:42\tslow request", "slow request", "warning",
+         {"src": "server/main.go:42"}),
+        # Apache 2.4: ``[module:level]`` and ``[pid N:tid M]``; the client stays in the message
+        ("[Sat Nov 28 10:00:01.123456 2026] [core:error] [pid 42:tid 7] [client 192.0.2.4:5] AH00124: limit",
+         "[client 192.0.2.4:5] AH00124: limit", "error", {"module": "core"}),
+        # .NET console: a lower-case short level and a colon
+        ("fail: Orders.Api[0] payment declined", "Orders.Api[0] payment declined", "error", {}),
         # logfmt: the time and level pairs are the header, every other pair stays
         ('time="2026-11-28T10:00:01Z" level=error msg="pull failed" image=web', 'msg="pull failed" image=web',
          "error", {}),
