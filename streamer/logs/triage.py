@@ -167,6 +167,8 @@ class LogBatchResult:
     #: Per enriched record, ``[KIND_N]`` -> ``(kind, value)`` of its placeholders, for the privacy policy
     #: (which may keep or pseudonymise some kinds on ``ops.logs.enriched.v1``); never serialised as is.
     pii: list[dict[str, tuple[str, str]]] = field(default_factory=list)
+    #: Lines whose template the incident model failed on, with the reason: dead letters (the others go on).
+    failed: list[tuple[LogRecord, str]] = field(default_factory=list)
 
 
 def headline(message: str, max_chars: int = 1024) -> str:
@@ -308,13 +310,23 @@ def triage_logs(
         line.template = resolved
 
     unclassified = {t.id: t for t in (*changes.new, *final.values()) if t.id not in state.classes}
+    failed: list[tuple[LogRecord, str]] = []
     if unclassified:
         todo = list(unclassified.values())
-        results = list(classifier.classify_templates([t.text for t in todo]))
-        if len(results) != len(todo):
-            raise ValueError(f"classifier returned {len(results)} classes for {len(todo)} templates")
-        for t, (label, confidence) in zip(todo, results, strict=True):
-            state.classes[t.id] = (str(label), float(confidence))
+        try:
+            results = list(classifier.classify_templates([t.text for t in todo]))
+            if len(results) != len(todo):
+                raise ValueError(f"classifier returned {len(results)} classes for {len(todo)} templates")
+        except Exception as exc:
+            # The miner has counted these lines: failing the batch would have them retried (and counted) again,
+            # with one model call per line. The lines of templates the model could not class are dead letters;
+            # the rest go on, and the templates stay unclassed (and unannounced) until a batch classes them.
+            why = f"incident model failed: {type(exc).__name__}: {exc}"[:500]
+            failed = [(line.record, why) for line in lines if line.template.id in unclassified]
+            lines = [line for line in lines if line.template.id not in unclassified]
+        else:
+            for t, (label, confidence) in zip(todo, results, strict=True):
+                state.classes[t.id] = (str(label), float(confidence))
 
     enriched: list[dict[str, Any]] = []
     values: list[dict[str, tuple[str, str]]] = []
@@ -378,15 +390,16 @@ def triage_logs(
             record["alerts"] = raised
         set_routes(record, router, memo)
 
-    miner.changes()
+    if not failed:
+        miner.changes()  # else reported again with the next batch, once the model has classed them
     published: dict[str, dict[str, Any]] = {}
     for t in (*changes.new, *alerted_now):
         live = miner.resolve(t.id)
-        if live is not None and live.id == t.id:
+        if live is not None and live.id == t.id and live.id in state.classes:
             published[t.id] = state.template_record(live)
     for old, new in changes.superseded:
         published[old.id] = {"template_id": old.id, "template": old.text, "superseded_by": new.id}
-    return LogBatchResult(enriched, alerts, list(escalations.values()), list(published.values()), values)
+    return LogBatchResult(enriched, alerts, list(escalations.values()), list(published.values()), values, failed)
 
 
 def resolve_enriched(records: Sequence[dict[str, Any]], state: LogTriageState, router: Router | None = None) -> int:

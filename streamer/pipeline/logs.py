@@ -13,7 +13,9 @@ CloudEvents headers and encoded here, as one ``Output`` whose topic and key are 
 * ``streamer.deadletter.v1``: undecodable lines and lines the core failed on, with the reason (input key).
 
 A line that makes the core fail (``processing_failed``) is dead-lettered alone: the batch is retried line
-by line. With ``hold``, a batch's enriched records leave with the next batch (``flush`` releases them),
+by line. A failing incident model is not a poison line: the lines of the templates it could not class are
+dead letters with its error (``streamer dlq resend`` once it is back), the others go on, with no retry (the
+miner has counted every line once, and a failing model would be called once per line). With ``hold``, a batch's enriched records leave with the next batch (``flush`` releases them),
 resolved to the templates that batch mined.
 """
 
@@ -243,6 +245,12 @@ class LogProcessor:
         out = batch.outputs
         if self.hold:  # the last batch's enriched records leave now, resolved with this batch's evidence
             batch.processed = self._release_held(batch)
+        if any(result.failed for result in results):
+            raw_of = {raw.source: raw for raw in raws}
+            for result in results:
+                for record, reason in result.failed:
+                    raw = raw_of.get(record.source) or RawEvent(None, record.source, record.key)
+                    failures.append(DecodeFailure(raw, "processing_failed", reason, id=record.id))
         for result in results:
             self._encode(result, batch, now)
         for failure in failures:

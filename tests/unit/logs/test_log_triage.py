@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -267,17 +266,29 @@ def test_triage_is_deterministic() -> None:
     assert run() == run()
 
 
-def test_a_failed_model_call_leaves_the_batch_retryable() -> None:
+def test_a_failed_model_call_dead_letters_its_lines_and_leaves_the_templates_to_the_next_batch() -> None:
     class Broken:
         def classify_templates(self, templates: Sequence[str]) -> Sequence[tuple[str, float]]:
             return []
 
     state = LogTriageState(CONFIG)
     records = routine(20, T0)
-    with pytest.raises(ValueError, match="classifier returned 0 classes"):
-        triage_logs(records, state, Broken())
-    retried = triage_logs(records, state, RecordingClassifier())
-    assert {t["template_id"] for t in retried.templates} == {e["template_id"] for e in retried.enriched}
+    result = triage_logs(records, state, Broken())
+    # every template is new, so every line waits on the model: all dead letters, with the reason, none enriched
+    assert [record.id for record, _ in result.failed] == [r.id for r in records]
+    assert all(
+        why.startswith("incident model failed: ValueError: classifier returned 0 classes") for _, why in result.failed
+    )
+    assert result.enriched == [] and result.templates == [] and not state.classes
+    counted = {t.id: state.miner.count(t.id) for t in state.miner.templates()}
+    assert sum(counted.values()) == len(records)  # each line counted once
+    # the next batch's model classes them, and the templates are announced then, with their class
+    later = triage_logs(routine(20, T0 + 60_000, offset=20), state, RecordingClassifier())
+    assert not later.failed
+    announced = {t["template_id"] for t in later.templates}
+    assert announced == {e["template_id"] for e in later.enriched} and all(
+        "incident_class" in t for t in later.templates
+    )
 
 
 _PII_PARTS = st.sampled_from(

@@ -21,7 +21,16 @@ from streamer.headers import SOURCE_LOGS, SOURCE_TICKETS, header_map
 from streamer.logs.triage import LogTriageState
 from streamer.pipeline.logs import LogProcessor
 from streamer.pipeline.tickets import TicketProcessor
-from streamer.topics import DEADLETTER, LOGS, LOGS_ENRICHED, TICKETS, TICKETS_ENRICHED, SchemaRegistry, load_contracts
+from streamer.topics import (
+    DEADLETTER,
+    LOG_TEMPLATES,
+    LOGS,
+    LOGS_ENRICHED,
+    TICKETS,
+    TICKETS_ENRICHED,
+    SchemaRegistry,
+    load_contracts,
+)
 from streamer.triage.escalation import EscalationPolicy
 from streamer.triage.outputs import ModelInfo
 from streamer.triage.routing import parse_router
@@ -128,3 +137,49 @@ def test_a_poison_log_line_is_dead_lettered_alone(monkeypatch: pytest.MonkeyPatc
     # the lines that were triaged are in the model's view: the batch after is not poisoned by the state
     after = processor([RawEvent(b"user 11 logged in", Source(LOGS, 0, 4, 1_795_860_000_004), b"auth")])
     assert after.processed == 1 and not after.dead_letters
+
+
+def test_lines_the_incident_model_fails_on_are_dead_lettered_once_and_the_rest_go_on() -> None:
+    """A model failure is not a poison line: retrying line by line would count every line in the miner again
+    and call the failing model once per line. Lines of templates already classed go on."""
+
+    class Flaky:
+        def __init__(self) -> None:
+            self.calls = 0
+            self.down = False
+
+        def classify_templates(self, templates: Sequence[str]) -> Sequence[tuple[str, float]]:
+            self.calls += 1
+            if self.down:
+                raise TimeoutError("model server did not answer")
+            return [("routine", 0.9)] * len(templates)
+
+    model = Flaky()
+    processor = LogProcessor(
+        LogTriageState(),
+        model,
+        ModelInfo("m", "1"),
+        DecodeLimits(),
+        load_contracts(REPO / "topics", SOURCE_LOGS, ("m", "1")),
+        clock=lambda: 1_795_860_001.0,
+    )
+
+    def raws(lines: list[str], first: int) -> list[RawEvent]:
+        return [
+            RawEvent(x.encode(), Source(LOGS, 0, first + i, 1_795_860_000_000 + first + i), b"auth")
+            for i, x in enumerate(lines)
+        ]
+
+    assert processor(raws(["user 7 logged in"], 0)).processed == 1
+    model.down, model.calls = True, 0
+    batch = processor(raws(["user 8 logged in", "disk sda failed", "user 9 logged in", "disk sdb failed"], 1))
+    assert model.calls == 1  # once for the batch, not once per line
+    assert batch.processed == 2 and batch.dead_letters == {"processing_failed": 2}
+    dead = [o.value for o in batch.outputs if o.topic == DEADLETTER]
+    assert [d["source"]["offset"] for d in dead] == [2, 4]
+    assert all("incident model failed: TimeoutError" in d["error"]["message"] for d in dead)
+    assert processor.state.miner.count(next(t.id for t in processor.state.miner.templates() if "user" in t.text)) == 3
+    model.down = False
+    again = processor(raws(["disk sdc failed"], 5))
+    assert again.processed == 1 and not again.dead_letters
+    assert any(o.topic == LOG_TEMPLATES and "disk" in o.value["template"] for o in again.outputs)
