@@ -15,8 +15,9 @@ CloudEvents headers and encoded here, as one ``Output`` whose topic and key are 
 A line that makes the core fail (``processing_failed``) is dead-lettered alone: the batch is retried line
 by line. A failing incident model is not a poison line: the lines of the templates it could not class are
 dead letters with its error (``streamer dlq resend`` once it is back), the others go on, with no retry (the
-miner has counted every line once, and a failing model would be called once per line). With ``hold``, a batch's enriched records leave with the next batch (``flush`` releases them),
-resolved to the templates that batch mined.
+miner has counted every line once, and a failing model would be called once per line). With ``hold``, a
+batch's enriched records leave with the next batch (``flush`` releases them), resolved to the templates
+that batch mined.
 """
 
 from __future__ import annotations
