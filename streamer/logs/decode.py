@@ -698,6 +698,7 @@ def _logfmt(line: str) -> _Parsed | None:
         return None
     level: str | None = None
     time_ms: int | None = None
+    timed = False
     cut: list[tuple[int, int]] = []  # the first level pair and the first time pair; a later one is text
     for m in _LOGFMT_HEADER.finditer(line):
         value = m.group("value").strip('"')
@@ -705,7 +706,8 @@ def _logfmt(line: str) -> _Parsed | None:
             if level is None:
                 level = value
                 cut.append(m.span())
-        elif not any(line.startswith(("time=", "ts="), a) for a, _ in cut):
+        elif not timed:
+            timed = True
             time_ms = _epoch_ms(float(value)) if _EPOCH_TEXT.fullmatch(value) else _iso_ms(value)
             cut.append(m.span())
     severity = normalise_severity(level) if level else None

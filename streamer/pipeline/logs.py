@@ -30,7 +30,7 @@ from typing import Any
 import structlog
 
 from streamer.errors import ConfigError
-from streamer.events import DecodeFailure, DecodeLimits, Output, RawEvent, encode
+from streamer.events import DecodeFailure, DecodeLimits, Output, RawEvent, Source, encode
 from streamer.headers import Contracts, TraceParent, event_id, incoming_trace, subject_of
 from streamer.logs.decode import Layouts, LogRecord, decode_logs, format_time_ms
 from streamer.logs.routes import destinations
@@ -221,13 +221,20 @@ class LogProcessor:
         now = format_time_ms(int(self.clock() * 1000))
         counting = _Counting(self.classifier, self.tracing, batch_span, self.model_info.to_dict())
         triaged_records: list[LogRecord] = records
+        raw_of: dict[Source, RawEvent] = {}
+
+        def processing_failed(record: LogRecord, reason: str) -> None:
+            if not raw_of:
+                raw_of.update((raw.source, raw) for raw in raws)
+            raw = raw_of.get(record.source) or RawEvent(None, record.source, record.key)
+            failures.append(DecodeFailure(raw, "processing_failed", reason, id=record.id))
+
         try:
             results = [triage_logs(records, self.state, counting, model=self.model_info, now=now, router=self.router)]
         except Exception:
             # One poison line must not sink its batch: retry line by line, dead-letter what still fails.
             log.exception("log batch triage failed; retrying line by line", batch=len(records))
             results, triaged_records = [], []
-            raw_of = {raw.source: raw for raw in raws}
             for record in records:
                 try:
                     results.append(
@@ -235,23 +242,20 @@ class LogProcessor:
                     )
                     triaged_records.append(record)
                 except Exception as exc:
-                    raw = raw_of.get(record.source) or RawEvent(None, record.source, record.key)
-                    failures.append(
-                        DecodeFailure(raw, "processing_failed", f"{type(exc).__name__}: {exc}"[:500], id=record.id)
-                    )
+                    processing_failed(record, f"{type(exc).__name__}: {exc}"[:500])
         triaged = time.perf_counter()
+        model_failed = {record.source for result in results for record, _ in result.failed}
+        for result in results:
+            for record, reason in result.failed:
+                processing_failed(record, reason)
         batch.source_timestamps_ms = [
-            ts for record in triaged_records if (ts := record.source.timestamp_ms) is not None
+            ts
+            for record in triaged_records
+            if (ts := record.source.timestamp_ms) is not None and record.source not in model_failed
         ]
         out = batch.outputs
         if self.hold:  # the last batch's enriched records leave now, resolved with this batch's evidence
             batch.processed = self._release_held(batch)
-        if any(result.failed for result in results):
-            raw_of = {raw.source: raw for raw in raws}
-            for result in results:
-                for record, reason in result.failed:
-                    raw = raw_of.get(record.source) or RawEvent(None, record.source, record.key)
-                    failures.append(DecodeFailure(raw, "processing_failed", reason, id=record.id))
         for result in results:
             self._encode(result, batch, now)
         for failure in failures:

@@ -106,9 +106,9 @@ class TicketProcessor:
                 event_ids=[t.id for t in tickets],
             )
             pairs = []
-            for ticket in tickets:
+            for i, ticket in enumerate(tickets):
                 try:
-                    one = [given(raw_of[id(ticket)].source)] if given is not None else None
+                    one = [thresholds[i]] if thresholds is not None else None
                     [decision] = triage_tickets(
                         [ticket], self.model, self.router, policy, dedup=self.dedup, now=self.clock(), thresholds=one
                     )

@@ -3,7 +3,9 @@ than the calibration split, so the calibrated threshold alone would leave about 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -17,21 +19,25 @@ from streamer.topics import TICKETS, TICKETS_ENRICHED
 TOPICS = Path(__file__).resolve().parents[3] / "topics"
 
 
-def escalated(processor: TicketProcessor, tickets: list[dict[str, object]]) -> dict[str, float]:
-    """Ticket id -> escalation score of the tickets escalated for the model's doubt, in batches of 32."""
-    out: dict[str, float] = {}
+def enriched(processor: TicketProcessor, tickets: list[dict[str, object]], first: int = 0) -> Iterator[Any]:
+    """The enriched records of ``tickets`` (at offsets ``first``... of partition 0), in batches of 32."""
     for start in range(0, len(tickets), 32):
         raws = [
-            RawEvent(orjson.dumps(t), Source(TICKETS, 0, start + i), key=str(t["id"]).encode())
+            RawEvent(orjson.dumps(t), Source(TICKETS, 0, first + start + i), key=str(t["id"]).encode())
             for i, t in enumerate(tickets[start : start + 32])
         ]
         for record in processor(raws).outputs:
-            if record.topic != TICKETS_ENRICHED:
-                continue
-            doc = orjson.loads(record.data)
-            codes = {r["code"] for r in doc["triage"]["escalation"]["reasons"]}
-            if codes & {"low_confidence", "out_of_scope"}:
-                out[doc["id"]] = doc["triage"]["intent"]["escalation_score"]
+            if record.topic == TICKETS_ENRICHED:
+                yield orjson.loads(record.data)
+
+
+def escalated(processor: TicketProcessor, tickets: list[dict[str, object]]) -> dict[str, float]:
+    """Ticket id -> escalation score of the tickets escalated for the model's doubt."""
+    out: dict[str, float] = {}
+    for doc in enriched(processor, tickets):
+        codes = {r["code"] for r in doc["triage"]["escalation"]["reasons"]}
+        if codes & {"low_confidence", "out_of_scope"}:
+            out[doc["id"]] = doc["triage"]["intent"]["escalation_score"]
     return out
 
 
@@ -85,18 +91,8 @@ def test_a_shadow_of_the_same_bundle_spends_alike_and_agrees_on_every_escalation
 
 
 def decisions(processor: TicketProcessor, tickets: list[dict[str, object]], first: int) -> dict[int, dict[str, object]]:
-    """Offset -> the enriched record's escalation section, tickets at offsets ``first``... in batches of 32."""
-    out: dict[int, dict[str, object]] = {}
-    for start in range(0, len(tickets), 32):
-        raws = [
-            RawEvent(orjson.dumps(t), Source(TICKETS, 0, first + start + i), key=str(t["id"]).encode())
-            for i, t in enumerate(tickets[start : start + 32])
-        ]
-        for record in processor(raws).outputs:
-            if record.topic == TICKETS_ENRICHED:
-                doc = orjson.loads(record.data)
-                out[doc["source"]["offset"]] = doc["triage"]["escalation"]
-    return out
+    """Offset -> the enriched record's escalation section, tickets at offsets ``first``..."""
+    return {doc["source"]["offset"]: doc["triage"]["escalation"] for doc in enriched(processor, tickets, first)}
 
 
 def test_a_replay_judged_at_the_live_thresholds_escalates_exactly_as_live(test_bundle: Path) -> None:

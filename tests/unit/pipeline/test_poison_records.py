@@ -175,6 +175,7 @@ def test_lines_the_incident_model_fails_on_are_dead_lettered_once_and_the_rest_g
     batch = processor(raws(["user 8 logged in", "disk sda failed", "user 9 logged in", "disk sdb failed"], 1))
     assert model.calls == 1  # once for the batch, not once per line
     assert batch.processed == 2 and batch.dead_letters == {"processing_failed": 2}
+    assert sorted(batch.source_timestamps_ms) == [1_795_860_000_001, 1_795_860_000_003]  # dead letters not timed
     dead = [o.value for o in batch.outputs if o.topic == DEADLETTER]
     assert [d["source"]["offset"] for d in dead] == [2, 4]
     assert all("incident model failed: TimeoutError" in d["error"]["message"] for d in dead)
