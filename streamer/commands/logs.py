@@ -105,11 +105,14 @@ def run_eval(args: argparse.Namespace) -> int:
 
     systems = [s.strip() for s in args.systems.split(",") if s.strip()] if args.systems else None
     samples = load_samples(args.data, systems=systems, text_col=args.text_col, template_col=args.template_col)
+    hold = args.hold if args.hold is not None else _worker_holds()
     scores: dict[str, SystemScore] = {}
     for sample in samples:
         if args.raw:
             lines = sample.raw if sample.raw is not None else sample.texts
-            scores[sample.name] = evaluate_raw(lines, sample.templates, batch=args.batch, service=sample.name)
+            scores[sample.name] = evaluate_raw(
+                lines, sample.templates, batch=args.batch, service=sample.name, hold=hold
+            )
         else:
             scores[sample.name] = evaluate_content(sample.texts, sample.templates)
     mean = average(list(scores.values()))
@@ -121,14 +124,15 @@ def run_eval(args: argparse.Namespace) -> int:
     width = max(8, *(len(n) for n in scores))
     raw = bool(args.raw)
     head = f"{'system':<{width}} {'lines':>6} {'GA':>6} {'PA':>6}"
-    head += f" {'GA enr':>6} {'held':>6} {'warm':>6}" if raw else ""
+    other = "ga_enriched_unheld" if hold else "ga_enriched_held"
+    head += f" {'GA enr':>6} {'unheld' if hold else 'held':>6} {'warm':>6}" if raw else ""
     head += f" {'templates':>11} {'churn':>6} {'lines/s':>9}"
     print(head)
     print("-" * len(head))
     for name, s in scores.items():
         row = f"{name:<{width}} {s.lines:>6} {s.ga:6.3f} {s.pa:6.3f}"
         row += (
-            f" {s.ga_enriched or 0.0:6.3f} {s.ga_enriched_held or 0.0:6.3f} {s.ga_enriched_warm or 0.0:6.3f}"
+            f" {s.ga_enriched or 0.0:6.3f} {getattr(s, other) or 0.0:6.3f} {s.ga_enriched_warm or 0.0:6.3f}"
             if raw
             else ""
         )
@@ -137,13 +141,23 @@ def run_eval(args: argparse.Namespace) -> int:
     print("-" * len(head))
     row = f"{'average':<{width}} {'':>6} {mean['ga']:6.3f} {mean['pa']:6.3f}"
     if raw:
-        row += f" {mean.get('ga_enriched', 0.0):6.3f} {mean.get('ga_enriched_held', 0.0):6.3f}"
+        row += f" {mean.get('ga_enriched', 0.0):6.3f} {mean.get(other, 0.0):6.3f}"
         row += f" {mean.get('ga_enriched_warm', 0.0):6.3f}"
     row += f" {'':>11} {mean['churn']:6.3f} {mean['lines_per_s']:9.0f}"
     print(row)
     mode = f"raw lines through decode -> triage in batches of {args.batch}" if raw else f"column {args.text_col!r}"
     print(f"{len(scores)} system(s), {mode}; GA/PA against {args.template_col!r}")
+    if raw:
+        written = "held one batch, as the worker writes them" if hold else "as written, no hold"
+        print(f"GA enr: ids on enriched records ({written}); warm: GA enr on each sample's second half")
     return 0
+
+
+def _worker_holds() -> bool:
+    """Whether the worker holds log batches (``STREAMER_LOG_HOLD_BATCH``, read as the worker reads it)."""
+    from streamer.settings import load_settings
+
+    return load_settings().log_hold_batch
 
 
 def add_logs_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -167,6 +181,13 @@ def add_logs_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
         action="store_true",
         help="feed whole raw lines through the worker's decode -> triage path (redaction included) and also "
         "score the ids as written on enriched records (ga_enriched)",
+    )
+    ev.add_argument(
+        "--hold",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --raw: score enriched ids as a worker that holds each batch for one batch writes them "
+        "(default: STREAMER_LOG_HOLD_BATCH, on)",
     )
     ev.add_argument("--batch", type=int, default=EVAL_BATCH, help=f"lines per batch with --raw (default {EVAL_BATCH})")
     ev.add_argument("--json", action="store_true", help="print JSON: {systems: {S: {ga, pa, ...}}, average: {...}}")

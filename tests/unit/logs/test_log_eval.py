@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from streamer.cli import main
-from streamer.logs.evaluate import grouping_accuracy, normalise_template, parsing_accuracy
+from streamer.logs.evaluate import evaluate_raw, grouping_accuracy, normalise_template, parsing_accuracy
 
 TEMPLATES = {
     "Accepted password for <*> from <*> port <*> ssh2": [
@@ -71,6 +71,37 @@ def test_logs_eval_raw_scores_final_and_enriched_ids(tmp_path: Path, capsys: pyt
     s = json.loads(capsys.readouterr().out)["systems"]["mine"]
     assert s["ga"] == 1.0
     assert 0.0 <= s["ga_enriched"] <= 1.0 and "churn" in s
+
+
+#: The first two-line batch mines 'for alice' alone; the next generalises it. A held batch leaves resolved.
+QUOTA_LINES = ["Disk quota exceeded for alice"] * 2 + ["Disk quota exceeded for bob", "Disk quota exceeded for carol"]
+QUOTA_TRUTH = ["Disk quota exceeded for <*>"] * 4
+
+
+def test_enriched_ids_are_scored_as_the_worker_writes_them_held_or_not() -> None:
+    lines = [*QUOTA_LINES, "Worker started", "Worker started"]
+    truth = [*QUOTA_TRUTH, "Worker started", "Worker started"]
+    held = evaluate_raw(lines, truth, batch=2, hold=True)
+    unheld = evaluate_raw(lines, truth, batch=2, hold=False)
+    assert held.ga == unheld.ga == 1.0
+    assert held.ga_enriched == held.ga_enriched_held == 1.0
+    assert unheld.ga_enriched == unheld.ga_enriched_unheld == pytest.approx(2 / 6)
+    assert held.ga_enriched_unheld == unheld.ga_enriched_unheld and unheld.ga_enriched_held == 1.0
+
+
+def test_logs_eval_hold_flag_picks_what_ga_enriched_scores(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "quota.csv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["Content", "EventTemplate"], *zip(QUOTA_LINES, QUOTA_TRUTH, strict=True)])
+    args = ["logs", "eval", "--data", str(path), "--raw", "--json", "--batch", "2"]
+    scores = {}
+    for flag in ("--hold", "--no-hold"):
+        assert main([*args, flag]) == 0
+        scores[flag] = json.loads(capsys.readouterr().out)["systems"]["quota"]
+    assert scores["--hold"]["ga_enriched"] == 1.0
+    assert scores["--no-hold"]["ga_enriched"] == 0.0  # both halves are groups of their own
+    assert main(args) == 0  # the worker's default holds
+    assert json.loads(capsys.readouterr().out)["systems"]["quota"]["ga_enriched"] == 1.0
 
 
 def test_logs_eval_prints_a_table_with_the_average(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
