@@ -237,6 +237,7 @@ _PHONE_INTL_RE: Final = re.compile(
     r"(?:(?:[ .\-/]|" + _LINE_BREAK + r")?(?:\([0-9]{1,5}\)|[0-9]{1,6}+)){1,7}" + _NUM_LA
 )
 _EXT: Final = r"(?:\s?(?:x|ext\.?|extension)\s?[0-9]{1,5})?"
+_EXT_END_RE: Final = re.compile(r"\s?(?:x|ext\.?|extension)\s?[0-9]{1,5}$")
 _NANP_PAREN: Final = r"\([0-9]{3}\)[ .\-]?[0-9]{3}[ .\-]?"
 _NANP_PLAIN: Final = r"[0-9]{3}[ .\-/][0-9]{3}[ .\-]"
 _PHONE_NANP_RE: Final = re.compile(
@@ -645,9 +646,13 @@ def _phones(text: str) -> Iterator[_Cand]:
         if _DATE_PREFIX_RE.match(cand):
             continue
         intl = cand.startswith("00")
-        n = _trim_digits(cand, 10 if intl else 9, 15 if intl else 12, skip_trunk_zero=False)
+        ext = _EXT_END_RE.search(cand)  # the number's length is its own digits', not its extension's
+        number = cand[: ext.start()] if ext is not None else cand
+        n = _trim_digits(number, 10 if intl else 9, 15 if intl else 12, skip_trunk_zero=False)
         if not n:
             continue
+        if n == len(number):
+            n = len(cand)
         cand = cand[:n]
         formatted = not cand.isdigit()
         if _labelled_not_phone(text, m.start()):
@@ -872,13 +877,14 @@ def mask_kinds(text: str, spans: list[PiiSpan]) -> str:
 
 # Every value a non-IP detector can report contains a match of this within itself (or, for a URL
 # credential, with the '@' that follows it), shape by shape: emails and credentials an '@'; international
-# phones '+' and eight digits; cards 13+ digits in single-separated groups; a local or NANP phone 3+4 digits;
+# phones '+' and eight digits; cards 13+ digits in single-separated groups; a local or NANP phone 3+4 digits
+# (a NANP phone may also be '(555)' and three digits: '(555)1234567' has no separated 4-digit group);
 # bare phones and SSNs nine digits; trunk phones a '0' and nine digits; SSNs 3-2-4; DNI/NIE, UK NI,
 # codice fiscale and IBAN their letter+digit heads (an IBAN's check digits may be followed by a dash).
 # Every branch opens on '@', '%', '+', '(' or a digit (letter heads are looked behind), so the search skips
 # straight to those. Property tests hold it to ``find_pii``.
 _NON_IP_PII_RE: Final = re.compile(
-    r"@|%40|\+[1-9](?:[ .\-/()]{0,3}\d){7,}|\(0(?:[ .\-/()]{0,2}\d){8,}"
+    r"@|%40|\+[1-9](?:[ .\-/()]{0,3}\d){7,}|\(0(?:[ .\-/()]{0,2}\d){8,}|\(\d{3}\)[ .\-]?\d{3}"
     r"|\d(?:(?:[ \-]?\d){12,}|\d{2}[ .\-]\d{4}(?!\d)|\d{8}|(?<=0)(?:[ .\-/()]{0,2}\d){8,}"
     r"|\d{2}[ \-]\d{2}[ \-]\d{4}|\d{7}-?[A-Za-z]|(?<=[XYZxyz]\d)\d{6}|(?<=[XYZxyz]-\d)\d{6}"
     r"|(?<=[A-Za-z]{2}\d)\d ?\d{2} ?\d{2}|(?<=[A-Za-z]{2} \d)\d ?\d{2} ?\d{2}|(?<=[A-Za-z]{6}\d)\d"

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -189,6 +190,17 @@ def test_nothing_personal_leaves_the_core() -> None:
     assert len(result.pii) == len(result.enriched)
     login = next(e for e in result.enriched if "Login failed" in e["message"])
     assert login["entities"]["public_ips"] == 1 and login["entities"]["pii"] == {"EMAIL": 1, "IP": 1}
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["callback requested: call me at (555)1234567", "sms to (555) 1234567 from 10.0.0.7 queued"],
+)
+def test_phones_in_every_spelling_leave_the_core_redacted(message: str) -> None:
+    result = triage_logs([record(message, 0, T0)], LogTriageState(CONFIG), RecordingClassifier())
+    [enriched] = result.enriched
+    assert "1234567" not in orjson.dumps(result.enriched).decode()
+    assert enriched["entities"]["pii"]["PHONE"] == 1
 
 
 def test_long_messages_are_cut_before_redaction() -> None:

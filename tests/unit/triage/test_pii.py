@@ -99,6 +99,8 @@ def test_url_credentials_redacted_as_credential_not_email() -> None:
         ("my number is 07700900123", "07700900123"),
         ("ring me: 555-1234", "555-1234"),
         ("WhatsApp 0612345678", "0612345678"),
+        ("call me at (555)1234567", "(555)1234567"),
+        ("Berlin 030 1234567 ext 12", "030 1234567 ext 12"),
     ],
 )
 def test_phones(text: str, value: str) -> None:
@@ -130,6 +132,7 @@ def test_phones(text: str, value: str) -> None:
         "room 1203 floor 7",
         "qty 12 x 4567",
         "call-in code 555 123 4567#",  # a labelled conference code, not partly a phone
+        "call 00000000 ext 12",  # eight digits: the extension's do not make it a number
     ],
 )
 def test_not_phones(text: str) -> None:
