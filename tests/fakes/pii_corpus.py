@@ -41,6 +41,8 @@ PHONES: dict[str, Callable[[random.Random], str]] = {
     "phone-ie-intl": lambda r: f"+353 87 {digits(r, 3)} {digits(r, 4)}",
     "phone-us-paren": lambda r: f"(415) 555-{digits(r, 4)}",
     "phone-us-dash": lambda r: f"415-555-{digits(r, 4)}",
+    "phone-us-paren-run": lambda r: f"(415)555{digits(r, 4)}",
+    "phone-us-paren-space-run": lambda r: f"(415) 555{digits(r, 4)}",
     "phone-uk-trunk": lambda r: f"07700 900{digits(r, 3)}",
     "phone-de-slash": lambda r: f"030/{digits(r, 7)}",
     "phone-fr-pairs": lambda r: f"0{r.randint(1, 7)} {digits(r, 2)} {digits(r, 2)} {digits(r, 2)} {digits(r, 2)}",
@@ -234,7 +236,7 @@ _SERVICES = ["auth", "payments", "checkout", "profile"]
 _LOG_KINDS = {
     "EMAIL": ["email-plain", "email-plus", "email-apostrophe", "email-upper"],
     "IP": ["ipv4-public", "ipv4-private", "ipv6", "ipv6-zone"],
-    "PHONE": ["phone-uk-intl", "phone-de-intl"],
+    "PHONE": ["phone-uk-intl", "phone-de-intl", "phone-us-paren-run", "phone-us-paren-space-run"],
     "CARD": ["card-spaced", "card-compact"],
     "IBAN": ["iban-compact"],
     "NATIONAL_ID": ["ssn-dashed"],
