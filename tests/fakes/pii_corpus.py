@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from hypothesis import strategies as st
 
 from streamer.demo import valid_iban, valid_luhn_card
 
@@ -324,3 +325,26 @@ def found_in(record: Any, values: list[Planted]) -> list[Planted]:
         if any(p.value in t for t in texts) or (len(c) >= 8 and any(c in t for t in compacted)):
             hits.append(p)
     return hits
+
+
+# Numbers as people and programs write them: groups of 1-6 digits, some in parentheses, joined by nothing or
+# by the separators phone, card and id detectors accept, after the prefixes they look for.
+_DIGIT_GROUP = st.builds(
+    lambda n, paren, run: f"({run[:n]})" if paren else run[:n],
+    st.integers(1, 6),
+    st.booleans(),
+    st.text(alphabet="0123456789", min_size=6, max_size=6),
+)
+_NUMBER = st.builds(
+    lambda lead, groups, seps: lead + "".join(g + s for g, s in zip(groups, seps, strict=False)).rstrip(" -./"),
+    st.sampled_from(["", "+", "0", "1", "00", "1 ", "+1 "]),
+    st.lists(_DIGIT_GROUP, min_size=1, max_size=6),
+    st.lists(st.sampled_from(["", " ", "-", ".", "/", "  "]), min_size=6, max_size=6),
+)
+_BEFORE = st.sampled_from(["", "call ", "phone: ", "tel ", "order ", "SSN ", "card ", "from 10.0.0.1 ", "ES", "X"])
+_AFTER = st.sampled_from(["", " ext 12", " x5", " ok", "Z", "-A", " from 10.0.0.1", "\n"])
+
+
+def written_numbers() -> st.SearchStrategy[str]:
+    """Texts around one number in any grouping: where phone, card and id shapes are densest (hypothesis)."""
+    return st.builds(lambda before, number, after: before + number + after, _BEFORE, _NUMBER, _AFTER)

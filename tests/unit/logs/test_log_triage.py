@@ -9,6 +9,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from fakes.pii_corpus import written_numbers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -315,5 +316,12 @@ _FILLER = st.text(alphabet=st.sampled_from(list("abc XYZ019:-./@()+%\n")), max_s
 @given(st.lists(st.one_of(_PII_PARTS, _FILLER), max_size=6))
 def test_the_redaction_gate_lets_every_pii_through(parts: list[str]) -> None:
     text = " ".join(parts)
+    if find_pii(text):
+        assert _MAYBE_PII.search(text), text
+
+
+@settings(max_examples=1000, deadline=None)
+@given(written_numbers())
+def test_the_redaction_gate_lets_every_written_number_through(text: str) -> None:
     if find_pii(text):
         assert _MAYBE_PII.search(text), text
