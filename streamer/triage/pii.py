@@ -877,26 +877,41 @@ def mask_kinds(text: str, spans: list[PiiSpan]) -> str:
 
 # Every value a non-IP detector can report contains a match of this within itself (or, for a URL
 # credential, with the '@' that follows it), shape by shape: emails and credentials an '@'; international
-# phones '+' and eight digits; cards 13+ digits in single-separated groups; a local or NANP phone 3+4 digits
-# (a NANP phone may also be '(555)' and three digits: '(555)1234567' has no separated 4-digit group);
-# bare phones and SSNs nine digits; trunk phones a '0' and nine digits; SSNs 3-2-4; DNI/NIE, UK NI,
-# codice fiscale and IBAN their letter+digit heads (an IBAN's check digits may be followed by a dash).
+# phones '+' and eight digits; cards 13+ digits in single-separated groups; NANP phones 3-3-4 digits or
+# '(555)' and three digits; bare phones and SSNs nine digits; trunk phones a '0' and nine digits; SSNs
+# 3-2-4; DNI/NIE, UK NI, codice fiscale and IBAN their letter+digit heads (an IBAN's check digits may be
+# followed by a dash, and its country letters follow no word character). A local phone (3+4 digits) needs
+# a phone word near it: ``_LOCAL_PHONE_RE``, looked for only where ``_PHONE_WORD_RE`` finds one.
 # Every branch opens on '@', '%', '+', '(' or a digit (letter heads are looked behind), so the search skips
-# straight to those. Property tests hold it to ``find_pii``.
+# straight to those; the digit branches are factored by their next characters, so a digit that ends a
+# number tries few of them. Property tests hold it to ``find_pii``.
 _NON_IP_PII_RE: Final = re.compile(
     r"@|%40|\+[1-9](?:[ .\-/()]{0,3}\d){7,}|\(0(?:[ .\-/()]{0,2}\d){8,}|\(\d{3}\)[ .\-]?\d{3}"
-    r"|\d(?:(?:[ \-]?\d){12,}|\d{2}[ .\-]\d{4}(?!\d)|\d{8}|(?<=0)(?:[ .\-/()]{0,2}\d){8,}"
-    r"|\d{2}[ \-]\d{2}[ \-]\d{4}|\d{7}-?[A-Za-z]|(?<=[XYZxyz]\d)\d{6}|(?<=[XYZxyz]-\d)\d{6}"
+    r"|0(?:[ .\-/()]{0,2}\d){8,}"
+    r"|\d(?:\d(?:\d(?:[ .\-/]\d{3}[ .\-]\d{4}|\d{6}|[ \-]\d{2}[ \-]\d{4}|\d{5}-?[A-Za-z]))"
+    r"|(?:[ \-]?\d){12,}"
+    r"|(?<=[A-Za-z \-]\d)(?:(?<=[XYZxyz]\d)\d{6}|(?<=[XYZxyz]-\d)\d{6}"
     r"|(?<=[A-Za-z]{2}\d)\d ?\d{2} ?\d{2}|(?<=[A-Za-z]{2} \d)\d ?\d{2} ?\d{2}|(?<=[A-Za-z]{6}\d)\d"
-    r"|(?<=[A-Za-z]{2}\d)\d[ \-]?[A-Za-z0-9])"
+    r"|(?<=[A-Za-z]{2}\d)(?<!\w[A-Za-z]{2}\d)\d[ \-]?[A-Za-z0-9]))"
 )
+_LOCAL_PHONE_RE: Final = re.compile(r"\d{3}[ .\-]\d{4}(?!\d)")
+# Any phone word anywhere, in any case, also inside a longer word: ``_phone_word_near`` reads the words of a
+# window that may cut one, so only a substring search finds every word it can find.
+_PHONE_WORD_RE: Final = re.compile("|".join(sorted(map(re.escape, _PHONE_WORDS), key=len)), re.IGNORECASE)
+
+
+def _shows_non_ip(work: str, text: str) -> bool:
+    """Whether ``work`` (``text``, or a part of it, with addresses masked) may hold a value of another kind."""
+    if _NON_IP_PII_RE.search(work) is not None:
+        return True
+    return _LOCAL_PHONE_RE.search(work) is not None and _PHONE_WORD_RE.search(text) is not None
 
 
 def find_ips_only(text: str) -> list[PiiSpan] | None:
     """``find_pii(text)`` when its text can hold nothing but IPv4 addresses, else ``None`` (then ``find_pii``).
 
     The same passes as ``find_pii`` with the IP detector alone (an IPv6 address declines), checking once
-    the addresses are masked that the working text has no ``_NON_IP_PII_RE`` match. A value of another
+    the addresses are masked that the working text shows no other kind (``_shows_non_ip``). A value of another
     kind either lies outside the addresses (and would show there), overlaps one as a phone (and loses to
     the address), or, for the kinds that outrank IP, reaches past the address with a match of its own;
     masking never creates a match. So the other detectors could find nothing, and the result is exactly
@@ -920,11 +935,11 @@ def find_ips_only(text: str) -> list[PiiSpan] | None:
             values.setdefault(text[start:end], kind)
         work = _mask(work, new)
         # Unchanged since the last pass's check: the same text, the same answer.
-        if (new or i == 0) and _NON_IP_PII_RE.search(work) is not None:
+        if (new or i == 0) and _shows_non_ip(work, text):
             return None
         repeats = _literal_repeats(work, values, taken) if values else []
         work = _mask(work, repeats)
-        if repeats and _NON_IP_PII_RE.search(work) is not None:
+        if repeats and _shows_non_ip(work, text):
             return None
         new += repeats
         if not new:
