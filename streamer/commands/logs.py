@@ -105,10 +105,11 @@ def run_eval(args: argparse.Namespace) -> int:
 
     systems = [s.strip() for s in args.systems.split(",") if s.strip()] if args.systems else None
     samples = load_samples(args.data, systems=systems, text_col=args.text_col, template_col=args.template_col)
-    hold = args.hold if args.hold is not None else _worker_holds()
+    raw = bool(args.raw)
+    hold = raw and (args.hold if args.hold is not None else _worker_holds())  # read only where it counts
     scores: dict[str, SystemScore] = {}
     for sample in samples:
-        if args.raw:
+        if raw:
             lines = sample.raw if sample.raw is not None else sample.texts
             scores[sample.name] = evaluate_raw(
                 lines, sample.templates, batch=args.batch, service=sample.name, hold=hold
@@ -122,7 +123,6 @@ def run_eval(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         return 0
     width = max(8, *(len(n) for n in scores))
-    raw = bool(args.raw)
     head = f"{'system':<{width}} {'lines':>6} {'GA':>6} {'PA':>6}"
     other = "ga_enriched_unheld" if hold else "ga_enriched_held"
     head += f" {'GA enr':>6} {'unheld' if hold else 'held':>6} {'warm':>6}" if raw else ""

@@ -236,8 +236,9 @@ _PHONE_INTL_RE: Final = re.compile(
     r"\+(?<![\w+]\+)[1-9][0-9]{0,3}(?:[ .\-]?\(0\))?"
     r"(?:(?:[ .\-/]|" + _LINE_BREAK + r")?(?:\([0-9]{1,5}\)|[0-9]{1,6}+)){1,7}" + _NUM_LA
 )
-_EXT: Final = r"(?:\s?(?:x|ext\.?|extension)\s?[0-9]{1,5})?"
-_EXT_END_RE: Final = re.compile(r"\s?(?:x|ext\.?|extension)\s?[0-9]{1,5}$")
+_EXTENSION: Final = r"\s?(?:x|ext\.?|extension)\s?[0-9]{1,5}"
+_EXT: Final = f"(?:{_EXTENSION})?"
+_EXT_END_RE: Final = re.compile(_EXTENSION + "$")
 _NANP_PAREN: Final = r"\([0-9]{3}\)[ .\-]?[0-9]{3}[ .\-]?"
 _NANP_PLAIN: Final = r"[0-9]{3}[ .\-/][0-9]{3}[ .\-]"
 _PHONE_NANP_RE: Final = re.compile(
