@@ -115,7 +115,7 @@ def normalise_severity(level: object) -> str | None:
     found = _LEVELS.get(key)
     if found is not None:
         return found
-    if key.isdigit():
+    if key.isascii() and key.isdigit():  # not superscripts or other scripts' digits, which int() refuses
         return normalise_severity(int(key))
     return None
 
@@ -174,6 +174,16 @@ def _iso_ms(text: str) -> int | None:
         return None
     y, mo, d, hh, mi, ss, frac, tz = m.groups()
     return _to_ms(int(y), int(mo), int(d), int(hh), int(mi), int(ss), frac, _offset_seconds(tz))
+
+
+def _text_ms(text: str) -> int | None:
+    """A time written as text: epoch digits (seconds to nanoseconds, with a fraction) or ISO 8601."""
+    text = text.strip()
+    return _epoch_ms(float(text)) if _EPOCH_TEXT.fullmatch(text) else _iso_ms(text)
+
+
+# Nine digits and up: shorter numbers are not plausible instants; ASCII only, as float() reads them.
+_EPOCH_TEXT: Final = re.compile(r"\d{9,19}(?:\.\d{1,9})?", re.ASCII)
 
 
 def _epoch_ms(value: float) -> int | None:
@@ -708,7 +718,7 @@ def _logfmt(line: str) -> _Parsed | None:
                 cut.append(m.span())
         elif not timed:
             timed = True
-            time_ms = _epoch_ms(float(value)) if _EPOCH_TEXT.fullmatch(value) else _iso_ms(value)
+            time_ms = _text_ms(value)
             cut.append(m.span())
     severity = normalise_severity(level) if level else None
     if severity is None:
@@ -721,9 +731,6 @@ def _logfmt(line: str) -> _Parsed | None:
     parts.append(line[pos:])
     message = "".join(parts)
     return _Parsed(message.strip() or line, level, severity, time_ms)
-
-
-_EPOCH_TEXT: Final = re.compile(r"\d{9,19}(?:\.\d{1,9})?")
 
 
 _PID_DASHES: Final = re.compile(r"(\d{1,10}) +--- +")
@@ -793,9 +800,7 @@ def _json_time(value: Any) -> int | None:
     if isinstance(value, int | float):
         return _epoch_ms(float(value))
     if isinstance(value, str):
-        if value.isdigit():
-            return _epoch_ms(float(value))
-        return _iso_ms(value.strip())
+        return _text_ms(value)
     return None
 
 
@@ -946,7 +951,10 @@ def decode_logs(
     records: list[LogRecord] = []
     failures: list[DecodeFailure] = []
     for raw in raws:
-        out = decode_log(raw, limits, layouts)
+        try:
+            out = decode_log(raw, limits, layouts)
+        except Exception as exc:  # a decoder bug on one record dead-letters that record, not its batch
+            out = DecodeFailure(raw, "processing_failed", f"decoding failed: {type(exc).__name__}: {exc}")
         if isinstance(out, LogRecord):
             records.append(out)
         else:

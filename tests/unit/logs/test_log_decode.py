@@ -272,6 +272,25 @@ def test_decode_logs_splits_records_and_failures_in_order() -> None:
     assert [f.code for f in failures] == ["invalid_utf8"]
 
 
+def test_a_decoder_error_on_one_record_dead_letters_that_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    import streamer.logs.decode as decoding
+
+    real = decoding.decode_log
+
+    def flawed(raw: RawEvent, *args: object) -> LogRecord | DecodeFailure:
+        if raw.value == b"WARN poison":
+            raise IndexError("a decoder bug")
+        return real(raw)
+
+    monkeypatch.setattr(decoding, "decode_log", flawed)
+    raws = [RawEvent(v, SOURCE, None) for v in (b"INFO a", b"WARN poison", b"ERROR b")]
+    records, failures = decode_logs(raws)
+    assert [r.message for r in records] == ["a", "b"]
+    assert [(f.code, f.raw.value, f.message) for f in failures] == [
+        ("processing_failed", b"WARN poison", "decoding failed: IndexError: a decoder bug")
+    ]
+
+
 # -- properties -------------------------------------------------------------------------------------
 
 _HEADS = st.sampled_from(
@@ -293,3 +312,67 @@ def test_decode_never_raises(head: str, body: str, raw: bytes, kafka: int | None
             assert out.message.strip()
         else:
             assert out.code in DLQ_CODES
+
+
+_JSON_KEYS = st.sampled_from(
+    ["level", "severity", "log.level", "PRIORITY", "timestamp", "@timestamp", "time", "ts", "__REALTIME_TIMESTAMP",
+     "service", "logger", "kubernetes", "log", "id", "host"],
+)  # fmt: skip
+# What str.isdigit() holds for: superscripts and other scripts' digits too, which int() and float() refuse.
+_ANY_DIGITS = st.text(st.characters(categories=("Nd", "No")).filter(str.isdigit), min_size=1, max_size=20)
+_JSON_LEAVES = (
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30) | st.from_regex(r"\A\d{1,20}(\.\d{0,10})?\Z")
+    | _ANY_DIGITS
+)  # fmt: skip
+_JSON_VALUES = st.recursive(
+    _JSON_LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["name", "level", "labels", "app", "container_name"]), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    message=st.tuples(st.sampled_from(["message", "msg", "log", "MESSAGE"]), st.text(min_size=1, max_size=40)),
+    doc=st.dictionaries(_JSON_KEYS, _JSON_VALUES, max_size=5),
+    kafka=st.none() | st.integers(0, 2**45),
+)
+def test_decode_never_raises_on_any_json_field_value(
+    message: tuple[str, str], doc: dict[str, object], kafka: int | None
+) -> None:
+    # Shippers write times, levels and names in every type; none of them may stop the worker.
+    doc.setdefault(*message)
+    out = decode_log(RawEvent(orjson.dumps(doc), Source("ops.logs.v1", 0, 0, kafka), None))
+    if isinstance(out, LogRecord):
+        assert out.severity in SEVERITIES
+        assert out.message.strip()
+    else:
+        assert out.code in DLQ_CODES
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=st.sampled_from(["level", "severity", "PRIORITY", "timestamp", "time", "ts"]), value=_ANY_DIGITS)
+def test_digits_of_any_script_in_a_level_or_time_are_a_record(key: str, value: str) -> None:
+    r = decode(orjson.dumps({"message": "disk full", key: value}))
+    assert r.severity in SEVERITIES
+    assert r.time_ms is not None
+
+
+@pytest.mark.parametrize(
+    ("ts", "expected"),
+    [
+        ("1795860001", ms(2026, 11, 28, 10, 0, 1)),
+        ("1795860001.5", ms(2026, 11, 28, 10, 0, 1, 500)),
+        ("1795860001250", ms(2026, 11, 28, 10, 0, 1, 250)),
+        (" 2026-11-28T10:00:01Z ", ms(2026, 11, 28, 10, 0, 1)),
+        ("5", KAFKA_MS),  # not a plausible instant: the Kafka timestamp stands in
+        ("²", KAFKA_MS),
+    ],
+)
+def test_json_time_text_reads_like_logfmt(ts: str, expected: int) -> None:
+    assert decode(orjson.dumps({"message": "disk full", "ts": ts})).time_ms == expected
+    assert decode(f"ts={ts.strip()} level=info msg=disk").time_ms == expected
