@@ -234,6 +234,9 @@ def test_undecodable_lines_go_to_the_dead_letter_topic_and_the_worker_keeps_goin
         (service.encode(), orjson.dumps({"id": f"{service}-{i}", "service": service, "message": f"ok {i}"}))
         for i in range(5)
     ]
+    # Readable, if odd: digits that int() and float() refuse leave the level and time to inference.
+    odd = {"id": f"{service}-odd", "service": service, "message": "odd digits", "level": "\u00b2", "ts": "\u00b2"}
+    good.append((service.encode(), orjson.dumps(odd)))
     records: list[Record] = []
     for i, (key, (value, _)) in enumerate(bad.items()):
         records.append((key.encode(), value))
@@ -256,7 +259,7 @@ def test_undecodable_lines_go_to_the_dead_letter_topic_and_the_worker_keeps_goin
             assert record["raw"]["value"].encode() == raw[: 64 * 1024]
     assert got[f"bad-type-{run}"]["error"]["field"] == "message"
 
-    ids = {f"{service}-{i}" for i in range(5)}
+    ids = {f"{service}-{i}" for i in range(5)} | {f"{service}-odd"}
     enriched = cluster.docs(ENRICHED, until=len(ids), match=lambda v: v["id"] in ids)
     assert {r["id"] for r in enriched} == ids
     assert worker.alive, "worker died on bad input"
