@@ -34,7 +34,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 import orjson
 
@@ -199,9 +199,18 @@ def _epoch_ms(value: float) -> int | None:
     return int(value // 1_000_000)
 
 
+# The instants an ISO-8601 timestamp can write (years 1 to 9999); a time outside them is not read.
+_FIRST_MS: Final = int(datetime(1, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
+_LAST_MS: Final = int(datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc).timestamp() * 1000)
+
+
+def _writable(ms: int | None) -> TypeGuard[int]:
+    return ms is not None and _FIRST_MS <= ms <= _LAST_MS
+
+
 def _year_hint(source: Source) -> tuple[int, int] | None:
     """(year, month) of the Kafka timestamp, for layouts that omit the year."""
-    if source.timestamp_ms is None:
+    if not _writable(source.timestamp_ms):
         return None
     t = datetime.fromtimestamp(source.timestamp_ms / 1000, timezone.utc)
     return t.year, t.month
@@ -885,8 +894,8 @@ def _record(
     fields: Mapping[str, Any],
 ) -> LogRecord:
     src = raw.source
-    if time_ms is None:
-        time_ms = src.timestamp_ms
+    if not _writable(time_ms):
+        time_ms = src.timestamp_ms if _writable(src.timestamp_ms) else None
     if severity is None:
         severity = infer_severity(message)
     if not service or not service.strip():

@@ -216,7 +216,7 @@ def extract_log_entities(message: str, fields: Mapping[str, Any] | None = None) 
             if isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599:
                 out["http_status"] = status
                 break
-            if isinstance(status, str) and status.isdigit() and 100 <= int(status) <= 599:
+            if isinstance(status, str) and status.isascii() and status.isdigit() and 100 <= int(status) <= 599:
                 out["http_status"] = int(status)
                 break
     if "00-" in message and "trace_id" not in out:

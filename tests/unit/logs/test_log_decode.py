@@ -376,3 +376,14 @@ def test_digits_of_any_script_in_a_level_or_time_are_a_record(key: str, value: s
 def test_json_time_text_reads_like_logfmt(ts: str, expected: int) -> None:
     assert decode(orjson.dumps({"message": "disk full", "ts": ts})).time_ms == expected
     assert decode(f"ts={ts.strip()} level=info msg=disk").time_ms == expected
+
+
+@pytest.mark.parametrize("ts", [2.6e20, 1e300])
+def test_a_time_past_year_9999_gives_way_to_the_kafka_timestamp(ts: object) -> None:
+    assert decode(orjson.dumps({"message": "disk full", "ts": ts})).time_ms == KAFKA_MS
+
+
+def test_a_kafka_timestamp_past_year_9999_is_no_time() -> None:
+    far = Source("ops.logs.v1", 0, 7, 2**62)
+    assert decode(b"disk full", source=far).time_ms is None
+    assert decode(b"Nov 28 10:00:00 host sshd[1]: disk full", source=far).time_ms is None

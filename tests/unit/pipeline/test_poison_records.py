@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import streamer.logs.triage as triage_core
 from streamer.events import DecodeLimits, RawEvent, Source
@@ -184,3 +186,68 @@ def test_lines_the_incident_model_fails_on_are_dead_lettered_once_and_the_rest_g
     again = processor(raws(["disk sdc failed"], 5))
     assert again.processed == 1 and not again.dead_letters
     assert any(o.topic == LOG_TEMPLATES and "disk" in o.value["template"] for o in again.outputs)
+
+
+_FIELD_KEYS = st.sampled_from(
+    ["level", "severity", "ts", "time", "@timestamp", "service", "logger", "kubernetes", "id", "host", "status",
+     "trace_id", "user", "email", "fields"],
+)  # fmt: skip
+_FIELD_LEAVES = (
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30) | st.text(st.characters(categories=("Nd", "No")).filter(str.isdigit), min_size=1)
+    | st.sampled_from(["4111 1111 1111 1111", "ana@example.com", "10.0.0.1", "+1 555 123 4567", "ERROR", "404"])
+)  # fmt: skip
+_FIELD_VALUES = st.recursive(
+    _FIELD_LEAVES,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8) | _FIELD_KEYS, inner, max_size=3),
+    max_leaves=8,
+)
+_JSON_LINES = st.builds(
+    lambda message, doc: orjson.dumps({**doc, "message": message}),
+    st.text(min_size=1, max_size=60),
+    st.dictionaries(_FIELD_KEYS, _FIELD_VALUES, max_size=6),
+)
+_TEXT_LINES = st.builds(
+    lambda head, body: (head + body).encode("utf-8", "surrogatepass"),
+    st.sampled_from(
+        [
+            "",
+            "2026-11-28T10:00:00Z ERROR ",
+            "<34>Nov 28 10:00:00 h p[1]: ",
+            "level=error ts=1795860001.5 msg=",
+            "E1128 10:00:00.1 1 a] ",
+            "03-17 16:13:38.811  1702  2395 D Wm: ",
+        ],
+    ),
+    st.text(max_size=80),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            _JSON_LINES | _TEXT_LINES, st.none() | st.binary(max_size=10), st.none() | st.integers(-(2**63), 2**63 - 1)
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_no_field_value_line_or_kafka_timestamp_makes_a_log_record_fail(
+    items: list[tuple[bytes, bytes | None, int | None]],
+) -> None:
+    """Whatever types a shipper writes, each record is triaged or dead-lettered for what it is, never for a bug."""
+    processor = LogProcessor(
+        LogTriageState(),
+        Classifier(),
+        ModelInfo("m", "1"),
+        DecodeLimits(),
+        load_contracts(REPO / "topics", SOURCE_LOGS, ("m", "1")),
+        clock=lambda: 1_795_860_001.0,
+    )
+    raws = [RawEvent(value, Source(LOGS, 0, i, ts), key) for i, (value, key, ts) in enumerate(items)]
+    batch = processor(raws)
+    assert batch.processed + sum(batch.dead_letters.values()) == len(raws)
+    assert "processing_failed" not in batch.dead_letters, [
+        o.value["error"] for o in batch.outputs if o.topic == DEADLETTER
+    ]
