@@ -628,7 +628,7 @@ def _infer_header(line: str) -> _Parsed | None:
 
 
 #: Per-service text layouts: service (the record key) -> a regex with a ``msg`` group and optionally
-#: ``ts`` (ISO-8601), ``level`` and any other named groups (kept as fields).
+#: ``ts`` (ISO-8601 or epoch digits), ``level`` and any other named groups (kept as fields).
 Layouts = Mapping[str, "re.Pattern[str]"]
 
 
@@ -658,7 +658,7 @@ def _layout(line: str, rx: re.Pattern[str]) -> _Parsed | None:
         message,
         level,
         normalise_severity(level) if level else None,
-        _iso_ms(ts.strip()) if ts else None,
+        _text_ms(ts) if ts else None,
         None,
         dict(groups) or None,
     )

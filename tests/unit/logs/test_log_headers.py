@@ -125,6 +125,9 @@ def test_a_service_layout_reads_what_inference_cannot_know() -> None:
     # another service, or a line the layout does not match, falls back to inference
     other = decode("2026-11-28 10:00:01 ERROR app.Main: boom", key=b"billing", layouts=layout)
     assert (other.message, other.severity) == ("boom", "error")
+    # a layout's time may be epoch digits, as in logfmt and JSON
+    epoch = decode("1795860001.250 | acme | INFO | paid", key=b"billing", layouts=layout)
+    assert epoch.timestamp == "2026-11-28T10:00:01.250Z"
 
 
 def test_bad_layouts_are_one_line_config_errors(monkeypatch: pytest.MonkeyPatch) -> None:
