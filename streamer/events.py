@@ -187,6 +187,8 @@ def _parse_json_object(raw: RawEvent, limits: DecodeLimits) -> dict[str, Any] | 
 
 
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+# RFC 3339 writes a leap second as second 60 (23:59:60Z), which datetime cannot hold: it is checked as 59.
+_LEAP_SECOND = re.compile(r"(?<=[Tt ]\d{2}:\d{2}:)60(?=[.,Zz+\-]|$)")
 
 
 def timestamp_problem(value: str) -> str | None:
@@ -197,8 +199,9 @@ def timestamp_problem(value: str) -> str | None:
     """
     if _DATE_ONLY.match(value):
         return "a date without a time; send a date-time with its zone, e.g. 2026-11-27T10:00:00Z"
+    zoned = value.replace("Z", "+00:00").replace("z", "+00:00")
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        moment = datetime.fromisoformat(_LEAP_SECOND.sub("59", zoned, count=1))
     except ValueError:
         return "not an ISO-8601 date-time"
     if moment.tzinfo is None:

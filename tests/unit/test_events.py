@@ -75,6 +75,7 @@ def test_long_text_is_cut_for_the_model_and_flagged_but_kept() -> None:
         (orjson.dumps({**GOOD, "created_at": "2026-11-27T10:00:00"}), "schema", "created_at", "no time zone"),
         (orjson.dumps({**GOOD, "customer": {"id": "C", "tier": 5}}), "schema", "customer.tier", "not of type"),
         (orjson.dumps({**GOOD, "created_at": "yesterday"}), "schema", "created_at", "ISO-8601"),
+        (orjson.dumps({**GOOD, "created_at": "2026-12-31T23:59:61Z"}), "schema", "created_at", "ISO-8601"),
         (orjson.dumps({**GOOD, "body": "   "}), "schema", "body", "blank"),
         (orjson.dumps({**GOOD, "channel": "pigeon"}), "schema", "channel", "is not one of"),
         (orjson.dumps({**GOOD, "body": "x" * 3000}), "oversize", None, "more than the limit of 2000"),
@@ -88,7 +89,16 @@ def test_failures_name_the_problem(value: bytes | None, code: str, field: str | 
     assert message in failure.message
 
 
-@pytest.mark.parametrize("stamp", ["2026-11-27T10:00:00Z", "2026-11-27T10:00:00.123+02:00", "2026-11-27T10:00z"])
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "2026-11-27T10:00:00Z",
+        "2026-11-27T10:00:00.123+02:00",
+        "2026-11-27T10:00z",
+        "2016-12-31T23:59:60Z",  # a leap second, as RFC 3339 writes it
+        "2017-01-01T00:59:60.5+01:00",
+    ],
+)
 def test_created_at_with_a_time_and_a_zone_is_accepted(stamp: str) -> None:
     assert isinstance(decode(orjson.dumps({**GOOD, "created_at": stamp})), Ticket)
 
