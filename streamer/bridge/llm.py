@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import enum
+import math
 import random
 import re
 import time
@@ -224,21 +225,27 @@ def backoff_delay(attempt: int, initial_s: float, max_s: float, rng: random.Rand
     return (rng or random).uniform(cap / 2.0, cap)
 
 
+def _bounded_wait(text: str | None, unit_s: float) -> float | None:
+    """A count of ``unit_s`` as a wait in [0, ``MAX_RETRY_AFTER_S``] seconds; ``None`` when the text is no
+    number, NaN included (a NaN deadline compares false with every time)."""
+    try:
+        seconds = float(text) * unit_s if text else math.nan
+    except ValueError:
+        return None
+    return None if math.isnan(seconds) else min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
 def retry_after_s(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
     """The wait a response asks for: ``retry-after-ms``, or ``Retry-After`` in seconds or as an HTTP date."""
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms:
-        try:
-            return min(max(float(raw_ms) / 1000.0, 0.0), MAX_RETRY_AFTER_S)
-        except ValueError:
-            pass
+    wait = _bounded_wait(headers.get("retry-after-ms"), 0.001)
+    if wait is not None:
+        return wait
     raw = headers.get("Retry-After") or headers.get("retry-after")
     if not raw:
         return None
-    try:
-        return min(max(float(raw), 0.0), MAX_RETRY_AFTER_S)
-    except ValueError:
-        pass
+    wait = _bounded_wait(raw, 1.0)
+    if wait is not None:
+        return wait
     try:
         when = email.utils.parsedate_to_datetime(raw)
     except (TypeError, ValueError):

@@ -187,6 +187,10 @@ def test_retry_after_forms() -> None:
     assert retry_after_s({"Retry-After": "99999"}) == MAX_RETRY_AFTER_S
     assert retry_after_s({"Retry-After": "-4"}) == 0.0
     assert retry_after_s({"Retry-After": "soon"}) is None
+    assert retry_after_s({"Retry-After": "inf"}) == MAX_RETRY_AFTER_S
+    # NaN parses as a float but orders with nothing: a deadline of NaN would never come, or come at once
+    assert retry_after_s({"Retry-After": "nan"}) is None
+    assert retry_after_s({"retry-after-ms": "NaN", "Retry-After": "2"}) == 2.0
     assert retry_after_s({}) is None
 
 
