@@ -548,7 +548,7 @@ def _infer_header(line: str) -> _Parsed | None:
                 and any(":" in w for w in words)
             ):
                 saw_time = True
-                pid = next((w[1:] for w in words if w[:1] == "#" and w[1:].isdigit()), None)
+                pid = next((w[1:] for w in words if w[:1] == "#" and w[1:].isascii() and w[1:].isdigit()), None)
                 if pid is not None:
                     fields.setdefault("pid", int(pid))  # Ruby's ``[time #pid]``
             elif saw_time and inner and not bracketed_level:

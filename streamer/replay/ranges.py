@@ -166,7 +166,7 @@ def parse_partitions(text: str) -> tuple[int, ...]:
         item = item.strip()
         if not item:
             continue
-        if not item.isdigit():
+        if not (item.isascii() and item.isdigit()):  # not superscripts, which int() refuses
             raise ConfigError(f"--partitions: {item!r} is not a partition number (expected e.g. 0,2)")
         parts.add(int(item))
     if not parts:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from streamer.events import DecodeFailure, DecodeLimits, RawEvent, Source, dead_letter
@@ -319,6 +319,7 @@ _JSON_KEYS = st.sampled_from(
      "service", "logger", "kubernetes", "log", "id", "host"],
 )  # fmt: skip
 # What str.isdigit() holds for: superscripts and other scripts' digits too, which int() and float() refuse.
+_REFUSED_DIGIT = st.characters(categories=("No",)).filter(str.isdigit)  # superscripts, circled digits...
 _ANY_DIGITS = st.text(st.characters(categories=("Nd", "No")).filter(str.isdigit), min_size=1, max_size=20)
 _JSON_LEAVES = (
     st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.floats(allow_nan=False, allow_infinity=False)
@@ -387,3 +388,44 @@ def test_a_kafka_timestamp_past_year_9999_is_no_time() -> None:
     far = Source("ops.logs.v1", 0, 7, 2**62)
     assert decode(b"disk full", source=far).time_ms is None
     assert decode(b"Nov 28 10:00:00 host sshd[1]: disk full", source=far).time_ms is None
+
+
+_HEADER_LINES = [
+    "2026-11-28T10:00:00Z ERROR [payments] charge failed for order 42",
+    "2026-11-28 10:00:00,123 WARN  org.foo.Bar - pool almost exhausted",
+    "2026-11-28T11:00:00.5+01:00 [main] INFO  com.shop.App - started in 3.2 s",
+    "Nov 28 09:59:58 bastion-1 sshd[123]: Failed password for root from 10.0.0.1 port 22 ssh2",
+    "<11>Nov 28 10:00:00 app-1 billing[7]: sync stopped",
+    '<165>1 2026-11-28T10:00:00.003Z host app 77 ID47 [exampleSDID@32473 iut="3"] started',
+    "E1128 10:00:00.123456       1 reflector.go:138] Failed to watch *v1.Pod: connection refused",
+    "2026/11/28 10:00:00 [error] 7#7: *31 upstream timed out (110: Connection timed out)",
+    '10.0.0.1 - - [28/Nov/2026:10:00:00 +0000] "GET /a HTTP/1.1" 502 17 "-" "curl/8.0"',
+    "11-28 10:00:01.123  4242  4301 W PowerManager: wake lock held by uid=1000",
+    "261128 100001 77 INFO storage.BlockServer$Writer: stored block 12 of 40",
+    "[Sat Nov 28 10:00:01 2026] [warn] [client 192.0.2.4] file does not exist: /srv/x",
+    "[Sat Nov 28 10:00:01 2026] [notice] [pid 42:tid 7] child started",
+    "- 1795860001 2026.11.28 R01-M0-N1 2026-11-28-10.00.01.123456 R01-M0-N1 RAS KERNEL FATAL data TLB error",
+    "I, [2026-11-28T10:00:00.123 #4242]  INFO -- : job 9 done",
+    "2026-11-28 10:00:01.123  INFO 4242 --- [main] o.s.b.App : started in 3.2 s",
+    "ts=1795860001.5 level=warn msg=slow",
+    "2026-11-28 10:00:01.123 4242 ERROR app.api.server [req-7 - -] GET /v2 status: 500",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    line=st.sampled_from(_HEADER_LINES),
+    digits=st.lists(st.tuples(st.integers(0, 200), _REFUSED_DIGIT | st.characters(categories=("Nd",))), min_size=1),
+)
+@example(line="I, [2026-11-28T10:00:00.123 #4242]  INFO -- : job 9 done", digits=[(17, "\u00b2")])  # Ruby's pid
+def test_other_scripts_digits_in_any_header_are_read_or_left_in_the_message(
+    line: str, digits: list[tuple[int, str]]
+) -> None:
+    # Each layout's numbers (times, pids, levels, statuses) written with digits that int() may refuse.
+    places = [i for i, ch in enumerate(line) if ch in "0123456789"]
+    chars = list(line)
+    for at, digit in digits:
+        chars[places[at % len(places)]] = digit
+    out = decode_log(RawEvent("".join(chars).encode(), SOURCE, b"svc"))
+    assert isinstance(out, LogRecord)
+    assert out.message.strip()

@@ -140,6 +140,8 @@ def test_partitions() -> None:
     assert parse_partitions("2, 0,2") == (0, 2)
     with pytest.raises(ConfigError):
         parse_partitions("0,x")
+    with pytest.raises(ConfigError, match="is not a partition number"):
+        parse_partitions("0,\u00b2")  # a superscript two is a digit to str.isdigit(), not to int()
     with pytest.raises(ConfigError):
         parse_partitions(",")
     assert select_partitions([0, 1, 2], None) == [0, 1, 2]
