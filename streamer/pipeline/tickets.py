@@ -81,7 +81,10 @@ class TicketProcessor:
             result.events_in[raw.source.topic] += 1
             if raw.source.timestamp_ms is not None:
                 result.source_timestamps_ms.append(raw.source.timestamp_ms)
-            decoded = decode_ticket(raw, self.validator, self.limits)
+            try:
+                decoded = decode_ticket(raw, self.validator, self.limits)
+            except Exception as exc:  # a decoder bug on one record dead-letters that record, not its batch
+                decoded = DecodeFailure(raw, "processing_failed", f"decoding failed: {type(exc).__name__}: {exc}")
             if isinstance(decoded, DecodeFailure):
                 self._dead(result, decoded, trace)
             else:

@@ -102,6 +102,34 @@ def test_a_poison_ticket_is_dead_lettered_alone() -> None:
     assert header_map(dead.headers)["ce_type"] == "dev.streamer.deadletter.v1"
 
 
+def test_a_ticket_the_decoder_fails_on_is_dead_lettered_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import streamer.pipeline.tickets as ticket_pipeline
+
+    real = ticket_pipeline.decode_ticket
+
+    def flawed(raw: RawEvent, *args: Any) -> Any:
+        if raw.key == b"T-2":
+            raise KeyError("a decoder bug")
+        return real(raw, *args)
+
+    monkeypatch.setattr(ticket_pipeline, "decode_ticket", flawed)
+    processor = TicketProcessor(
+        model=PoisonedModel(),
+        model_info=ModelInfo("m", "1"),
+        router=parse_router({"tickets": {"rules": [], "default": "support.queue.general.v1"}}, "tickets"),
+        policy=EscalationPolicy(min_confidence=0.5, min_margin=0.1, oos_threshold=0.5),
+        validator=SchemaRegistry(REPO / "topics" / "schemas").validator("ticket.v1.json"),
+        limits=DecodeLimits(),
+        contracts=load_contracts(REPO / "topics", SOURCE_TICKETS, ("m", "1")),
+        clock=lambda: 1_795_860_001.0,
+    )
+    batch = processor([ticket(1, "where is my order 1"), ticket(2, "where is my order 2"), ticket(3, "order 3")])
+    assert batch.processed == 2 and batch.dead_letters == {"processing_failed": 1}
+    assert sorted(o.value["id"] for o in batch.outputs if o.topic == TICKETS_ENRICHED) == ["T-1", "T-3"]
+    [dead] = [o for o in batch.outputs if o.topic == DEADLETTER]
+    assert dead.key == b"T-2" and dead.value["error"]["message"] == "decoding failed: KeyError: 'a decoder bug'"
+
+
 def test_a_poison_log_line_is_dead_lettered_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     extract = triage_core.extract_log_entities
 
