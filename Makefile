@@ -79,7 +79,7 @@ bundle: install
 
 # The main job end to end: local broker, topics, default bundle, worker, demo traffic, summary.
 run: kafka-start
-	$(BIN)/streamer demo
+	STREAMER_KAFKA_BOOTSTRAP="$${STREAMER_KAFKA_BOOTSTRAP:-$$($(BIN)/streamer kafka status --bootstrap)}" $(BIN)/streamer demo
 
 # Benchmarks, not part of `make test`: one table, bench/results/<name>.json and .png (~10-15 min on 2 cores).
 bench: kafka-jars

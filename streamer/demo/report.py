@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamer.settings import Settings
 from streamer.topics import (
     ALERTS,
     DEADLETTER,
@@ -25,6 +26,9 @@ from streamer.topics import (
     TICKETS_ENRICHED,
 )
 from streamer.triage.escalation import MODEL_REASONS
+
+# What clients use when STREAMER_KAFKA_BOOTSTRAP is unset.
+DEFAULT_BOOTSTRAP = Settings.model_fields["kafka_bootstrap"].default
 
 __all__ = ["WATCHED", "DemoContext", "DemoTally", "percentile", "render_summary"]
 
@@ -336,7 +340,11 @@ def render_summary(t: DemoTally, ctx: DemoContext) -> str:
             "(STREAMER_LLM_BASE_URL is not set, so no bridge ran). To answer them:"
         )
         lines.append("  make llm-local                     # a local OpenAI-compatible server (SmolLM2-135M)")
-        lines.append("  STREAMER_LLM_BASE_URL=http://127.0.0.1:8939/v1 streamer bridge   # or any endpoint")
+        lines.append(
+            "  STREAMER_LLM_BASE_URL=http://127.0.0.1:8939/v1 "
+            + ("" if ctx.bootstrap == DEFAULT_BOOTSTRAP else f"STREAMER_KAFKA_BOOTSTRAP={shlex.quote(ctx.bootstrap)} ")
+            + "streamer bridge   # or any endpoint"
+        )
         lines.append("  (or: STREAMER_LLM_BASE_URL=... make run, which runs the bridge with the demo)")
 
     if ctx.replay:
@@ -349,6 +357,8 @@ def render_summary(t: DemoTally, ctx: DemoContext) -> str:
     b = shlex.quote(ctx.bootstrap)
     topic = ctx.topics.get
     lines += ["", "== Explore further " + "=" * 52]
+    if ctx.bootstrap != DEFAULT_BOOTSTRAP:  # the local broker took a free port: 9092 is someone else's
+        lines.append(f"export STREAMER_KAFKA_BOOTSTRAP={b}   # for the streamer commands below")
     lines.append(f"kcat -b {b} -C -e -o -3 -t {topic(TICKETS_ENRICHED, TICKETS_ENRICHED)}   # last decisions")
     lines.append(f"kcat -b {b} -C -e -t {topic(ALERTS, ALERTS)}                  # bursts, first-seen errors")
     lines.append(f"kcat -b {b} -C -e -o -3 -t {topic(ESCALATIONS, ESCALATIONS)}      # what the large model gets")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from harness.brokers import own_broker
 
 from streamer.kafka import local
+from streamer.kafka.local import config as local_config
 
 pytestmark = pytest.mark.kafka
 
@@ -211,3 +213,33 @@ def test_session_broker_leaves_the_default_port_alone(kafka_bootstrap: str) -> N
     assert (host, int(port)) != (local.DEFAULT_HOST, local.DEFAULT_PORT)
     development = local.status()
     assert development is None or development.port != int(port)  # not the development broker either
+
+
+def test_a_busy_default_port_moves_the_broker_to_a_free_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another Kafka (or another checkout's broker) on 9092: ``make run`` still gets a broker, and says where."""
+    monkeypatch.delenv("STREAMER_LOCAL_KAFKA_PORT", raising=False)
+    data_dir = tmp_path / "kafka"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        busy = int(taken.getsockname()[1])
+        monkeypatch.setattr(local_config, "DEFAULT_PORT", busy)
+        assert local.main(["start", "--data-dir", str(data_dir)]) == 0
+        try:
+            started = capsys.readouterr().out
+            running = local.status(data_dir)
+            assert running is not None and running.ready and running.port != busy
+            assert f"kafka ready on 127.0.0.1:{running.port}" in started
+            assert f"STREAMER_KAFKA_BOOTSTRAP=127.0.0.1:{running.port}" in started
+            assert local.main(["status", "--bootstrap", "--data-dir", str(data_dir)]) == 0
+            assert capsys.readouterr().out == f"127.0.0.1:{running.port}\n"
+            again = local.start(None, data_dir)  # found where it runs, not refused for not being on 9092
+            assert again.already_running and again.port == running.port
+            with pytest.raises(local.LocalKafkaError, match="already in use"):
+                local.start(busy, tmp_path / "other")  # a port asked for is never swapped
+        finally:
+            local.stop(data_dir)
+    assert local.main(["status", "--bootstrap", "--data-dir", str(data_dir)]) == 3
+    assert capsys.readouterr().out == ""

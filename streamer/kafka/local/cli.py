@@ -60,8 +60,11 @@ def _cluster_command(ns: argparse.Namespace) -> int:
             return 0
         nodes = cluster_status(root)
         if not any(nodes):
-            print(f"kafka cluster not running ({root})")
+            print(f"kafka cluster not running ({root})", file=sys.stderr if ns.bootstrap else sys.stdout)
             return 3
+        if ns.bootstrap:
+            print(",".join(node.bootstrap_servers for node in nodes if node is not None))
+            return 0 if all(node is not None and node.ready for node in nodes) else 1
         for i, node in enumerate(nodes, 1):
             state = "down" if node is None else ("running" if node.ready else "running but NOT answering")
             where = f" on {node.bootstrap_servers} (pid {node.pid})" if node is not None else ""
@@ -98,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_stop = sub.add_parser("stop", help="stop the broker")
     p_stop.add_argument("--timeout", type=float, default=DEFAULT_STOP_TIMEOUT_S)
     p_status = sub.add_parser("status", help="exit 0 if running and ready, 3 if not running")
+    p_status.add_argument(
+        "--bootstrap", action="store_true", help="print only host:port (for STREAMER_KAFKA_BOOTSTRAP)"
+    )
     sub.add_parser("fetch", help="download the Kafka jars (Maven) if not cached")
     for p in (p_start, p_stop, p_status):
         p.add_argument("--data-dir", default=None, help="broker state dir (default: <repo>/var/kafka / env)")
@@ -122,6 +128,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"kafka already running on {broker.bootstrap_servers} (pid {broker.pid})")
             else:
                 print(f"kafka ready on {broker.bootstrap_servers} (started in {broker.startup_s:.1f} s)")
+            if ns.port is None and broker.port != default_port():
+                print(
+                    f"port {default_port()} is in use, so it took a free one: point clients at it with "
+                    f"STREAMER_KAFKA_BOOTSTRAP={broker.bootstrap_servers} (`streamer kafka status --bootstrap`)"
+                )
             return 0
         if ns.command == "stop":
             root = resolve_dir(ns.data_dir)
@@ -129,8 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         running = status(ns.data_dir)
         if running is None:
-            print(f"kafka not running ({resolve_dir(ns.data_dir)})")
+            print(f"kafka not running ({resolve_dir(ns.data_dir)})", file=sys.stderr if ns.bootstrap else sys.stdout)
             return 3
+        if ns.bootstrap:
+            print(running.bootstrap_servers)
+            return 0 if running.ready else 1
         state = "running" if running.ready else "running but NOT answering"
         print(f"kafka {state} on {running.bootstrap_servers} (pid {running.pid}, data {running.data_dir})")
         return 0 if running.ready else 1

@@ -41,7 +41,7 @@ from streamer.kafka.local.config import (
     server_properties,
     write_properties,
 )
-from streamer.kafka.local.probe import live_brokers, port_in_use, probe
+from streamer.kafka.local.probe import free_port_pair, live_brokers, port_in_use, probe
 
 __all__ = [
     "CLUSTER_JVM_OPTS",
@@ -267,7 +267,12 @@ def start(
     (``already_running=True``). Storage is formatted only on the first start, so topics and offsets
     survive restarts; delete ``data_dir`` for a clean slate. On failure the error carries the log tail.
     ``sasl_ssl`` adds a SCRAM-SHA-512-over-TLS listener; its users are created when storage is formatted.
+
+    Without a port chosen (``port`` or ``STREAMER_LOCAL_KAFKA_PORT``), a 9092 held by another process (a
+    Kafka of the machine's own, this project's broker from another checkout) is not an error: the broker
+    starts on a free pair of ports, and its ``bootstrap_servers`` (and ``status``) say where.
     """
+    chosen = port is not None or bool(os.environ.get("STREAMER_LOCAL_KAFKA_PORT"))
     port = check_port(default_port() if port is None else port)
     root = resolve_dir(data_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -276,6 +281,8 @@ def start(
         pid = _running_pid(root)
         if pid is not None:
             running_port = configured_port(root)
+            if running_port is not None and not chosen:
+                port = running_port  # it may run on the free port it took when 9092 was held
             if running_port != port:
                 raise LocalKafkaError(
                     f"kafka from {root} already runs on port {running_port} (pid {pid}); "
@@ -290,6 +297,8 @@ def start(
         log4j_cfg = DEPLOY_DIR / "log4j2.yaml"
         if not log4j_cfg.is_file():
             raise LocalKafkaError(f"{log4j_cfg} not found: run from a streamer checkout")
+        if not chosen and sasl_ssl is None and (port_in_use(host, port) or port_in_use(host, port + 1)):
+            port = free_port_pair(host)
         for p in (port, port + 1, *([sasl_ssl.port] if sasl_ssl is not None else [])):
             if port_in_use(host, p):
                 raise LocalKafkaError(

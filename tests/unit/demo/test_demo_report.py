@@ -75,9 +75,9 @@ def test_tally_counts_only_this_runs_records_per_path() -> None:
     assert list(tally.new_templates) == ["Tnew"] and len(tally.alerts) == 1
 
 
-def summary_of(tally: DemoTally, bridge: bool) -> str:
+def summary_of(tally: DemoTally, bridge: bool, bootstrap: str = "127.0.0.1:9092") -> str:
     ctx = DemoContext(
-        bootstrap="127.0.0.1:9092",
+        bootstrap=bootstrap,
         topics={"llm.escalations.v1": "dev.llm.escalations.v1", "ops.alerts.v1": "dev.ops.alerts.v1"},
         produce_started_ms=0,
         files={"worker log": "var/demo/R/worker.log", "replay report": "var/demo/R/replay.html"},
@@ -109,6 +109,17 @@ def test_summary_has_a_section_per_path_and_says_what_waits() -> None:
     answered = summary_of(tally, bridge=True)
     assert "answers received 1 of 1 escalations, 0 dead-lettered" in answered and "0 still open" in answered
     assert "answer latency p50 1200 ms" in answered and "wait in" not in answered
+
+
+def test_a_broker_off_9092_is_named_for_every_command_to_try() -> None:
+    # 9092 held by another Kafka: the streamer commands shown must not talk to that one
+    tally = DemoTally(starts={("ops.logs.v1", 0): 0}, tickets={"T1"}, logs_sent=1)
+    tally.observe("llm.escalations.v1", {"id": "T1", "kind": "ticket", "reasons": []}, 0)
+    moved = summary_of(tally, bridge=False, bootstrap="127.0.0.1:40123")
+    assert "export STREAMER_KAFKA_BOOTSTRAP=127.0.0.1:40123" in moved
+    assert "STREAMER_KAFKA_BOOTSTRAP=127.0.0.1:40123 streamer bridge" in moved
+    assert "kcat -b 127.0.0.1:40123 " in moved
+    assert "STREAMER_KAFKA_BOOTSTRAP" not in summary_of(tally, bridge=False)
 
 
 def test_percentile_by_nearest_rank() -> None:
