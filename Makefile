@@ -78,8 +78,10 @@ bundle: install
 	$(BIN)/streamer models build-default
 
 # The main job end to end: local broker, topics, default bundle, worker, demo traffic, summary.
+# The broker is on 9092, or on a free port when something else holds 9092: the demo goes where it is.
 run: kafka-start
-	STREAMER_KAFKA_BOOTSTRAP="$${STREAMER_KAFKA_BOOTSTRAP:-$$($(BIN)/streamer kafka status --bootstrap)}" $(BIN)/streamer demo
+	bootstrap="$${STREAMER_KAFKA_BOOTSTRAP:-$$($(BIN)/streamer kafka status --bootstrap)}" && \
+		STREAMER_KAFKA_BOOTSTRAP="$$bootstrap" $(BIN)/streamer demo
 
 # Benchmarks, not part of `make test`: one table, bench/results/<name>.json and .png (~10-15 min on 2 cores).
 bench: kafka-jars

@@ -17,7 +17,7 @@ from streamer.bridge.cli import add_bridge_commands
 from streamer.commands.logs import add_logs_commands
 from streamer.commands.models import add_models_commands
 from streamer.deadletters import add_dlq_commands
-from streamer.errors import StreamerError
+from streamer.errors import ConfigError, StreamerError
 from streamer.offline import add_triage_commands
 from streamer.replay.cli import add_replay_commands
 from streamer.runner import add_runtime_commands
@@ -93,7 +93,15 @@ def _topics_asyncapi(args: argparse.Namespace) -> int:
 def _kafka(args: argparse.Namespace) -> int:
     from streamer.kafka import local
 
-    return local.main([args.kafka_action, *(["--brokers", str(args.brokers)] if args.brokers != 1 else [])])
+    if args.bootstrap and args.kafka_action != "status":
+        raise ConfigError("--bootstrap goes with status: streamer kafka status --bootstrap")
+    return local.main(
+        [
+            args.kafka_action,
+            *(["--brokers", str(args.brokers)] if args.brokers != 1 else []),
+            *(["--bootstrap"] if args.bootstrap else []),
+        ]
+    )
 
 
 def _settings_show(args: argparse.Namespace) -> int:
@@ -152,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[1, 3],
         default=1,
         help="1 (default), or a three-node KRaft cluster with replication 3 and min.insync.replicas 2",
+    )
+    kafka.add_argument(
+        "--bootstrap", action="store_true", help="with status: print only host:port, for STREAMER_KAFKA_BOOTSTRAP"
     )
     kafka.set_defaults(handler=_kafka)
 

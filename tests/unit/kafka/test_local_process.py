@@ -52,3 +52,16 @@ def test_start_refuses_busy_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         with pytest.raises(local.LocalKafkaError, match="already in use"):
             local.start(port, tmp_path / "k")
     assert not (tmp_path / "k" / local.PID_FILE).exists()
+
+
+def test_streamer_kafka_status_bootstrap_prints_only_the_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streamer.cli import main
+
+    monkeypatch.setenv("STREAMER_LOCAL_KAFKA_DIR", str(tmp_path / "none"))
+    assert main(["kafka", "status", "--bootstrap"]) == 3
+    out, err = capsys.readouterr()
+    assert out == "" and "kafka not running" in err  # nothing a shell would take for an address
+    assert main(["kafka", "start", "--bootstrap"]) == 2
+    assert capsys.readouterr().err.startswith("streamer: error: --bootstrap goes with status")
