@@ -178,12 +178,16 @@ def _parse_json_object(raw: RawEvent, limits: DecodeLimits) -> dict[str, Any] | 
     except UnicodeDecodeError as exc:
         return DecodeFailure(raw, "invalid_utf8", f"not UTF-8 at byte {exc.start}: {exc.reason}")
     try:
-        doc = orjson.loads(value)
+        doc = orjson.loads(value.removeprefix(_BOM))
     except orjson.JSONDecodeError as exc:
         return DecodeFailure(raw, "invalid_json", f"not valid JSON: {exc}")
     if not isinstance(doc, dict):
         return DecodeFailure(raw, "not_an_object", f"expected a JSON object, got {type(doc).__name__}")
     return doc
+
+
+#: A byte order mark some Windows producers prepend; JSON parsers may ignore it (RFC 8259, 8.1), and do here.
+_BOM = b"\xef\xbb\xbf"
 
 
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")

@@ -57,6 +57,8 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     """Tickets from a JSON Lines file; a line that is not an object is an error naming the line."""
     with path.open("rb") as handle:
         for number, line in enumerate(handle, 1):
+            if number == 1:
+                line = line.removeprefix(b"\xef\xbb\xbf")  # a byte order mark some Windows editors write
             if not line.strip():
                 continue
             try:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamer.errors import StreamerError
+from streamer.tables import table_rows
 
 __all__ = ["EVAL_BATCH", "LabelledSample", "add_logs_commands", "load_samples", "run_eval"]
 
@@ -31,8 +32,7 @@ class LabelledSample:
 
 def _read_csv(path: Path, text_col: str, template_col: str) -> tuple[list[str], list[str]]:
     try:
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
+        with table_rows(path) as reader:
             columns = reader.fieldnames or []
             missing = [c for c in (text_col, template_col) if c not in columns]
             if missing:
@@ -43,7 +43,10 @@ def _read_csv(path: Path, text_col: str, template_col: str) -> tuple[list[str], 
             rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise StreamerError(f"{path}: cannot read: {exc}") from exc
-    return [r[text_col] or "" for r in rows], [r[template_col] or "" for r in rows]
+    for line, row in enumerate(rows, start=2):
+        if row[text_col] is None or row[template_col] is None:  # a short row, not an empty cell
+            raise StreamerError(f"{path}: line {line} has no {text_col!r} or {template_col!r} cell")
+    return [r[text_col] for r in rows], [r[template_col] for r in rows]
 
 
 def _read_raw(path: Path, expected: int) -> list[str] | None:

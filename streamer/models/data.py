@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 from streamer.models.errors import DataError
+from streamer.tables import table_rows
 
 CSV_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 JSONL_SUFFIXES = {".jsonl", ".ndjson", ".json"}
@@ -20,15 +20,14 @@ def read_examples(path: Path, text_col: str = "text", label_col: str = "label") 
     texts: list[str] = []
     labels: list[str] = []
     if suffix in CSV_SUFFIXES:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh, delimiter=CSV_SUFFIXES[suffix])
+        with table_rows(path, CSV_SUFFIXES[suffix]) as reader:
             missing = [c for c in (text_col, label_col) if c not in (reader.fieldnames or [])]
             if missing:
                 raise DataError(f"{path}: column(s) {missing} not found; columns are {reader.fieldnames}")
             for line, row in enumerate(reader, start=2):
                 _append(path, line, row.get(text_col), row.get(label_col), texts, labels, label_col)
     elif suffix in JSONL_SUFFIXES:
-        with path.open(encoding="utf-8") as fh:
+        with path.open(encoding="utf-8-sig") as fh:  # with or without a byte order mark
             for line, raw in enumerate(fh, start=1):
                 if not raw.strip():
                     continue
@@ -69,14 +68,13 @@ def read_texts(path: Path, text_col: str = "text") -> list[str]:
         raise DataError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix in CSV_SUFFIXES:
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh, delimiter=CSV_SUFFIXES[suffix])
+        with table_rows(path, CSV_SUFFIXES[suffix]) as reader:
             if text_col not in (reader.fieldnames or []):
                 raise DataError(f"{path}: column {text_col!r} not found; columns are {reader.fieldnames}")
             texts = [row.get(text_col) or "" for row in reader]
     elif suffix in JSONL_SUFFIXES:
         texts = []
-        with path.open(encoding="utf-8") as fh:
+        with path.open(encoding="utf-8-sig") as fh:  # with or without a byte order mark
             for line, raw in enumerate(fh, start=1):
                 if raw.strip():
                     try:

@@ -103,6 +103,11 @@ def test_created_at_with_a_time_and_a_zone_is_accepted(stamp: str) -> None:
     assert isinstance(decode(orjson.dumps({**GOOD, "created_at": stamp})), Ticket)
 
 
+def test_a_byte_order_mark_before_a_ticket_is_ignored() -> None:
+    decoded = decode(b"\xef\xbb\xbf" + orjson.dumps(GOOD))
+    assert isinstance(decoded, Ticket) and decoded.id == GOOD["id"]
+
+
 def test_dead_letter_keeps_raw_bytes_base64_when_not_utf8_and_validates() -> None:
     raw = b"\xff\x00binary"
     failure = decode(raw)

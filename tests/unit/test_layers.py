@@ -42,8 +42,8 @@ ABOVE = (
     "streamer.worker",
 )
 
-#: Foundation modules: wire types, headers, privacy, batching, errors, topic files, tracing, cache paths.
-FOUNDATION = ("events", "headers", "privacy", "batching", "errors", "topics", "tracing", "paths")
+#: Foundation modules: wire types, headers, privacy, batching, errors, topic files, tracing, cache paths, tables.
+FOUNDATION = ("events", "headers", "privacy", "batching", "errors", "topics", "tracing", "paths", "tables")
 
 #: Layer -> what it may not import besides ``ABOVE`` (the layers above it that ``ABOVE`` does not name).
 LAYERS: dict[str, tuple[str, ...]] = {

@@ -26,10 +26,12 @@ TEMPLATES = {
 }
 
 
-def write_sample(path: Path, text_col: str = "Content", template_col: str = "EventTemplate") -> list[str]:
+def write_sample(
+    path: Path, text_col: str = "Content", template_col: str = "EventTemplate", encoding: str = "utf-8"
+) -> list[str]:
     rows = [(line, t) for t, lines in TEMPLATES.items() for line in lines]
     rows.sort(key=lambda r: r[0])  # interleave templates
-    with path.open("w", newline="", encoding="utf-8") as f:
+    with path.open("w", newline="", encoding=encoding) as f:
         w = csv.writer(f)
         w.writerow(["LineId", text_col, template_col])
         for i, (line, t) in enumerate(rows, 1):
@@ -127,3 +129,24 @@ def test_missing_columns_and_empty_folders_are_one_line_errors(
     assert main(["logs", "eval", "--data", str(empty)]) == 2
     err = capsys.readouterr().err
     assert "no labelled log samples" in err and err.count("\n") == 1
+
+
+def test_a_spreadsheets_csv_with_a_byte_order_mark_and_long_cells_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "excel.csv"
+    write_sample(path, text_col="message", template_col="template", encoding="utf-8-sig")  # Excel's "CSV UTF-8"
+    with path.open("a", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerow([99, "trace " + "at x.y(Z.java:1) " * 10_000, "trace <*>"])  # 170,000 characters
+    assert main(["logs", "eval", "--data", str(path), "--text-col", "message", "--template-col", "template"]) == 0
+    assert "excel" in capsys.readouterr().out
+
+
+def test_a_row_short_of_its_cells_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "mine.csv"
+    write_sample(path)
+    with path.open("a", encoding="utf-8") as f:
+        f.write("17,a line whose template cell is missing\n")
+    assert main(["logs", "eval", "--data", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "line 18 has no 'Content' or 'EventTemplate' cell" in err and err.count("\n") == 1

@@ -50,6 +50,9 @@ def test_read_examples_formats_and_errors(fixtures_dir: Path, tmp_path: Path) ->
     tsv = tmp_path / "d.tsv"
     tsv.write_text("utterance\tintent\nhi\tgreet\n")
     assert read_examples(tsv, "utterance", "intent") == (["hi"], ["greet"])
+    excel = tmp_path / "excel.csv"  # Excel's "CSV UTF-8" starts with a byte order mark
+    excel.write_text("text,label\nwhere is my card,card_arrival\n", encoding="utf-8-sig")
+    assert read_examples(excel) == (["where is my card"], ["card_arrival"])
     parquet = tmp_path / "d.parquet"
     parquet.touch()
     with pytest.raises(DataError, match="unsupported"):
