@@ -179,7 +179,10 @@ def _iso_ms(text: str) -> int | None:
 def _text_ms(text: str) -> int | None:
     """A time written as text: epoch digits (seconds to nanoseconds, with a fraction) or ISO 8601."""
     text = text.strip()
-    return _epoch_ms(float(text)) if _EPOCH_TEXT.fullmatch(text) else _iso_ms(text)
+    ms = _iso_ms(text)  # the common case first
+    if ms is None and _EPOCH_TEXT.fullmatch(text):
+        ms = _epoch_ms(float(text))
+    return ms
 
 
 # Nine digits and up: shorter numbers are not plausible instants; ASCII only, as float() reads them.
@@ -894,7 +897,7 @@ def _record(
     fields: Mapping[str, Any],
 ) -> LogRecord:
     src = raw.source
-    if not _writable(time_ms):
+    if time_ms is None or not _FIRST_MS <= time_ms <= _LAST_MS:
         time_ms = src.timestamp_ms if _writable(src.timestamp_ms) else None
     if severity is None:
         severity = infer_severity(message)
