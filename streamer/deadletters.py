@@ -106,7 +106,10 @@ def record_from_raw(doc: Mapping[str, Any]) -> Record | str:
     text = raw["value"]
     if raw.get("size") == 0 and not text:
         return "source offset gone and the input was a tombstone"
-    value = base64.b64decode(text) if raw.get("encoding") == "base64" else text.encode("utf-8")
+    try:
+        value = base64.b64decode(text, validate=True) if raw.get("encoding") == "base64" else text.encode("utf-8")
+    except (ValueError, UnicodeEncodeError):  # not written by this tool: someone's hand-made or damaged copy
+        return "source offset gone and the raw value is not valid base64 or UTF-8"
     key = raw.get("key")
     return Record(value=value, key=key.encode("utf-8") if isinstance(key, str) else None)
 

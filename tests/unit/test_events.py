@@ -180,6 +180,28 @@ def test_a_huge_key_is_cut_in_the_dead_letter_which_the_kafka_key_keeps_whole() 
     assert "key_cut" not in short["raw"]
 
 
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"encoding": "base64", "value": "AAECAw=="}, b"\x00\x01\x02\x03"),
+        ({"encoding": "base64", "value": "not base64!"}, "not valid base64 or UTF-8"),
+        ({"encoding": "utf-8", "value": "half a surrogate \ud800"}, "not valid base64 or UTF-8"),
+        ({"encoding": "utf-8", "value": "{}"}, b"{}"),
+    ],
+)
+def test_a_dead_letters_raw_copy_that_cannot_be_read_is_skipped_with_the_reason(
+    raw: dict[str, str], expected: bytes | str
+) -> None:
+    from streamer.deadletters import Record, record_from_raw
+
+    doc = {"error": {"code": "invalid_json"}, "raw": {**raw, "size": 4, "cut": False, "key": "k"}}
+    found = record_from_raw(doc)
+    if isinstance(expected, bytes):
+        assert found == Record(value=expected, key=b"k")
+    else:
+        assert isinstance(found, str) and expected in found
+
+
 def test_key_and_value_together_are_held_to_the_size_limit() -> None:
     """Every output keeps the input's key beside a value about the input's size."""
     value = orjson.dumps({**GOOD, "body": "b" * 500_000})
