@@ -9,6 +9,7 @@ delivery and anyone can trace a decision back to its offset.
 from __future__ import annotations
 
 import base64
+import codecs
 import hashlib
 import re
 from collections.abc import Mapping
@@ -66,6 +67,11 @@ class DecodeFailure:
     message: str
     field: str | None = None
     id: str | None = None
+
+    @classmethod
+    def decoder_error(cls, raw: RawEvent, exc: Exception) -> DecodeFailure:
+        """A decoder bug met on ``raw``: that record is dead-lettered with the reason, not its batch failed."""
+        return cls(raw, "processing_failed", f"decoding failed: {type(exc).__name__}: {exc}")
 
     def __post_init__(self) -> None:
         # What a dead letter repeats of its input (id, and a message that may quote it) stays small: an id of
@@ -178,16 +184,12 @@ def _parse_json_object(raw: RawEvent, limits: DecodeLimits) -> dict[str, Any] | 
     except UnicodeDecodeError as exc:
         return DecodeFailure(raw, "invalid_utf8", f"not UTF-8 at byte {exc.start}: {exc.reason}")
     try:
-        doc = orjson.loads(value.removeprefix(_BOM))
+        doc = orjson.loads(value.removeprefix(codecs.BOM_UTF8))  # some Windows producers prepend one
     except orjson.JSONDecodeError as exc:
         return DecodeFailure(raw, "invalid_json", f"not valid JSON: {exc}")
     if not isinstance(doc, dict):
         return DecodeFailure(raw, "not_an_object", f"expected a JSON object, got {type(doc).__name__}")
     return doc
-
-
-#: A byte order mark some Windows producers prepend; JSON parsers may ignore it (RFC 8259, 8.1), and do here.
-_BOM = b"\xef\xbb\xbf"
 
 
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import codecs
 import signal
 import sys
 import time
@@ -58,7 +59,7 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     with path.open("rb") as handle:
         for number, line in enumerate(handle, 1):
             if number == 1:
-                line = line.removeprefix(b"\xef\xbb\xbf")  # a byte order mark some Windows editors write
+                line = line.removeprefix(codecs.BOM_UTF8)  # some Windows editors write one
             if not line.strip():
                 continue
             try:

@@ -274,6 +274,9 @@ def _path_tail(lines: list[str], path: _Path, what: str) -> None:
 def render_summary(t: DemoTally, ctx: DemoContext) -> str:
     """The summary: tickets, logs, the large model, files, commands; plain text, no log lines."""
     lines: list[str] = []
+    # The local broker took a free port (9092 is someone else's): the streamer commands shown must name it.
+    moved = ctx.bootstrap != DEFAULT_BOOTSTRAP
+    bootstrap_env = f"STREAMER_KAFKA_BOOTSTRAP={shlex.quote(ctx.bootstrap)} " if moved else ""
     tk = t.ticket
     lines += ["", "== Tickets " + "=" * 60]
     lines.append(
@@ -341,9 +344,7 @@ def render_summary(t: DemoTally, ctx: DemoContext) -> str:
         )
         lines.append("  make llm-local                     # a local OpenAI-compatible server (SmolLM2-135M)")
         lines.append(
-            "  STREAMER_LLM_BASE_URL=http://127.0.0.1:8939/v1 "
-            + ("" if ctx.bootstrap == DEFAULT_BOOTSTRAP else f"STREAMER_KAFKA_BOOTSTRAP={shlex.quote(ctx.bootstrap)} ")
-            + "streamer bridge   # or any endpoint"
+            f"  STREAMER_LLM_BASE_URL=http://127.0.0.1:8939/v1 {bootstrap_env}streamer bridge   # or any endpoint"
         )
         lines.append("  (or: STREAMER_LLM_BASE_URL=... make run, which runs the bridge with the demo)")
 
@@ -357,7 +358,7 @@ def render_summary(t: DemoTally, ctx: DemoContext) -> str:
     b = shlex.quote(ctx.bootstrap)
     topic = ctx.topics.get
     lines += ["", "== Explore further " + "=" * 52]
-    if ctx.bootstrap != DEFAULT_BOOTSTRAP:  # the local broker took a free port: 9092 is someone else's
+    if bootstrap_env:
         lines.append(f"export STREAMER_KAFKA_BOOTSTRAP={b}   # for the streamer commands below")
     lines.append(f"kcat -b {b} -C -e -o -3 -t {topic(TICKETS_ENRICHED, TICKETS_ENRICHED)}   # last decisions")
     lines.append(f"kcat -b {b} -C -e -t {topic(ALERTS, ALERTS)}                  # bursts, first-seen errors")

@@ -897,7 +897,7 @@ def _record(
     fields: Mapping[str, Any],
 ) -> LogRecord:
     src = raw.source
-    if time_ms is None or not _FIRST_MS <= time_ms <= _LAST_MS:
+    if time_ms is None or not _FIRST_MS <= time_ms <= _LAST_MS:  # _writable, inline: once per record
         time_ms = src.timestamp_ms if _writable(src.timestamp_ms) else None
     if severity is None:
         severity = infer_severity(message)
@@ -965,8 +965,8 @@ def decode_logs(
     for raw in raws:
         try:
             out = decode_log(raw, limits, layouts)
-        except Exception as exc:  # a decoder bug on one record dead-letters that record, not its batch
-            out = DecodeFailure(raw, "processing_failed", f"decoding failed: {type(exc).__name__}: {exc}")
+        except Exception as exc:
+            out = DecodeFailure.decoder_error(raw, exc)
         if isinstance(out, LogRecord):
             records.append(out)
         else:

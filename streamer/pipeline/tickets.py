@@ -83,8 +83,8 @@ class TicketProcessor:
                 result.source_timestamps_ms.append(raw.source.timestamp_ms)
             try:
                 decoded = decode_ticket(raw, self.validator, self.limits)
-            except Exception as exc:  # a decoder bug on one record dead-letters that record, not its batch
-                decoded = DecodeFailure(raw, "processing_failed", f"decoding failed: {type(exc).__name__}: {exc}")
+            except Exception as exc:
+                decoded = DecodeFailure.decoder_error(raw, exc)
             if isinstance(decoded, DecodeFailure):
                 self._dead(result, decoded, trace)
             else:
