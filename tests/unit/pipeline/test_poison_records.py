@@ -77,8 +77,8 @@ def ticket(n: int, body: str) -> RawEvent:
     return RawEvent(orjson.dumps(doc), Source(TICKETS, 0, n, 1_795_860_000_000), f"T-{n}".encode())
 
 
-def test_a_poison_ticket_is_dead_lettered_alone() -> None:
-    processor = TicketProcessor(
+def ticket_processor() -> TicketProcessor:
+    return TicketProcessor(
         model=PoisonedModel(),
         model_info=ModelInfo("m", "1"),
         router=parse_router({"tickets": {"rules": [], "default": "support.queue.general.v1"}}, "tickets"),
@@ -88,6 +88,21 @@ def test_a_poison_ticket_is_dead_lettered_alone() -> None:
         contracts=load_contracts(REPO / "topics", SOURCE_TICKETS, ("m", "1")),
         clock=lambda: 1_795_860_001.0,
     )
+
+
+def log_processor(classifier: Any) -> LogProcessor:
+    return LogProcessor(
+        LogTriageState(),
+        classifier,
+        ModelInfo("m", "1"),
+        DecodeLimits(),
+        load_contracts(REPO / "topics", SOURCE_LOGS, ("m", "1")),
+        clock=lambda: 1_795_860_001.0,
+    )
+
+
+def test_a_poison_ticket_is_dead_lettered_alone() -> None:
+    processor = ticket_processor()
     batch = processor(
         [ticket(1, "where is my order 1"), ticket(2, f"my order {POISON}"), ticket(3, "where is my order 3")]
     )
@@ -113,16 +128,7 @@ def test_a_ticket_the_decoder_fails_on_is_dead_lettered_alone(monkeypatch: pytes
         return real(raw, *args)
 
     monkeypatch.setattr(ticket_pipeline, "decode_ticket", flawed)
-    processor = TicketProcessor(
-        model=PoisonedModel(),
-        model_info=ModelInfo("m", "1"),
-        router=parse_router({"tickets": {"rules": [], "default": "support.queue.general.v1"}}, "tickets"),
-        policy=EscalationPolicy(min_confidence=0.5, min_margin=0.1, oos_threshold=0.5),
-        validator=SchemaRegistry(REPO / "topics" / "schemas").validator("ticket.v1.json"),
-        limits=DecodeLimits(),
-        contracts=load_contracts(REPO / "topics", SOURCE_TICKETS, ("m", "1")),
-        clock=lambda: 1_795_860_001.0,
-    )
+    processor = ticket_processor()
     batch = processor([ticket(1, "where is my order 1"), ticket(2, "where is my order 2"), ticket(3, "order 3")])
     assert batch.processed == 2 and batch.dead_letters == {"processing_failed": 1}
     assert sorted(o.value["id"] for o in batch.outputs if o.topic == TICKETS_ENRICHED) == ["T-1", "T-3"]
@@ -139,14 +145,7 @@ def test_a_poison_log_line_is_dead_lettered_alone(monkeypatch: pytest.MonkeyPatc
         return extract(message, fields)
 
     monkeypatch.setattr(triage_core, "extract_log_entities", poisoned)
-    processor = LogProcessor(
-        LogTriageState(),
-        Classifier(),
-        ModelInfo("m", "1"),
-        DecodeLimits(),
-        load_contracts(REPO / "topics", SOURCE_LOGS, ("m", "1")),
-        clock=lambda: 1_795_860_001.0,
-    )
+    processor = log_processor(Classifier())
     lines = ["user 7 logged in", f"disk {POISON} failed", "user 9 logged in", "cache warmed in 12 ms"]
     raws = [RawEvent(line.encode(), Source(LOGS, 0, i, 1_795_860_000_000 + i), b"auth") for i, line in enumerate(lines)]
     batch = processor(raws)
@@ -185,14 +184,7 @@ def test_lines_the_incident_model_fails_on_are_dead_lettered_once_and_the_rest_g
             return [("routine", 0.9)] * len(templates)
 
     model = Flaky()
-    processor = LogProcessor(
-        LogTriageState(),
-        model,
-        ModelInfo("m", "1"),
-        DecodeLimits(),
-        load_contracts(REPO / "topics", SOURCE_LOGS, ("m", "1")),
-        clock=lambda: 1_795_860_001.0,
-    )
+    processor = log_processor(model)
 
     def raws(lines: list[str], first: int) -> list[RawEvent]:
         return [
@@ -265,14 +257,7 @@ def test_no_field_value_line_or_kafka_timestamp_makes_a_log_record_fail(
     items: list[tuple[bytes, bytes | None, int | None]],
 ) -> None:
     """Whatever types a shipper writes, each record is triaged or dead-lettered for what it is, never for a bug."""
-    processor = LogProcessor(
-        LogTriageState(),
-        Classifier(),
-        ModelInfo("m", "1"),
-        DecodeLimits(),
-        load_contracts(REPO / "topics", SOURCE_LOGS, ("m", "1")),
-        clock=lambda: 1_795_860_001.0,
-    )
+    processor = log_processor(Classifier())
     raws = [RawEvent(value, Source(LOGS, 0, i, ts), key) for i, (value, key, ts) in enumerate(items)]
     batch = processor(raws)
     assert batch.processed + sum(batch.dead_letters.values()) == len(raws)
