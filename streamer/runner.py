@@ -23,7 +23,7 @@ from streamer.topics import LOGS, TICKETS
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from streamer.worker import PATHS, build_worker
+    from streamer.worker import PATHS, build_worker, tune_garbage_collector
 
     settings = load_settings()
     configure_logging(settings)
@@ -50,6 +50,7 @@ def _worker(args: argparse.Namespace) -> int:
     # traceback and exit 1; one check first turns it into the one-line error and exit 2 of every command.
     asyncio.run(clients.check_connection(settings))
     worker = build_worker(settings, only=only, metrics_socket=metrics_socket)
+    tune_garbage_collector()
     worker.execute_from_commandline()
     return 0
 
