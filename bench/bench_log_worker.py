@@ -57,7 +57,7 @@ from streamer.runner import log_records  # noqa: E402
 from streamer.runtime import LogRuntime, load_log_runtime, log_group_id  # noqa: E402
 from streamer.settings import Settings  # noqa: E402
 from streamer.topics import ALERTS, DEADLETTER, ESCALATIONS, LOG_TEMPLATES, LOGS, LOGS_ENRICHED, load_catalog  # noqa: E402
-from streamer.worker import log_service  # noqa: E402
+from streamer.worker import log_service, tune_garbage_collector  # noqa: E402
 
 _CATALOG = load_catalog(REPO / "topics" / "topics.yaml")
 #: The team log topics the logs rules of routes.yaml may send to (the worker needs them to exist).
@@ -346,6 +346,7 @@ def main() -> int:
     )
     settings = settings.model_copy(update={"bundle_dir": bundle_dir})
     runtime = load_log_runtime(settings)
+    tune_garbage_collector()  # as ``streamer worker`` does once it has loaded, for the rows measured here
 
     records = make_records(args.lines, args.seed)
     bare = bare_core(runtime, records[: args.bare], args.batch) if args.bare else None

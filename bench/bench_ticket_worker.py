@@ -300,8 +300,12 @@ def main() -> int:
     asyncio.run(apply_topics(settings, load_catalog(settings.topics_file).topics.values()))
     docs = tickets(ticket_texts(args.tickets), run)
 
+    # The overhead check sends enriched records of the same tickets: on topics of their own, or the
+    # end-to-end rate below would start at those records instead of the worker's.
+    overhead_settings = settings.model_copy(update={"topic_prefix": f"{prefix}overhead."})
+    asyncio.run(apply_topics(overhead_settings, load_catalog(settings.topics_file).topics.values()))
     overhead = contracts_overhead(
-        settings, bundle_dir, docs[: args.overhead_tickets], args.max_batch, args.overhead_repeats
+        overhead_settings, bundle_dir, docs[: args.overhead_tickets], args.max_batch, args.overhead_repeats
     )
     print_overhead(overhead)
     if args.overhead_only:
