@@ -97,6 +97,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def peak_rss_mb(pid: int) -> float:
+    """The most resident memory a process has held (``VmHWM``), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def make_records(n: int, seed: int) -> list[tuple[bytes | None, bytes]]:
     return list(log_records(demo_log_lines(n, seed=seed)))
 
@@ -160,6 +168,7 @@ async def watch_worker(settings: Settings, pids: Sequence[int], total: int, time
                 break
             await asyncio.sleep(0.5)
         end = (time.perf_counter(), sum(map(cpu_seconds, pids)), done)
+        rss = max(map(peak_rss_mb, pids))
     finally:
         await consumer.stop()
     if first is None:
@@ -169,6 +178,7 @@ async def watch_worker(settings: Settings, pids: Sequence[int], total: int, time
         "committed": done,
         "cpu_us_per_line": (end[1] - first[1]) / max(lines, 1) * 1e6,
         "cores_busy": (end[1] - first[1]) / max(end[0] - first[0], 1e-9),
+        "peak_rss_mb": round(rss, 1),
     }
 
 
@@ -407,6 +417,7 @@ def main() -> int:
         ("lines/s", f"{rate:,.0f}"),
         ("worker CPU per line", f"{run_info['cpu_us_per_line']:.0f} us"),
         ("worker cores busy (all)", f"{run_info['cores_busy']:.2f}"),
+        *([("worker peak RSS", f"{run_info['peak_rss_mb']:.0f} MiB")] if "peak_rss_mb" in run_info else []),
         ("load average before/after", f"{load_before[0]:.2f} / {load_after[0]:.2f}"),
     ]
     if bare is not None:
