@@ -54,10 +54,10 @@ from streamer.kafka.sender import Sender  # noqa: E402
 from streamer.pipeline.batch import Batch  # noqa: E402
 from streamer.pipeline.logs import LogProcessor  # noqa: E402
 from streamer.runner import log_records  # noqa: E402
-from streamer.runtime import LogRuntime, load_log_runtime, log_group_id  # noqa: E402
+from streamer.runtime import LogRuntime, load_log_runtime, log_group_id, tune_garbage_collector  # noqa: E402
 from streamer.settings import Settings  # noqa: E402
 from streamer.topics import ALERTS, DEADLETTER, ESCALATIONS, LOG_TEMPLATES, LOGS, LOGS_ENRICHED, load_catalog  # noqa: E402
-from streamer.worker import log_service, tune_garbage_collector  # noqa: E402
+from streamer.worker import log_service  # noqa: E402
 
 _CATALOG = load_catalog(REPO / "topics" / "topics.yaml")
 #: The team log topics the logs rules of routes.yaml may send to (the worker needs them to exist).

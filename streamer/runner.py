@@ -23,7 +23,8 @@ from streamer.topics import LOGS, TICKETS
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from streamer.worker import PATHS, build_worker, tune_garbage_collector
+    from streamer.runtime import tune_garbage_collector
+    from streamer.worker import PATHS, build_worker
 
     settings = load_settings()
     configure_logging(settings)

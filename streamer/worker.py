@@ -16,7 +16,6 @@ committed is redelivered (at-least-once).
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import signal
@@ -159,29 +158,6 @@ class TriageWorker(faust.Worker):  # type: ignore[misc]
         finally:
             if self._deadline is not None:
                 self._deadline.cancel()
-
-
-#: Net new container objects between two young collections (Python's default: 700). A log batch of 2,000
-#: lines keeps tens of thousands of them alive until it is sent; at 700 every collection met them alive and
-#: pushed them to the older generations, which walked them again (11% of a log worker's CPU). This many
-#: objects is also the most cyclic garbage that waits for a collection.
-YOUNG_COLLECTION_THRESHOLD = 100_000
-
-
-def tune_garbage_collector() -> int:
-    """Fit the cyclic collector to a worker's heap; returns how many start-up objects it no longer walks.
-
-    After start-up the heap is large (Faust, aiokafka, pydantic settings, the bundle's labels and routes, the
-    topic catalogue) and lives until exit, yet each full collection walked all of it again: it is frozen.
-    Young collections wait for ``YOUNG_COLLECTION_THRESHOLD`` new objects. Together: 89-101 us of CPU a
-    log line before, 66-70 after (``bench/bench_log_worker.py``). Frozen objects are still freed when their
-    last reference goes; garbage made later is collected as before.
-    """
-    gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, older, oldest)
-    return gc.get_freeze_count()
 
 
 #: The paths a worker can run; ``streamer worker`` runs both unless ``--only`` names one.

@@ -171,15 +171,21 @@ def run_replay_command(args: argparse.Namespace) -> int:
         )
     except ModelError as exc:
         raise ConfigError(str(exc)) from None
+    from streamer.runtime import tune_garbage_collector
+
     try:
         if logs:
             from streamer.replay.logs import load_log_replay_runtime, run_log_replay
 
-            report = asyncio.run(run_log_replay(settings, load_log_replay_runtime(settings, bundle), request))
+            log_runtime = load_log_replay_runtime(settings, bundle)
+            tune_garbage_collector()
+            report = asyncio.run(run_log_replay(settings, log_runtime, request))
         else:
             from streamer.runtime import load_ticket_runtime
 
-            report = asyncio.run(run_replay(settings, load_ticket_runtime(settings, bundle=bundle), request))
+            ticket_runtime = load_ticket_runtime(settings, bundle=bundle)
+            tune_garbage_collector()
+            report = asyncio.run(run_replay(settings, ticket_runtime, request))
     except KafkaError as exc:
         raise StreamerError(f"replay {request.run_id} stopped: Kafka error {type(exc).__name__}: {exc}") from None
     sys.stdout.write(render_text(report))

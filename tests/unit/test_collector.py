@@ -1,4 +1,4 @@
-"""The worker fits the cyclic collector to its heap: start-up objects leave its walks, later garbage does not."""
+"""A loaded process fits the cyclic collector to its heap: start-up objects leave its walks, later garbage does not."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from streamer.worker import YOUNG_COLLECTION_THRESHOLD, tune_garbage_collector
+from streamer.runtime import YOUNG_COLLECTION_THRESHOLD, tune_garbage_collector
 
 
 class _Node:
