@@ -13,13 +13,16 @@ carry a ``path`` label, ``tickets`` or ``logs``; consumer lag carries the consum
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Set
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
 
 from streamer.pipeline import Batch
 
@@ -86,7 +89,8 @@ class Metrics:
         topic_prefix: stripped from consumed topic names for the ``topic`` label (default: none).
         registry: where the metrics live (default: a new ``CollectorRegistry``).
         clock: wall clock for end-to-end latency (default ``time.time``; record timestamps are wall time).
-        process: also export ``streamer_process_*`` (CPU, memory, start time) where ``/proc`` exists.
+        process: also export ``streamer_process_*`` (CPU, memory, start time) where ``/proc`` exists, and
+            ``streamer_gc_*`` (the cyclic collector's work).
     """
 
     def __init__(
@@ -250,6 +254,7 @@ class Metrics:
         self.start_time.set(clock())
         if process:
             ProcessCollector(namespace=NAMESPACE, registry=r)
+            r.register(_CollectorStats())
 
     def topic_label(self, topic: str) -> str:
         """The declared topic name of a cluster topic name (the prefix removed)."""
@@ -348,6 +353,36 @@ class Metrics:
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format."""
         return generate_latest(self.registry)
+
+
+class _CollectorStats(Collector):
+    """Python's cyclic collector, read at scrape time: collections per generation and the frozen heap.
+
+    prometheus_client's ``GCCollector`` writes ``python_gc_*``; these keep the ``streamer_`` namespace. A
+    worker fits the collector to its heap at start-up (``streamer.runtime.tune_garbage_collector``) and
+    then collects rarely: a steady climb of collections means it walks live batches again.
+    """
+
+    def collect(self) -> Iterable[Metric]:
+        collections = CounterMetricFamily(
+            f"{NAMESPACE}_gc_collections",
+            "Collections of each generation of the cyclic collector.",
+            labels=["generation"],
+        )
+        collected = CounterMetricFamily(
+            f"{NAMESPACE}_gc_objects_collected",
+            "Objects the cyclic collector freed, per generation.",
+            labels=["generation"],
+        )
+        for generation, stats in enumerate(gc.get_stats()):
+            collections.add_metric([str(generation)], stats["collections"])
+            collected.add_metric([str(generation)], stats["collected"])
+        frozen = GaugeMetricFamily(
+            f"{NAMESPACE}_gc_frozen_objects",
+            "Objects frozen out of the collector's walks at start-up.",
+            value=gc.get_freeze_count(),
+        )
+        return [collections, collected, frozen]
 
 
 def exported_names(registry: CollectorRegistry) -> set[str]:

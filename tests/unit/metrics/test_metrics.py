@@ -584,3 +584,22 @@ def test_the_metrics_package_does_not_import_the_agents() -> None:
     code = "import sys, streamer.metrics; print(sorted(m for m in sys.modules if m.startswith('streamer.agents')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_worker_exports_the_collectors_work_per_generation_read_at_scrape_time() -> None:
+    import gc
+
+    registry = Metrics().registry
+    gc.disable()  # only the collection below may happen between the two scrapes
+    try:
+        young = registry.get_sample_value("streamer_gc_collections_total", {"generation": "0"})
+        assert young is not None
+        gc.collect(0)
+        assert registry.get_sample_value("streamer_gc_collections_total", {"generation": "0"}) == young + 1
+    finally:
+        gc.enable()
+    assert registry.get_sample_value("streamer_gc_frozen_objects") == gc.get_freeze_count()
+    assert registry.get_sample_value("streamer_gc_objects_collected_total", {"generation": "2"}) is not None
+    assert (
+        Metrics(process=False).registry.get_sample_value("streamer_gc_collections_total", {"generation": "0"}) is None
+    )
