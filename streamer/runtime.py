@@ -3,7 +3,8 @@
 Everything that can be wrong with the configuration (bundle, routes, topics, schemas, privacy policy)
 fails here, at start-up, with one clear message. Settings-aware but free of Kafka clients and Faust: the
 worker (``streamer.worker``) wires these runtimes into its agents, and ``streamer replay``, ``streamer
-triage --file`` and the benchmarks run the same processors without loading Faust.
+triage --file`` and the benchmarks run the same processors without loading Faust. Once loaded, a
+long-running process fits Python's cyclic collector to its heap (``tune_garbage_collector``).
 """
 
 from __future__ import annotations
@@ -345,8 +346,8 @@ def tune_garbage_collector() -> int:
 
     After start-up the heap is large (Faust, aiokafka, pydantic settings, the bundle's labels and routes, the
     topic catalogue) and lives until exit, yet each full collection walked all of it again: it is frozen.
-    Young collections wait for ``YOUNG_COLLECTION_THRESHOLD`` new objects. Together: 89-101 us of CPU a
-    log line before, 66-70 after (``bench/bench_log_worker.py``). Frozen objects are still freed when their
+    Young collections wait for ``YOUNG_COLLECTION_THRESHOLD`` new objects. Together: 87-92 us of CPU a
+    log line before, 65-73 after (``bench/bench_log_worker.py``, 3 runs each). Frozen objects are still freed when their
     last reference goes; garbage made later is collected as before.
     """
     gc.collect()
