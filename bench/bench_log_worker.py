@@ -45,6 +45,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench_ticket_worker import peak_rss_mb  # noqa: E402
+
 from streamer.defaults import ensure_default_bundle  # noqa: E402
 from streamer.demo import demo_log_lines  # noqa: E402
 from streamer.events import Output, RawEvent, Source  # noqa: E402
@@ -95,14 +97,6 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process (all its threads)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_mb(pid: int) -> float:
-    """The most resident memory a process has held (``VmHWM``), in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def make_records(n: int, seed: int) -> list[tuple[bytes | None, bytes]]:
