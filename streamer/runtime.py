@@ -347,8 +347,8 @@ def tune_garbage_collector() -> int:
     After start-up the heap is large (Faust, aiokafka, pydantic settings, the bundle's labels and routes, the
     topic catalogue) and lives until exit, yet each full collection walked all of it again: it is frozen.
     Young collections wait for ``YOUNG_COLLECTION_THRESHOLD`` new objects. Together: 87-92 us of CPU a
-    log line before, 65-73 after (``bench/bench_log_worker.py``, 3 runs each). Frozen objects are still freed when their
-    last reference goes; garbage made later is collected as before.
+    log line before, 65-73 after (``bench/bench_log_worker.py``, 3 runs each). Frozen objects are still
+    freed when their last reference goes; garbage made later is collected as before.
     """
     gc.collect()
     gc.freeze()
