@@ -256,7 +256,7 @@ _ISO_LINE: Final = re.compile(
     r"(?P<ts>\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d{1,9})?(?:\s?(?:Z|z|[+-]\d{2}:?\d{2}|UTC|GMT))?)"
     r"\s+(?:\[(?P<thread>[^\]\n]{1,64})\]\s+)?"
     r"(?:(?P<level>" + _LEVEL_ALT + r")(?=[\s:\]])(?:\s*:)?\s*)?"
-    r"(?:\[(?P<svc>[^\]\s]{1,128})\]\s*)?"
+    r"(?:\[(?P<svc>[^\[\]\s]{1,128})\]\s*)?"
     r"(?:(?P<logger>[A-Za-z_$][\w$.]{0,200}(?::\d{1,6})?)\s+-\s+)?"
     r"(?P<msg>.*)",
     re.S,
@@ -458,11 +458,32 @@ def _bare(line: str) -> _Parsed:
     level, severity = _leading_level(line)
     if level is not None:
         m = _BARE_LEVEL.match(line)
-        return _Parsed(m.group("msg") if m else line, level, severity)
+        rest = m.group("msg") if m else line
+        return _after_level(rest, level, severity, line.startswith(level + ":"))
     near = _LEVEL_NEAR_START.search(line, 0, 80)
     if near is not None:
         return _Parsed(line, near.group(1), normalise_severity(near.group(1)))
     return _Parsed(line)
+
+
+def _after_level(rest: str, level: str, severity: str | None, glued: bool) -> _Parsed:
+    """What follows a level that opens a line: log4j's ``%-5p [%t] %d ...`` (a thread, then a timestamped
+    header), Python's ``%(levelname)s:%(name)s:%(message)s`` (``glued``: ``WARNING:app.db:...``), or the message."""
+    fields: dict[str, Any] = {}
+    tail = rest
+    if tail.startswith("["):
+        close = _bracket_end(tail, 0, 258)
+        if close > 0:
+            fields["thread"] = tail[1:close]
+            tail = tail[close + 1 :].lstrip(" ")
+    if tail[:1].isdigit() and (timed := _iso_layout(tail)) is not None and timed.level is None:
+        fields.update(timed.fields or {})
+        return _Parsed(timed.message, level, severity, timed.time_ms, timed.service, fields)
+    if glued:
+        name, colon, message = rest.partition(":")
+        if colon and message and not message.startswith("/") and _H_NAME.fullmatch(name):
+            return _Parsed(message, level, severity, None, None, {"component": name})
+    return _Parsed(rest, level, severity)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -504,6 +525,15 @@ def _logger_column(line: str, tok: str, stop: int) -> int:
     return 0
 
 
+def _bracket_end(text: str, start: int, limit: int) -> int:
+    """Where the ``]`` closing the ``[`` at ``start`` is, one level of nesting allowed (a thread named
+    ``Peer[id=1]/10.0.0.7:2181``); -1 when it does not close before ``limit``."""
+    close = text.find("]", start + 1, limit)
+    if close < 0 or text.find("[", start + 1, close) < 0:
+        return close
+    return text.find("]", close + 1, limit)
+
+
 def _is_time_token(tok: str, after_date: bool) -> bool:
     if _H_TIME.fullmatch(tok) is None:
         return False
@@ -524,13 +554,14 @@ def _infer_header(line: str) -> _Parsed | None:
     end = -1
     tags = 0
     bracketed_level = False
+    time_ms: int | None = None
     for _ in range(_H_MAX_TOKENS):
         while pos < n and line[pos] in " \t":
             pos += 1
         if pos >= n:
             break
         if line[pos] == "[":
-            close = line.find("]", pos + 1, pos + 258)
+            close = _bracket_end(line, pos, pos + 258)
             if close < 0:
                 break
             inner = line[pos + 1 : close].strip()
@@ -545,12 +576,17 @@ def _infer_header(line: str) -> _Parsed | None:
             elif bracketed_level and inner.startswith("pid ") and inner[4:5].isdigit():
                 fields["pid"] = inner[4:]  # Apache's ``[pid 42:tid 7]``
                 end = nxt
+            elif bracketed_level and line[pos - 1] == "]" and "component" not in fields and _H_NAME.fullmatch(inner):
+                fields["component"] = inner  # a logger glued to a bracketed level (``[WARN ][o.e.Node]``)
+                end = nxt
             elif (
                 words
                 and all(w.rstrip(",") in _H_NAMES or w.lstrip("+-#")[:1].isdigit() for w in words)
                 and any(":" in w for w in words)
             ):
                 saw_time = True
+                if time_ms is None and inner[:4].isdigit():
+                    time_ms = _iso_ms(inner)  # ``[2026-11-28 10:00:01,123]``
                 pid = next((w[1:] for w in words if w[:1] == "#" and w[1:].isascii() and w[1:].isdigit()), None)
                 if pid is not None:
                     fields.setdefault("pid", int(pid))  # Ruby's ``[time #pid]``
@@ -597,7 +633,11 @@ def _infer_header(line: str) -> _Parsed | None:
             pos = stop
             continue
         if _H_COMPONENT.fullmatch(tok) and (level is not None or tags < 4):
-            fields["component"] = tok[:-1]
+            channel, dot, named = tok[:-1].rpartition(".")
+            if level is None and dot and named.isupper() and normalise_severity(named) is not None:
+                level, fields["component"] = named, channel  # Monolog's ``channel.LEVEL:``
+            else:
+                fields["component"] = tok[:-1]
             end = stop
             break
         if level is not None:
@@ -627,7 +667,7 @@ def _infer_header(line: str) -> _Parsed | None:
         message = message[2:]
     if not message.strip():
         return None
-    return _Parsed(message, level, normalise_severity(level) if level else None, None, None, fields or None)
+    return _Parsed(message, level, normalise_severity(level) if level else None, time_ms, None, fields or None)
 
 
 #: Per-service text layouts: service (the record key) -> a regex with a ``msg`` group and optionally
@@ -667,11 +707,42 @@ def _layout(line: str, rx: re.Pattern[str]) -> _Parsed | None:
     )
 
 
+_PIPE_HEADER_FIELDS: Final = 3
+
+
+def _pipe_header(line: str) -> _Parsed | None:
+    """``time|LEVEL|logger|message`` (``|`` or `` | ``): a time, then up to three one-word fields (a level, a
+    pid, names), then the message, which keeps any ``|`` of its own. ``None`` unless the time reads."""
+    parts = line.split("|", _PIPE_HEADER_FIELDS + 1)
+    if len(parts) < 3 or (time_ms := _text_ms(parts[0])) is None:
+        return None
+    level: str | None = None
+    fields: dict[str, Any] = {}
+    taken = 1
+    for part in parts[1:-1]:
+        word = part.strip()
+        if not word or len(word) > 64 or " " in word or "\t" in word:
+            break
+        if level is None and not word.isdigit() and normalise_severity(word) is not None:
+            level = word
+        elif word.isascii() and word.isdigit():
+            fields.setdefault("pid", int(word))
+        else:
+            fields.setdefault("component" if "component" not in fields else "thread", word)
+        taken += 1
+    message = "|".join(parts[taken:]).strip()
+    if taken == 1 or not message:
+        return None
+    return _Parsed(message, level, normalise_severity(level) if level else None, time_ms, None, fields or None)
+
+
 def _parse_text(line: str, source: Source) -> _Parsed:
     first = line[:1]
     parsed: _Parsed | None = None
     if first.isdigit():
-        parsed = _iso_layout(line) or _nginx_error(line) or _access(line)
+        if "|" in line[:40]:
+            parsed = _pipe_header(line)
+        parsed = parsed or _iso_layout(line) or _nginx_error(line) or _access(line)
     elif first == "<":
         parsed = _syslog_5424(line) or _syslog_3164(line, source)
     elif first in "IWEF" and line[1:2].isdigit():
@@ -760,7 +831,7 @@ def _component_after_header(parsed: _Parsed) -> None:
         fields.setdefault("pid", int(spring.group(1)))
         msg = msg[spring.end() :]
     if msg.startswith("["):
-        close = msg.find("]", 1, 258)
+        close = _bracket_end(msg, 0, 258)
         if close > 0:
             fields.setdefault("thread", msg[1:close])
             msg = msg[close + 1 :].lstrip(" ")

@@ -95,6 +95,31 @@ def decode(line: str, key: bytes = b"svc", layouts: dict[str, str] | None = None
         # logfmt: the time and level pairs are the header, every other pair stays
         ('time="2026-11-28T10:00:01Z" level=error msg="pull failed" image=web', 'msg="pull failed" image=web',
          "error", {}),
+        # log4j ``[%t]`` with a thread name that holds brackets of its own
+        ("2026-11-28 10:00:01,123 - INFO  [Peer[myid=1]/10.0.0.7:2181:Election@774] - Notification timeout: 400",
+         "Notification timeout: 400", "info", {"thread": "Peer[myid=1]/10.0.0.7:2181:Election@774"}),
+        ("2026-11-28 10:00:01,123 INFO [Peer[myid=1]] election done", "election done", "info",
+         {"thread": "Peer[myid=1]"}),
+        # Monolog (PHP): a bracketed time, then ``channel.LEVEL:``
+        ("[2026-11-28 10:00:01] billing.ERROR: Undefined index: user", "Undefined index: user", "error",
+         {"component": "billing"}),
+        # Elasticsearch: bracketed time, padded level and logger glued together, the node stays in the message
+        ("[2026-11-28T10:00:01,123][WARN ][o.e.c.DiskMonitor   ] [node-1] high disk watermark",
+         "[node-1] high disk watermark", "warning", {"component": "o.e.c.DiskMonitor"}),
+        # MySQL: an error code in brackets is not a logger
+        ("2026-11-28T10:00:01.123456Z 0 [Warning] [MY-010068] [Server] CA certificate is self signed",
+         "[MY-010068] [Server] CA certificate is self signed", "warning", {"component": None}),
+        # log4j ``%-5p [%t] %d %F:%L - %m``: the level first, then the thread and the time
+        ("WARN  [Gossip:1] 2026-11-28 10:00:01,123 Gossiper.java:456 - Not marking nodes down",
+         "Not marking nodes down", "warning", {"thread": "Gossip:1", "logger": "Gossiper.java:456"}),
+        # Python's default ``%(levelname)s:%(name)s:%(message)s``; a URL after the level is message
+        ("WARNING:app.db:disk almost full", "disk almost full", "warning", {"component": "app.db"}),
+        ("ERROR:http://example.org down", "http://example.org down", "error", {"component": None}),
+        # pipe-separated columns: time, level, names or a pid, then the message (which keeps its own pipes)
+        ("2026-11-28 10:00:01.123|ERROR|billing|charge 42 failed", "charge 42 failed", "error",
+         {"component": "billing"}),
+        ("2026-11-28 10:00:01.123 | WARN | 4242 | sched | queue depth 90 | above limit",
+         "queue depth 90 | above limit", "warning", {"pid": 4242, "component": "sched"}),
     ],
 )  # fmt: skip
 def test_header_shapes_are_inferred(line: str, message: str, severity: str, fields: dict[str, object]) -> None:
@@ -143,3 +168,22 @@ def test_logfmt_takes_only_the_first_level_and_time_pairs() -> None:
     rec = decode('ts=1795860001.5 lvl=warn msg="retry level=3 ts=9" attempt=2')
     assert rec.message == 'msg="retry level=3 ts=9" attempt=2'
     assert rec.severity == "warning" and rec.time_ms == 1_795_860_001_500
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "[2026-11-28 10:00:01.123] billing.ERROR: Undefined index: user",
+        "[2026-11-28T10:00:01,123][WARN ][o.e.c.DiskMonitor] [node-1] high disk watermark",
+        "WARN  [Gossip:1] 2026-11-28 10:00:01,123 Gossiper.java:456 - Not marking nodes down",
+        "2026-11-28 10:00:01.123|ERROR|billing|charge 42 failed",
+    ],
+)
+def test_inferred_headers_carry_their_event_time(line: str) -> None:
+    """Bursts count by event time: a header read by inference gives it, not the broker's timestamp."""
+    assert decode(line).time_ms == 1_795_860_001_123
+
+
+def test_pipes_without_a_leading_time_are_message() -> None:
+    line = "cache|miss|key 42"
+    assert decode(line).message == line
