@@ -567,10 +567,10 @@ def _infer_header(line: str) -> _Parsed | None:
             inner = line[pos + 1 : close].strip()
             nxt = close + 1
             words = inner.split()
-            module, colon, named = inner.rpartition(":")
+            module, _, named = inner.rpartition(":")
             if level is None and len(words) == 1 and not inner.isdigit() and normalise_severity(inner) is not None:
                 level, end, bracketed_level = inner, nxt, True
-            elif level is None and len(words) == 1 and colon and module and normalise_severity(named) is not None:
+            elif level is None and len(words) == 1 and module and named.isalpha() and normalise_severity(named):
                 level, end, bracketed_level = named, nxt, True  # Apache's ``[module:level]``
                 fields["module"] = module
             elif bracketed_level and inner.startswith("pid ") and inner[4:5].isdigit():
@@ -627,9 +627,10 @@ def _infer_header(line: str) -> _Parsed | None:
                 pos = stop  # Ruby's severity letter (``I, [time #pid]  INFO -- : msg``)
                 continue
             break
-        sev = normalise_severity(tok) if (len(tok) > 1 or tok in _H_SHORT_LEVELS) and not tok.isdigit() else None
+        word = tok[:-1] if tok.endswith(":") else tok  # ``INFO:``
+        sev = normalise_severity(word) if (len(word) > 1 or word in _H_SHORT_LEVELS) and not word.isdigit() else None
         if sev is not None and level is None:
-            level, end = tok, stop
+            level, end = word, stop
             pos = stop
             continue
         if _H_COMPONENT.fullmatch(tok) and (level is not None or tags < 4):

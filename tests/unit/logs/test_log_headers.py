@@ -115,6 +115,9 @@ def decode(line: str, key: bytes = b"svc", layouts: dict[str, str] | None = None
         # Python's default ``%(levelname)s:%(name)s:%(message)s``; a URL after the level is message
         ("WARNING:app.db:disk almost full", "disk almost full", "warning", {"component": "app.db"}),
         ("ERROR:http://example.org down", "http://example.org down", "error", {"component": None}),
+        # a bracketed time of day (not Apache's ``[module:level]``: ``02`` is no level there) and ``LEVEL:``
+        ("[10:00:01] INFO: server ready", "server ready", "info", {"module": None}),
+        ("[2026-11-28 10:00:01] WARNING: disk 91% full", "disk 91% full", "warning", {"component": None}),
         # pipe-separated columns: time, level, names or a pid, then the message (which keeps its own pipes)
         ("2026-11-28 10:00:01.123|ERROR|billing|charge 42 failed", "charge 42 failed", "error",
          {"component": "billing"}),
