@@ -579,6 +579,7 @@ def _infer_header(line: str) -> _Parsed | None:
             elif bracketed_level and line[pos - 1] == "]" and "component" not in fields and _H_NAME.fullmatch(inner):
                 fields["component"] = inner  # a logger glued to a bracketed level (``[WARN ][o.e.Node]``)
                 end = nxt
+                break  # the header ends with it: a ``word:`` next is the message's
             elif (
                 words
                 and all(w.rstrip(",") in _H_NAMES or w.lstrip("+-#")[:1].isdigit() for w in words)
@@ -741,9 +742,9 @@ def _parse_text(line: str, source: Source) -> _Parsed:
     first = line[:1]
     parsed: _Parsed | None = None
     if first.isdigit():
-        if "|" in line[:40]:
-            parsed = _pipe_header(line)
-        parsed = parsed or _iso_layout(line) or _nginx_error(line) or _access(line)
+        if "|" in line[:40] and (piped := _pipe_header(line)) is not None:
+            return piped  # its columns are the whole header: a ``[...]`` or ``name:`` next is the message's
+        parsed = _iso_layout(line) or _nginx_error(line) or _access(line)
     elif first == "<":
         parsed = _syslog_5424(line) or _syslog_3164(line, source)
     elif first in "IWEF" and line[1:2].isdigit():
@@ -756,8 +757,8 @@ def _parse_text(line: str, source: Source) -> _Parsed:
         parsed = _infer_header(line) or _logfmt(line)
     elif parsed.level is None and first.isdigit():
         parsed = _fuller_header(line, parsed)
-    elif parsed.level is not None and not (parsed.fields or {}).get("logger"):
-        _component_after_header(parsed)
+    elif parsed.level is not None and not (fields := parsed.fields or {}).get("logger") and "src" not in fields:
+        _component_after_header(parsed)  # not after glog's ``file:line]``, which ends its header
     return parsed if parsed is not None else _bare(line)
 
 
@@ -821,6 +822,8 @@ _PID_DASHES: Final = re.compile(r"(\d{1,10}) +--- +")
 # A dotted logger, padded, then `` : `` (Spring Boot's ``%-40.40logger{39} : %m``).
 _LOGGER_COLON: Final = re.compile(r"([A-Za-z_$][\w$.\[\]/]*\.[\w$.\[\]/]+) +: ")
 _CALLER: Final = re.compile(r"[\w./\-]+\.[A-Za-z]\w{0,9}:\d{1,6}")
+# A logger column and a dash after the thread (log4j's ``[%t] %c - %m`` when the thread name has spaces).
+_LOGGER_DASH: Final = re.compile(r"([A-Za-z_$][\w$.]{0,200}(?::\d{1,6})?) +- ")
 
 
 def _component_after_header(parsed: _Parsed) -> None:
@@ -837,12 +840,20 @@ def _component_after_header(parsed: _Parsed) -> None:
             fields.setdefault("thread", msg[1:close])
             msg = msg[close + 1 :].lstrip(" ")
     head, sep, rest = msg.partition(" ")
-    if sep and _H_COMPONENT.fullmatch(head) and ("." in head or "$" in head or "[" in head):
+    if (
+        sep
+        and _H_COMPONENT.fullmatch(head)
+        and ("." in head or "$" in head or "[" in head)
+        and not head.endswith(("Exception:", "Error:"))  # ``java.lang.IllegalStateException: boom`` is message
+    ):
         fields["component"] = head[:-1]
         msg = rest.lstrip(" ")
     elif (column := _LOGGER_COLON.match(msg)) is not None:
         fields["component"] = column.group(1)
         msg = msg[column.end() :]
+    elif "thread" in fields and (dashed := _LOGGER_DASH.match(msg)) is not None:
+        fields.setdefault("logger", dashed.group(1))
+        msg = msg[dashed.end() :]
     else:
         caller, tab, rest = msg.partition("\t") if "\t" in msg[:130] else (head, sep, rest)
         if (tab or sep) and _CALLER.fullmatch(caller):

@@ -154,10 +154,10 @@ def test_a_missing_file_is_one_line(kind: str, tmp_path: Path) -> None:
 def test_logs_file_of_one_service_read_with_its_layout(test_bundle: Path, tmp_path: Path) -> None:
     """``--service`` keys every line with the service, so its ``STREAMER_LOG_LAYOUTS`` entry cuts the header;
     the held last batch is released at the end, so no line is missing."""
-    layout = r"(?P<ts>\S+) \| (?P<tenant>\w+) \| (?P<level>\w+) \| (?P<msg>.*)"
+    layout = r"(?P<ts>[^;]+);(?P<tenant>\w+);(?P<level>\w+);(?P<msg>.*)"  # columns inference does not read
     levels = ["INFO", "WARN", "ERROR"]
     lines = [
-        f"2026-12-05T08:{i // 60:02d}:{i % 60:02d}Z | tenant{i % 7} | {levels[i % 3]} | invoice {1000 + i} settled"
+        f"2026-12-05T08:{i // 60:02d}:{i % 60:02d}Z;tenant{i % 7};{levels[i % 3]};invoice {1000 + i} settled"
         for i in range(150)
     ]
     path = tmp_path / "billing.log"
@@ -179,4 +179,4 @@ def test_logs_file_of_one_service_read_with_its_layout(test_bundle: Path, tmp_pa
     assert all(r["service"] == "billing" for r in by_layout)
     assert len({r["template_id"] for r in by_layout}) == 1  # the varying header no longer splits the template
     unkeyed = enriched(None)  # without the service the layout does not apply: the header stays in the message
-    assert len(unkeyed) == len(lines) and all("|" in r["message"] for r in unkeyed)
+    assert len(unkeyed) == len(lines) and all(";" in r["message"] for r in unkeyed)

@@ -118,11 +118,27 @@ def decode(line: str, key: bytes = b"svc", layouts: dict[str, str] | None = None
         # a bracketed time of day (not Apache's ``[module:level]``: ``02`` is no level there) and ``LEVEL:``
         ("[10:00:01] INFO: server ready", "server ready", "info", {"module": None}),
         ("[2026-11-28 10:00:01] WARNING: disk 91% full", "disk 91% full", "warning", {"component": None}),
+        # log4j ``[%t] %c - %m`` with a thread name that has spaces, and one that holds brackets
+        ("2026-11-28 10:00:01,123 INFO  [worker 4] io.netty.Channel - channel closed", "channel closed", "info",
+         {"thread": "worker 4", "logger": "io.netty.Channel"}),
+        ("2026-11-28 10:00:01,123 INFO  [Peer[myid=2]/10.0.0.7:2181] app.Quorum - leader elected", "leader elected",
+         "info", {"thread": "Peer[myid=2]/10.0.0.7:2181", "logger": "app.Quorum"}),
+        # an exception type after the level is what happened, not a ``component:``
+        ("2026-11-28 10:00:01,123 ERROR java.lang.IllegalStateException: pool closed",
+         "java.lang.IllegalStateException: pool closed", "error", {"component": None}),
+        # glog's ``file:line]`` ends its header: a bracket after it is the message's
+        ("I1128 10:00:01.123456    42 server.go:42] [instance: 7] VM started", "[instance: 7] VM started", "info",
+         {"src": "server.go:42", "thread": None}),
+        # Elasticsearch's logger bracket ends its header: a ``word:`` after it is the message's
+        ("[2026-11-28T10:00:01,123][INFO ][o.e.Node] getTasks: caller 7 denied", "getTasks: caller 7 denied", "info",
+         {"component": "o.e.Node"}),
         # pipe-separated columns: time, level, names or a pid, then the message (which keeps its own pipes)
         ("2026-11-28 10:00:01.123|ERROR|billing|charge 42 failed", "charge 42 failed", "error",
          {"component": "billing"}),
         ("2026-11-28 10:00:01.123 | WARN | 4242 | sched | queue depth 90 | above limit",
          "queue depth 90 | above limit", "warning", {"pid": 4242, "component": "sched"}),
+        ("2026-11-28 10:00:01.123|WARN|web|[client 192.0.2.4] index forbidden", "[client 192.0.2.4] index forbidden",
+         "warning", {"component": "web", "thread": None}),
     ],
 )  # fmt: skip
 def test_header_shapes_are_inferred(line: str, message: str, severity: str, fields: dict[str, object]) -> None:
