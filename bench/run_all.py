@@ -8,7 +8,8 @@ Runs, each in its own process so one cannot warm or starve the next:
                            has torch;
   2. bench_ticket_worker.py the ticket worker through the real broker vs the bare core (repeated);
   3. bench_log_worker.py   log lines/s of one worker process through the real broker (repeated);
-  4. bench_log_parsing.py  template-mining accuracy (GA/PA) on the Loghub samples, when ../shared has them;
+  4. bench_log_parsing.py  template-mining accuracy (GA/PA) on the Loghub samples, when ../shared has them,
+     and header_robustness.py: the same messages behind 13 common header shapes (the GA the decoder loses);
   5. bench_cpu_backends.py int8 speed, BANKING77 accuracy and parity on MKL, oneDNN and oneDNN/AVX2, when
                            ../shared has BANKING77;
   6. bench_latency_curve.py ticket latency p50/p99 (short and long tickets) at 10/30/60/90% of capacity and
@@ -184,10 +185,14 @@ def main() -> int:
         logs.append(json.loads(out.read_text()))
 
     parsing: dict[str, Any] | None = None
+    headers: dict[str, Any] | None = None
     if (SHARED / "loghub").is_dir():
         out = RESULTS / f"{args.name}.parsing.json"
         run([py, "bench/bench_log_parsing.py", "--no-drain3", "--json", str(out)], timeout=600)
         parsing = json.loads(out.read_text())
+        out = RESULTS / f"{args.name}.header-robustness.json"
+        run([py, "bench/header_robustness.py", "--json", str(out)], timeout=600)
+        headers = json.loads(out.read_text())
 
     cpu_backends: dict[str, Any] | None = None
     if (SHARED / "banking77" / "train.csv").is_file() and not quick:
@@ -234,6 +239,7 @@ def main() -> int:
         "log_lines_per_s": spread([float(lg["lines_per_s"]) for lg in logs]),
         "log_ga_avg": parsing.get("average", {}).get("ga") if parsing else None,
         "log_pa_avg": parsing.get("average", {}).get("pa") if parsing else None,
+        "header_worst_ga_gap": min(min(row.values()) for row in headers["gap"].values()) if headers else None,
     }
     record = {
         "name": args.name,
@@ -251,6 +257,7 @@ def main() -> int:
         "tickets": tickets,
         "logs": logs,
         "parsing": parsing,
+        "header_robustness": headers,
         "cpu_backends": cpu_backends,
         "latency_curve": curve,
         "encoder_flops": flops,
@@ -282,6 +289,9 @@ def main() -> int:
     if parsing:
         ga_pa = f"{summary['log_ga_avg']:.3f} / {summary['log_pa_avg']:.3f}"
         print(f"{'template mining GA / PA, Loghub average':<46}{ga_pa:>32}")
+    if headers:
+        gap = f"{summary['header_worst_ga_gap']:.3f}"
+        print(f"{'GA lost behind 13 header shapes, worst system':<46}{gap:>32}")
     for backend, fig in (cpu_backends or {}).items():
         line = f"{fig['texts_per_s_batch32']:.0f} texts/s, acc {fig['banking77_accuracy']:.4f}"
         print(f"{'int8 on ' + backend + ', batch 32 / BANKING77':<46}{line:>32}")
