@@ -4,7 +4,7 @@
 
 Every knob of ``MinerConfig`` that a rule adds (``min_values``, ``prefix_min_values``, ``key_holes``,
 ``mask_literals``, ``collapse_wildcards``, ``mask_paths``,
-``mask_host_ports``) spans a small grid. For each system S, the configuration
+``mask_host_ports``, ``mask_quoted_phrases``) spans a small grid. For each system S, the configuration
 with the best average GA on the *other* systems is chosen (ties go to the configuration that changes the
 fewest knobs of the shipped default) and scored on S: that is the figure a new user's unseen system would get if the
 rules had been tuned without it. The in-sample column is the shipped default on every system. With
@@ -38,6 +38,7 @@ GRID: dict[str, Sequence[object]] = {
     "collapse_wildcards": (False, True),
     "mask_paths": (False, True),
     "mask_host_ports": (False, True),
+    "mask_quoted_phrases": (False, True),
 }
 
 

@@ -9,7 +9,8 @@ Runs, each in its own process so one cannot warm or starve the next:
   2. bench_ticket_worker.py the ticket worker through the real broker vs the bare core (repeated);
   3. bench_log_worker.py   log lines/s of one worker process through the real broker (repeated);
   4. bench_log_parsing.py  template-mining accuracy (GA/PA) on the Loghub samples, when ../shared has them,
-     and header_robustness.py: the same messages behind 13 common header shapes (the GA the decoder loses);
+     header_robustness.py: the same messages behind 13 common header shapes (the GA the decoder loses), and
+     value_robustness.py: their parameters refilled with values of 9 other shapes (the GA the miner loses);
   5. bench_cpu_backends.py int8 speed, BANKING77 accuracy and parity on MKL, oneDNN and oneDNN/AVX2, when
                            ../shared has BANKING77;
   6. bench_latency_curve.py ticket latency p50/p99 (short and long tickets) at 10/30/60/90% of capacity and
@@ -186,6 +187,7 @@ def main() -> int:
 
     parsing: dict[str, Any] | None = None
     headers: dict[str, Any] | None = None
+    values: dict[str, Any] | None = None
     if (SHARED / "loghub").is_dir():
         out = RESULTS / f"{args.name}.parsing.json"
         run([py, "bench/bench_log_parsing.py", "--no-drain3", "--json", str(out)], timeout=600)
@@ -193,6 +195,9 @@ def main() -> int:
         out = RESULTS / f"{args.name}.header-robustness.json"
         run([py, "bench/header_robustness.py", "--json", str(out)], timeout=600)
         headers = json.loads(out.read_text())
+        out = RESULTS / f"{args.name}.value-robustness.json"
+        run([py, "bench/value_robustness.py", "--json", str(out)], timeout=600)
+        values = json.loads(out.read_text())
 
     cpu_backends: dict[str, Any] | None = None
     if (SHARED / "banking77" / "train.csv").is_file() and not quick:
@@ -240,6 +245,7 @@ def main() -> int:
         "log_ga_avg": parsing.get("average", {}).get("ga") if parsing else None,
         "log_pa_avg": parsing.get("average", {}).get("pa") if parsing else None,
         "header_worst_ga_gap": min(min(row.values()) for row in headers["gap"].values()) if headers else None,
+        "value_shape_ga_gap": {k: statistics.fmean(row.values()) for k, row in values["gap"].items()} if values else None,
     }
     record = {
         "name": args.name,
@@ -258,6 +264,7 @@ def main() -> int:
         "logs": logs,
         "parsing": parsing,
         "header_robustness": headers,
+        "value_robustness": values,
         "cpu_backends": cpu_backends,
         "latency_curve": curve,
         "encoder_flops": flops,
@@ -292,6 +299,8 @@ def main() -> int:
     if headers:
         gap = f"{summary['header_worst_ga_gap']:.3f}"
         print(f"{'GA lost behind 13 header shapes, worst system':<46}{gap:>32}")
+    for shape, lost in (summary["value_shape_ga_gap"] or {}).items():
+        print(f"{'GA lost, parameters refilled: ' + shape:<46}{lost:>32.3f}")
     for backend, fig in (cpu_backends or {}).items():
         line = f"{fig['texts_per_s_batch32']:.0f} texts/s, acc {fig['banking77_accuracy']:.4f}"
         print(f"{'int8 on ' + backend + ', batch 32 / BANKING77':<46}{line:>32}")

@@ -5,7 +5,8 @@ How lines become templates
 1. *Masking*: tokens that are variables by shape become ``<*>``: anything with two digits in a row or a
    digit not glued to a letter (ids, counters, IPs, ports, hex), ISO and syslog dates, sizes with a unit
    (``5.4 KB``), URL bodies, absolute file paths (``/var/www/html/``, ``C:\\Windows\\x.dll``),
-   ``true``/``false``/``null``, and a redaction kind mask glued to other
+   ``true``/``false``/``null``, phrases of two or more words in double quotes (``"Daily Backup"``, so a
+   name's word count does not change the line's length), and a redaction kind mask glued to other
    characters (``blk_-<CARD>``); a kind mask on its own (``<IP>``) stays as written. ``ssh2``, ``tty2``,
    ``log4j`` stay words. Dotted runs of variables collapse (an IP is one ``<*>``), and so do adjacent
    masked tokens (``<*> <*>``), so a value spanning a varying number of tokens (``4 000``, ``1 2 s``)
@@ -113,6 +114,9 @@ _HOST_PORT: Final = re.compile(
     r":<\*>(?![\w.])"
 )
 _WINDOWS_PATH: Final = re.compile(r"(?<![\w\\])(?:[A-Za-z]:|\\\\[?.])\\[^\s'\"]*")
+# A quoted phrase: two or more words in double quotes (``"Daily Backup"``, ``tag="View Lock"``). A name of a
+# varying number of words would otherwise give its template a varying length; one word in quotes stays a token.
+_QUOTED_PHRASE: Final = re.compile(r'"(?:[\w.,\'\-]+ )+[\w.,\'\-]+"')
 
 
 def mask(text: str) -> str:
@@ -183,6 +187,9 @@ class MinerConfig:
     ``C:\\Windows\\x.dll``) are values, masked whole, as the Loghub templates and most parsers treat them (on).
     ``mask_host_ports``: a host name with a port (``proxy.example.org:5070``) is ``<*>:<*>``, as an address
     with a port is, so lines led by one share a template and lists of them collapse (on).
+    ``mask_quoted_phrases``: two or more words in double quotes (``"Daily Backup"``) are one value, ``"<*>"``,
+    so a name of one, two or three words keeps the template's length; one quoted word stays a token and
+    generalises on evidence as any other (on).
     """
 
     min_values: int = 3
@@ -196,6 +203,7 @@ class MinerConfig:
     collapse_wildcards: bool = True
     mask_paths: bool = True
     mask_host_ports: bool = True
+    mask_quoted_phrases: bool = True
 
 
 class _Cluster:
@@ -379,8 +387,10 @@ class TemplateMiner:
         """What ``text`` is grouped by: masked, literals and runs of wildcards as configured."""
         if _GEN in text:
             text = text.replace(_GEN, " ")
-        skeleton = mask(text)
         cfg = self.config
+        if cfg.mask_quoted_phrases and '"' in text:
+            text = _QUOTED_PHRASE.sub('"<*>"', text)
+        skeleton = mask(text)
         if cfg.mask_literals and (
             "true" in skeleton or "false" in skeleton or "null" in skeleton or "TRUE" in skeleton
             or "FALSE" in skeleton or "NULL" in skeleton or "True" in skeleton or "False" in skeleton

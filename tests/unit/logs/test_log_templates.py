@@ -283,6 +283,17 @@ def test_host_names_with_a_port_are_values() -> None:
     assert off.add("proxy.example.org:5070 close").text == "proxy.example.org:<*> close"
 
 
+def test_a_quoted_phrase_is_one_value_whatever_its_length() -> None:
+    miner = TemplateMiner()
+    names = ['"Daily Backup"', '"Weekly Full Backup"', '"Sync Photos Now Please"']
+    ids = {miner.add(f"job {name} finished in 4 s").id for name in names}
+    assert len(ids) == 1 and miner.add('job "Nightly Report" finished in 9 s').text == 'job "<*>" finished in <*> s'
+    # one quoted word is a token: it generalises on evidence, as any other word does
+    assert miner.add('tag="alpha" held').text == 'tag="alpha" held'
+    off = TemplateMiner(MinerConfig(mask_quoted_phrases=False))
+    assert len({off.add(f"job {name} finished in 4 s").id for name in names}) == 3
+
+
 _LINE_CHARS = list("abkBGMT Jan Nov Mon ssh log4j 0123456789 :.-_=/@()[]<>*'\"%+,\\ ://IP")
 
 
