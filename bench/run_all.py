@@ -245,7 +245,9 @@ def main() -> int:
         "log_ga_avg": parsing.get("average", {}).get("ga") if parsing else None,
         "log_pa_avg": parsing.get("average", {}).get("pa") if parsing else None,
         "header_worst_ga_gap": min(min(row.values()) for row in headers["gap"].values()) if headers else None,
-        "value_shape_ga_gap": {k: statistics.fmean(row.values()) for k, row in values["gap"].items()} if values else None,
+        "value_shape_ga_gap": (
+            {k: statistics.fmean(row.values()) for k, row in values["gap"].items()} if values else None
+        ),
     }
     record = {
         "name": args.name,
