@@ -32,6 +32,8 @@ from streamer.logs.evaluate import evaluate_content, evaluate_raw
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "loghub"
 T0 = datetime(2026, 11, 28, 10, 0, 0, tzinfo=timezone.utc)
 LEVELS = ("INFO", "WARN", "ERROR", "DEBUG")
+PG_LEVEL = {"INFO": "LOG", "WARN": "WARNING", "ERROR": "ERROR", "DEBUG": "DEBUG1"}
+REDIS_LEVEL = {"INFO": "*", "WARN": "#", "ERROR": "#", "DEBUG": "."}  # Redis writes . - * #
 GLOG_LEVEL = {"INFO": "I", "WARN": "W", "ERROR": "E", "DEBUG": "I"}  # glog writes I, W, E and F only
 THREADS = ("main", "pool-1-thread-3", "http-nio-8080-exec-12", "Peer[myid=2]/10.0.0.7:2181", "worker 4")
 LOGGERS = ("org.example.rpc.Server", "app.db", "c.e.s.OrderService", "io.netty.Channel")
@@ -67,18 +69,29 @@ SHAPES: dict[str, Callable[[Fields], str]] = {
     "elasticsearch": lambda f: f"[{f.iso('T')}][{f.level:<5}][{f.logger:<25}] ",
     "logfmt": lambda f: f"time={f.iso('T', '.')}Z level={f.level.lower()} msg=",
     "pipe": lambda f: f"{f.iso(frac='.')}|{f.level}|{f.logger}|",
+    "cri": lambda f: f"{f.iso('T', '.')}123456Z {f.host[:4] and 'stdout'} F ",
+    "postgres": lambda f: f"{f.iso(frac='.')} UTC [{f.pid}] {PG_LEVEL[f.level]}:  ",
+    "heroku": lambda f: f"{f.iso('T', '.')}+00:00 app[web.{f.pid % 4 + 1}]: ",
+    "erlang": lambda f: f"{f.iso(frac='.')} [{f.level.lower()}] <0.{f.pid}.0> ",
+    "pino-pretty": lambda f: f"[{f.t:%H:%M:%S}.{f.t.microsecond // 1000:03d}] {f.level} ({f.pid}): ",
+    "level-bracket": lambda f: f"[{f.level}] {f.iso()} ",
+    "go-log-file": lambda f: f"{f.t:%Y/%m/%d %H:%M:%S}.{f.t.microsecond:06d} main.go:{f.pid % 300}: ",
+    "redis": lambda f: f"{f.pid}:M {f.t:%d %b %Y %H:%M:%S}.{f.t.microsecond // 1000:03d} {REDIS_LEVEL[f.level]} ",
 }
 
 
 #: Shapes whose header writes no level (syslog's is in the priority, which these lines leave out).
-NO_LEVEL = frozenset({"syslog", "rfc3339-syslog"})
+NO_LEVEL = frozenset({"syslog", "rfc3339-syslog", "cri", "heroku", "go-log-file"})
 
 
 def written_level(shape: str, f: Fields) -> str | None:
     """The severity the header of ``shape`` wrote for ``f``, as ``normalise_severity`` names it."""
     if shape in NO_LEVEL:
         return None
-    return normalise_severity(GLOG_LEVEL[f.level] if shape == "glog" else f.level)
+    if shape == "redis":
+        return {"*": "notice", "#": "warning", ".": "debug"}[REDIS_LEVEL[f.level]]
+    written = {"glog": GLOG_LEVEL, "postgres": PG_LEVEL}.get(shape, {}).get(f.level, f.level)
+    return normalise_severity(written)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,7 @@ Runs, each in its own process so one cannot warm or starve the next:
   2. bench_ticket_worker.py the ticket worker through the real broker vs the bare core (repeated);
   3. bench_log_worker.py   log lines/s of one worker process through the real broker (repeated);
   4. bench_log_parsing.py  template-mining accuracy (GA/PA) on the Loghub samples, when ../shared has them,
-     header_robustness.py: the same messages behind 13 common header shapes (the GA the decoder loses), and
+     header_robustness.py: the same messages behind 21 common header shapes (the GA the decoder loses), and
      value_robustness.py: their parameters refilled with values of 9 other shapes (the GA the miner loses);
   5. bench_cpu_backends.py int8 speed, BANKING77 accuracy and parity on MKL, oneDNN and oneDNN/AVX2, when
                            ../shared has BANKING77;
@@ -300,7 +300,7 @@ def main() -> int:
         print(f"{'template mining GA / PA, Loghub average':<46}{ga_pa:>32}")
     if headers:
         gap = f"{summary['header_worst_ga_gap']:.3f}"
-        print(f"{'GA lost behind 13 header shapes, worst system':<46}{gap:>32}")
+        print(f"{'GA lost behind 21 header shapes, worst system':<46}{gap:>32}")
     for shape, lost in (summary["value_shape_ga_gap"] or {}).items():
         print(f"{'GA lost, parameters refilled: ' + shape:<46}{lost:>32.3f}")
     for backend, fig in (cpu_backends or {}).items():

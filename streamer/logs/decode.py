@@ -61,7 +61,9 @@ SEVERITY_RANK: Final[Mapping[str, int]] = {
 
 _LEVELS: Final[dict[str, str]] = {
     **dict.fromkeys(("trace", "finest", "finer", "trc", "trce", "verbose", "v"), "trace"),
-    **dict.fromkeys(("debug", "dbg", "dbug", "fine", "config", "d"), "debug"),
+    **dict.fromkeys(
+        ("debug", "dbg", "dbug", "fine", "config", "d", "debug1", "debug2", "debug3", "debug4", "debug5"), "debug"
+    ),  # PostgreSQL writes DEBUG1 to DEBUG5
     **dict.fromkeys(("info", "information", "informational", "log", "statement", "detail", "hint", "i"), "info"),
     **dict.fromkeys(("notice", "note"), "notice"),
     **dict.fromkeys(("warn", "warning", "wrn", "w"), "warning"),
@@ -249,7 +251,7 @@ def format_time_ms(ms: int) -> str:
 # --------------------------------------------------------------------------------------------------
 
 _LEVEL_ALT: Final = (
-    r"(?i:trace|debug|dbg|info|information|notice|warn|warning|error|err|fatal|critical|crit|severe|"
+    r"(?i:trace|debug[1-5]?|dbg|info|information|notice|warn|warning|error|err|fatal|critical|crit|severe|"
     r"alert|emerg|emergency|panic|fine|finer|finest|log|statement|detail|hint)"
 )
 _ISO_LINE: Final = re.compile(
@@ -283,6 +285,13 @@ _NGINX_ERROR: Final = re.compile(
     r"(?P<pid>\d+)#(?P<tid>\d+): (?:\*(?P<conn>\d+) )?(?P<msg>.*)",
     re.S,
 )
+# Redis: ``pid:role day Mon year time.ms <level mark> msg`` (marks . debug, - verbose, * notice, # warning).
+_REDIS: Final = re.compile(
+    r"(?P<pid>\d{1,10}):(?P<role>[XCSM]) (?P<d>\d{1,2}) (?P<mon>[A-Z][a-z]{2}) (?P<y>\d{4}) (?P<h>\d{2}):(?P<m>\d{2}):"
+    r"(?P<s>\d{2})(?:\.(?P<frac>\d{1,6}))? (?P<mark>[.\-*#]) (?P<msg>.*)",
+    re.S,
+)
+_REDIS_LEVELS: Final = {".": "debug", "-": "debug", "*": "notice", "#": "warning"}
 _ACCESS: Final = re.compile(
     r"(?P<client>\S+) \S+ \S+ \[(?P<d>\d{2})/(?P<mon>[A-Z][a-z]{2})/(?P<y>\d{4}):(?P<h>\d{2}):(?P<m>\d{2}):"
     r"(?P<s>\d{2}) (?P<tz>[+-]\d{4})\] \"(?P<req>[^\"]*)\" (?P<status>\d{3}) "
@@ -323,6 +332,21 @@ class _Parsed:
     time_ms: int | None = None
     service: str | None = None
     fields: dict[str, Any] | None = None
+
+
+# containerd/CRI-O's ``<time> stdout F <line>``: the stream and a full (F) or partial (P) line mark.
+_CRI: Final = re.compile(r"(?P<ts>\d{4}-\d{2}-\d{2}T\S+) (?P<stream>stdout|stderr) (?P<tag>[FP]) ")
+
+
+def _cri(line: str, source: Source) -> _Parsed | None:
+    """A container runtime's line: its time and stream, then the container's own line with its own header."""
+    m = _CRI.match(line)
+    if m is None or (time_ms := _iso_ms(m.group("ts"))) is None:
+        return None
+    inner = _parse_text(line[m.end() :], source)
+    inner.time_ms = inner.time_ms if inner.time_ms is not None else time_ms
+    inner.fields = {**(inner.fields or {}), "stream": m.group("stream")}
+    return inner
 
 
 def _iso_layout(line: str) -> _Parsed | None:
@@ -441,6 +465,18 @@ def _nginx_error(line: str) -> _Parsed | None:
     return _Parsed(m.group("msg"), level, normalise_severity(level), time_ms, None, fields)
 
 
+def _redis(line: str) -> _Parsed | None:
+    m = _REDIS.match(line)
+    if m is None or m.group("mon") not in _MONTHS:
+        return None
+    time_ms = _to_ms(
+        int(m.group("y")), _MONTHS[m.group("mon")], int(m.group("d")), int(m.group("h")), int(m.group("m")),
+        int(m.group("s")), m.group("frac"), 0,
+    )  # fmt: skip
+    mark = m.group("mark")
+    return _Parsed(m.group("msg"), mark, _REDIS_LEVELS[mark], time_ms, None, {"pid": int(m.group("pid"))})
+
+
 def _access(line: str) -> _Parsed | None:
     m = _ACCESS.match(line)
     if m is None or m.group("mon") not in _MONTHS:
@@ -502,11 +538,13 @@ _H_NAMES: Final = frozenset(
      "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun", "UTC", "GMT")
 )  # fmt: skip
 # A logger or component closing the header: ``sshd[42]:``, ``dfs.DataNode$PacketResponder:``, ``su(pam_unix)[7]:``.
-_H_COMPONENT: Final = re.compile(r"[A-Za-z_$][\w$.\-/()@]{0,127}(?:\[\d{1,10}\])?:")
+_H_COMPONENT: Final = re.compile(r"[A-Za-z_$][\w$.\-/()@]{0,127}(?:\[[\w.\-]{1,32}\])?:")
 _H_TAG: Final = re.compile(r"(?=[\w\-.:]{1,64}$)(?:[A-Z][A-Z0-9_]{1,15}|.*\d.*)")
 _H_SHORT_LEVELS: Final = frozenset("VDIWEFA")
 _H_MAX_TOKENS: Final = 12
 _H_NAME: Final = re.compile(r"[A-Za-z_$][\w$.\-]{0,127}")
+# A process id right after the level: pino's ``(42):``, an Erlang process ``<0.42.0>``.
+_H_PID: Final = re.compile(r"\((\d{1,10})\):|<\d{1,10}\.\d{1,10}\.\d{1,10}>")
 
 
 # A dotted logger right after the level (``INFO c.e.Service - msg``, ``INFO app.api [req-7] msg``); a dotted
@@ -634,6 +672,10 @@ def _infer_header(line: str) -> _Parsed | None:
             level, end = word, stop
             pos = stop
             continue
+        if tok.endswith(":") and _CALLER.fullmatch(tok[:-1]):
+            fields["src"] = tok[:-1]  # Go's ``log.Lshortfile``: ``main.go:42:``
+            end = stop
+            break
         if _H_COMPONENT.fullmatch(tok) and (level is not None or tags < 4):
             channel, dot, named = tok[:-1].rpartition(".")
             if level is None and dot and named.isupper() and normalise_severity(named) is not None:
@@ -645,6 +687,9 @@ def _infer_header(line: str) -> _Parsed | None:
         if level is not None:
             if tok in ("-", "--") and end == pos - 1:
                 end = stop
+            elif (process := _H_PID.fullmatch(tok)) is not None and end == pos - 1:
+                fields.setdefault("pid", int(process.group(1)) if process.group(1) else process.group())
+                end = stop  # pino's ``(42):``, an Erlang process ``<0.42.0>``
             elif (logger := _logger_column(line, tok, stop)) and line[end:pos].strip() == "":
                 fields["component"] = tok
                 end = logger
@@ -744,7 +789,10 @@ def _parse_text(line: str, source: Source) -> _Parsed:
     if first.isdigit():
         if "|" in line[:40] and (piped := _pipe_header(line)) is not None:
             return piped  # its columns are the whole header: a ``[...]`` or ``name:`` next is the message's
-        parsed = _iso_layout(line) or _nginx_error(line) or _access(line)
+        parsed = _cri(line, source) if line[10:11] == "T" and " std" in line[:48] else None
+        if parsed is not None:
+            return parsed
+        parsed = _iso_layout(line) or _nginx_error(line) or _redis(line) or _access(line)
     elif first == "<":
         parsed = _syslog_5424(line) or _syslog_3164(line, source)
     elif first in "IWEF" and line[1:2].isdigit():
@@ -777,7 +825,7 @@ def _fuller_header(line: str, exact: _Parsed) -> _Parsed:
     return inferred
 
 
-_SYSLOG_TAG: Final = re.compile(r"[\w.\-/]{1,64}\[\d{1,10}\]")
+_SYSLOG_TAG: Final = re.compile(r"[\w.\-/]{1,64}\[[\w.\-]{1,32}\]")  # ``nginx[812]``, Heroku's ``app[web.1]``
 
 # logfmt (``time=... level=warn msg="..." k=v``): the level and time pairs are the header; the rest, with
 # ``msg=`` and every other pair as written, is the message.

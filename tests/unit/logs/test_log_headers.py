@@ -132,6 +132,25 @@ def decode(line: str, key: bytes = b"svc", layouts: dict[str, str] | None = None
         # Elasticsearch's logger bracket ends its header: a ``word:`` after it is the message's
         ("[2026-11-28T10:00:01,123][INFO ][o.e.Node] getTasks: caller 7 denied", "getTasks: caller 7 denied", "info",
          {"component": "o.e.Node"}),
+        # PostgreSQL: a zone, the pid in brackets, DEBUG1 to DEBUG5 among its levels
+        ("2026-11-28 10:00:01.123 UTC [4242] DEBUG2:  autovacuum launcher started", "autovacuum launcher started",
+         "debug", {"thread": "4242"}),
+        # containerd/CRI-O: time, stream, F/P, then the container's own line with its own header
+        ("2026-11-28T10:00:01.123456789Z stdout F 2026-11-28 10:00:02,000 WARN  [main] app.Db - pool low",
+         "pool low", "warning", {"stream": "stdout", "logger": "app.Db"}),
+        ("2026-11-28T10:00:01.123456789Z stderr F listening on :8080", "listening on :8080", "unknown",
+         {"stream": "stderr"}),
+        # Heroku's router tag, pino-pretty's ``(pid):``, an Erlang process, Go's ``log.Lshortfile``
+        ("2026-11-28T10:00:01.123+00:00 app[web.1]: booted in 3 s", "booted in 3 s", "unknown",
+         {"component": "app[web.1]"}),
+        ("[10:00:01.123] ERROR (4242): request failed", "request failed", "error", {"pid": 4242}),
+        ("2026-11-28 10:00:01.123 [error] <0.4242.0> supervisor restarted", "supervisor restarted", "error",
+         {"pid": "<0.4242.0>"}),
+        ("2026/11/28 10:00:01.123456 main.go:42: dial tcp: timeout", "dial tcp: timeout", "warning",
+         {"src": "main.go:42"}),
+        # Redis: pid and role, a day-first date, a level mark
+        ("4242:M 28 Nov 2026 10:00:01.123 # WARNING overcommit_memory is 0", "WARNING overcommit_memory is 0",
+         "warning", {"pid": 4242}),
         # pipe-separated columns: time, level, names or a pid, then the message (which keeps its own pipes)
         ("2026-11-28 10:00:01.123|ERROR|billing|charge 42 failed", "charge 42 failed", "error",
          {"component": "billing"}),
@@ -196,6 +215,8 @@ def test_logfmt_takes_only_the_first_level_and_time_pairs() -> None:
         "[2026-11-28T10:00:01,123][WARN ][o.e.c.DiskMonitor] [node-1] high disk watermark",
         "WARN  [Gossip:1] 2026-11-28 10:00:01,123 Gossiper.java:456 - Not marking nodes down",
         "2026-11-28 10:00:01.123|ERROR|billing|charge 42 failed",
+        "2026-11-28T10:00:01.123Z stdout F listening on :8080",
+        "4242:M 28 Nov 2026 10:00:01.123 * Ready to accept connections",
     ],
 )
 def test_inferred_headers_carry_their_event_time(line: str) -> None:
