@@ -593,6 +593,7 @@ def _infer_header(line: str) -> _Parsed | None:
     tags = 0
     bracketed_level = False
     time_ms: int | None = None
+    day = ""
     for _ in range(_H_MAX_TOKENS):
         while pos < n and line[pos] in " \t":
             pos += 1
@@ -648,9 +649,13 @@ def _infer_header(line: str) -> _Parsed | None:
             if _H_DATE.fullmatch(tok) and not (saw_date and _H_TIME.fullmatch(tok)):
                 saw_date = True
                 saw_time = saw_time or "-" in tok[8:] or "T" in tok or ":" in tok
+                if tok[:4].isdigit() and tok[4:5] in ("-", "/"):
+                    day = tok  # a year-first date: with the time after it, the line's event time
                 pos = stop
                 continue
             if _is_time_token(tok, saw_date) or _H_EPOCH.fullmatch(tok):
+                if day and time_ms is None and ":" in tok:
+                    time_ms = _iso_ms(f"{day.replace('/', '-')} {tok.rstrip(',')}")
                 saw_time = True
                 pos = stop
                 continue

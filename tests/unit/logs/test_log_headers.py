@@ -217,6 +217,7 @@ def test_logfmt_takes_only_the_first_level_and_time_pairs() -> None:
         "2026-11-28 10:00:01.123|ERROR|billing|charge 42 failed",
         "2026-11-28T10:00:01.123Z stdout F listening on :8080",
         "4242:M 28 Nov 2026 10:00:01.123 * Ready to accept connections",
+        "2026/11/28 10:00:01.123456 main.go:42: dial tcp: timeout",
     ],
 )
 def test_inferred_headers_carry_their_event_time(line: str) -> None:
