@@ -349,6 +349,11 @@ def _cri(line: str, source: Source) -> _Parsed | None:
     return inner
 
 
+# A bracket after the level names the service (``ERROR [payments] ...``) unless it reads as a thread: ``main``, or a
+# name with a digit, ``:``, ``@`` or ``#`` in it (``pool-1-thread-3``, ``nio-8080-exec-1``, ``Gossip:1``).
+_THREAD_NAME: Final = re.compile(r"\Amain\Z|[0-9:@#]")
+
+
 def _iso_layout(line: str) -> _Parsed | None:
     m = _ISO_LINE.match(line)
     if m is None:
@@ -359,12 +364,16 @@ def _iso_layout(line: str) -> _Parsed | None:
         fields["thread"] = m.group("thread")
     if m.group("logger"):
         fields["logger"] = m.group("logger")
+    service = m.group("svc")
+    if service is not None and _THREAD_NAME.search(service):
+        fields.setdefault("thread", service)  # log4j's ``[%t]`` (``[main]``, ``[pool-1-thread-3]``), not a service
+        service = None
     return _Parsed(
         message=m.group("msg"),
         level=level,
         severity=normalise_severity(level) if level else None,
         time_ms=_iso_ms(m.group("ts")),
-        service=m.group("svc"),
+        service=service,
         fields=fields or None,
     )
 

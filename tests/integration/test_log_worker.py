@@ -21,7 +21,7 @@ import orjson
 import pytest
 from harness.fixtures import TopicFactory, WorkerFactory
 from harness.kafka import REPO, Topics
-from harness.processes import StreamerProcess, run_streamer, streamer_env
+from harness.processes import StreamerProcess, run_streamer, streamer_env, wait_until
 
 from streamer.demo import demo_log_lines
 from streamer.topics import SchemaRegistry
@@ -317,7 +317,7 @@ def test_a_worker_joining_mid_stream_takes_partitions_without_losing_or_repeatin
     cluster = topic_factory(LOG_TOPICS, label="logrebalance")
     group = f"test-logs-rebalance-{uuid.uuid4().hex[:8]}"
     records: list[Record] = []
-    for line in demo_log_lines(36_000, seed=5):
+    for line in demo_log_lines(60_000, seed=5):
         if isinstance(line, dict):
             records.append((str(line["service"]).encode(), orjson.dumps(line)))
         else:
@@ -332,6 +332,8 @@ def test_a_worker_joining_mid_stream_takes_partitions_without_losing_or_repeatin
         # A backlog the first worker needs several seconds for: the second joins while batches are in flight.
         sent |= set(cluster.produce(LOGS, records[2000:]))
         cluster.docs(ENRICHED, until=len(sent), match=lambda v: True, timeout=300)
+        # The group may settle after the backlog is done on a fast machine: stop only once it has.
+        wait_until(lambda: "log partitions assigned" in second.log_text(), 120, "the second worker's partitions")
         assert first.alive and second.alive
     finally:
         codes = (first.terminate(), second.terminate())

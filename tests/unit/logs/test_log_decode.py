@@ -41,6 +41,12 @@ def fail(value: bytes | None, limits: DecodeLimits | None = None) -> DecodeFailu
 # -- text layouts -----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("thread", ["main", "pool-1-thread-3", "nio-8080-exec-1", "Gossip:1", "worker@7"])
+def test_a_bracket_that_reads_as_a_thread_is_not_the_service(thread: str) -> None:
+    r = decode(f"2026-11-28T10:00:00Z ERROR [{thread}] charge failed for order 42", key=b"billing")
+    assert (r.service, r.fields.get("thread"), r.message) == ("billing", thread, "charge failed for order 42")
+
+
 def test_iso_timestamp_level_and_service_in_brackets() -> None:
     r = decode("2026-11-28T10:00:00Z ERROR [payments] charge failed for order 42")
     assert (r.severity, r.level, r.service, r.message) == ("error", "ERROR", "payments", "charge failed for order 42")
