@@ -343,7 +343,7 @@ def _cri(line: str, source: Source) -> _Parsed | None:
     m = _CRI.match(line)
     if m is None or (time_ms := _iso_ms(m.group("ts"))) is None:
         return None
-    inner = _parse_text(line[m.end() :], source)
+    inner = _parse_text(line[m.end() :], source, runtime=False)  # one runtime wrapper: the rest is the container's
     inner.time_ms = inner.time_ms if inner.time_ms is not None else time_ms
     inner.fields = {**(inner.fields or {}), "stream": m.group("stream")}
     return inner
@@ -797,13 +797,13 @@ def _pipe_header(line: str) -> _Parsed | None:
     return _Parsed(message, level, normalise_severity(level) if level else None, time_ms, None, fields or None)
 
 
-def _parse_text(line: str, source: Source) -> _Parsed:
+def _parse_text(line: str, source: Source, *, runtime: bool = True) -> _Parsed:
     first = line[:1]
     parsed: _Parsed | None = None
     if first.isdigit():
         if "|" in line[:40] and (piped := _pipe_header(line)) is not None:
             return piped  # its columns are the whole header: a ``[...]`` or ``name:`` next is the message's
-        parsed = _cri(line, source) if line[10:11] == "T" and " std" in line[:48] else None
+        parsed = _cri(line, source) if runtime and line[10:11] == "T" and " std" in line[:48] else None
         if parsed is not None:
             return parsed
         parsed = _iso_layout(line) or _nginx_error(line) or _redis(line) or _access(line)

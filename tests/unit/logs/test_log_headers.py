@@ -228,3 +228,11 @@ def test_inferred_headers_carry_their_event_time(line: str) -> None:
 def test_pipes_without_a_leading_time_are_message() -> None:
     line = "cache|miss|key 42"
     assert decode(line).message == line
+
+
+def test_a_runtime_wrapper_is_unwrapped_once() -> None:
+    """A line of nested runtime prefixes (hostile or doubly shipped) is read in one step, not recursively."""
+    line = "2026-11-28T10:00:01.123Z stdout F " * 5000 + "boom"
+    rec = decode(line)
+    assert rec.fields.get("stream") == "stdout"
+    assert rec.message.endswith("boom") and rec.message.startswith("stdout F 2026-11-28T10:00:01.123Z")
