@@ -28,6 +28,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from harness.fixtures import TopicFactory, WorkerFactory
+from harness.processes import wait_until
 
 from streamer.demo import demo_tickets
 from streamer.kafka import local
@@ -102,7 +103,8 @@ def test_leader_then_a_second_broker_killed_mid_stream_nothing_lost(
             states = await describe(admin, [cluster.topic(t) for t in (TICKETS, ENRICHED, DEADLETTER)])
         return {name: (s.replication_factor, s.config.get("min.insync.replicas")) for name, s in states.items()}
 
-    assert set(asyncio.run(topic_states()).values()) == {(3, "2")}
+    # Every broker applies a new topic's config from the metadata log: the one asked may not have it yet.
+    wait_until(lambda: set(asyncio.run(topic_states()).values()) == {(3, "2")}, 30, "the topics' replication config")
 
     records = []
     for i, ticket in enumerate(demo_tickets(n, seed=rng.randrange(1 << 30))):
