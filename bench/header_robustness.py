@@ -69,7 +69,7 @@ SHAPES: dict[str, Callable[[Fields], str]] = {
     "elasticsearch": lambda f: f"[{f.iso('T')}][{f.level:<5}][{f.logger:<25}] ",
     "logfmt": lambda f: f"time={f.iso('T', '.')}Z level={f.level.lower()} msg=",
     "pipe": lambda f: f"{f.iso(frac='.')}|{f.level}|{f.logger}|",
-    "cri": lambda f: f"{f.iso('T', '.')}123456Z {f.host[:4] and 'stdout'} F ",
+    "cri-log4j": lambda f: f"{f.iso('T', '.')}123456Z stdout F {f.iso()} {f.level:<5} [{f.thread}] {f.logger} - ",
     "postgres": lambda f: f"{f.iso(frac='.')} UTC [{f.pid}] {PG_LEVEL[f.level]}:  ",
     "heroku": lambda f: f"{f.iso('T', '.')}+00:00 app[web.{f.pid % 4 + 1}]: ",
     "erlang": lambda f: f"{f.iso(frac='.')} [{f.level.lower()}] <0.{f.pid}.0> ",
@@ -81,7 +81,7 @@ SHAPES: dict[str, Callable[[Fields], str]] = {
 
 
 #: Shapes whose header writes no level (syslog's is in the priority, which these lines leave out).
-NO_LEVEL = frozenset({"syslog", "rfc3339-syslog", "cri", "heroku", "go-log-file"})
+NO_LEVEL = frozenset({"syslog", "rfc3339-syslog", "heroku", "go-log-file"})
 
 
 def written_level(shape: str, f: Fields) -> str | None:
